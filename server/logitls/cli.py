@@ -1,0 +1,210 @@
+"""`logitls` command line: thin over the engine (and the server for `serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .text import visible
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _read_text(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=os.environ.get("LOGITLS_MODEL", "default"),
+                        help="'default' (embedded SmolLM2-135M-Instruct), a model folder, a .gguf file or a hub id")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run model code shipped with a hub model (off unless you set it)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _text_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", help="the text, or - to read it from standard input")
+    parser.add_argument("--truncate", action="store_true",
+                        help="cut a text longer than the context window from the left instead of refusing it")
+
+
+def _engine(args: argparse.Namespace):
+    if not _read_text_once(args):
+        raise UsageError("the text is empty: give some text (or - and pipe it in)")
+    from .engine import Engine
+
+    return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
+                       trust_remote_code=args.trust_remote_code)
+
+
+def _read_text_once(args: argparse.Namespace) -> str:
+    if not hasattr(args, "text_value"):
+        args.text_value = _read_text(args.text)
+    return args.text_value
+
+
+def _checked_text(args: argparse.Namespace, engine: Any) -> str:
+    text = _read_text_once(args)
+    n_tokens = len(engine.tokenizer(text)["input_ids"])
+    if n_tokens > engine.context_window and not args.truncate:
+        raise UsageError(f"the text is {n_tokens} tokens, longer than the model's context window "
+                         f"({engine.context_window}); pass --truncate to keep only its end")
+    return text
+
+
+def cmd_tokens(args: argparse.Namespace) -> None:
+    from .engine.loading import load_tokenizer
+
+    text = _read_text_once(args)
+    if not text:
+        raise UsageError("the text is empty: give some text (or - and pipe it in)")
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    rows = [
+        {"index": i, "id": token_id, "text": tokenizer.decode([token_id], clean_up_tokenization_spaces=False),
+         "start": start, "end": end}
+        for i, (token_id, (start, end)) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"]))
+    ]
+    if args.json:
+        print(json.dumps({"text": text, "tokens": rows}, ensure_ascii=False))
+        return
+    print(f"{len(rows)} tokens")
+    print(f"{'#':>4}  {'id':>7}  token")
+    for row in rows:
+        print(f"{row['index']:>4}  {row['id']:>7}  {visible(row['text'])}")
+
+
+def cmd_top(args: argparse.Namespace) -> None:
+    if args.n < 1:
+        raise UsageError(f"-n must be at least 1, got {args.n}")
+    engine = _engine(args)
+    text = _checked_text(args, engine)
+    if args.n > engine.vocab_size:
+        raise UsageError(f"-n must be at most the vocabulary size ({engine.vocab_size}), got {args.n}")
+    result = engine.next_tokens(text, args.n)
+    if args.json:
+        print(json.dumps({
+            "text": text, "context_tokens": result.context_tokens, "truncated": result.truncated,
+            "tokens": [{"rank": c.rank, "id": c.id, "text": c.text, "prob": c.prob, "logprob": c.logprob,
+                        "special": c.token.special} for c in result.choices],
+        }, ensure_ascii=False))
+        return
+    if result.truncated:
+        print(f"(text cut from the left to the last {result.context_tokens} tokens)", file=sys.stderr)
+    print(f"{'rank':>4}  {'token':<20} {'id':>7}  {'prob':>7}  {'logprob':>8}")
+    for c in result.choices:
+        print(f"{c.rank:>4}  {visible(c.text):<20} {c.id:>7}  {c.prob:>7.4f}  {c.logprob:>8.3f}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    text = _checked_text(args, engine)
+    options = {"max_new_tokens": args.max_new_tokens, "max_length": args.max_length}
+    if args.max_new_tokens is None and args.max_length is None:
+        options["max_new_tokens"] = 100
+    pieces, ids = [], []
+    for step in engine.greedy(text, **options):
+        ids.append(step.token.id)
+        pieces.append(step.text)
+        if not args.json:
+            sys.stdout.write(step.text)
+            sys.stdout.flush()
+    stop = "eos" if ids and ids[-1] in engine.eos_ids else "length"
+    if args.json:
+        print(json.dumps({"text": text, "continuation": "".join(pieces), "ids": ids, "stop": stop}, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """The teaching notebook's three steps: token table, top-5 next tokens, greedy continuation."""
+    engine = _engine_for_demo(args)
+    prompt = args.text
+    print(f"== 1. tokens of {prompt!r}")
+    tokenized = engine.tokenize(prompt)
+    for i, (token_id, token) in enumerate(zip(tokenized.ids, tokenized.tokens)):
+        print(f"{i:>4}  {token_id:>7}  {visible(token.text)}")
+    print("\n== 2. top-5 next tokens")
+    for c in engine.next_tokens(prompt, 5).choices:
+        print(f"{c.rank:>4}  {visible(c.text):<20} {c.prob:.4f}")
+    print("\n== 3. greedy continuation (max_length=100, as in model.generate)")
+    sys.stdout.write(prompt)
+    for step in engine.greedy(prompt, max_length=100):
+        sys.stdout.write(step.text)
+        sys.stdout.flush()
+    print()
+
+
+def _engine_for_demo(args: argparse.Namespace):
+    from .engine import Engine
+
+    return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
+                       trust_remote_code=args.trust_remote_code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="logitls", description="A causal language model's next tokens, "
+                                     "probabilities and greedy continuation, in the terminal and in editors.")
+    parser.add_argument("--version", action="version", version=f"logitls {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("tokens", help="show how the model's tokenizer splits a text")
+    _text_options(p)
+    _model_options(p)
+    p.set_defaults(run=cmd_tokens)
+
+    p = commands.add_parser("top", help="the top-n next tokens with probabilities")
+    _text_options(p)
+    p.add_argument("-n", type=int, default=5, help="how many tokens (default 5)")
+    _model_options(p)
+    p.set_defaults(run=cmd_top)
+
+    p = commands.add_parser("generate", help="greedy continuation, streamed to stdout")
+    _text_options(p)
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--max-new-tokens", type=int, help="new tokens at most (default 100)")
+    limit.add_argument("--max-length", type=int, help="prompt plus new tokens at most, as in model.generate")
+    _model_options(p)
+    p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("demo", help="the notebook's three steps on one prompt")
+    p.add_argument("text", nargs="?", default="Udacity is the best place to learn about generative")
+    _model_options(p)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .engine.loading import ModelLoadError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("max_new_tokens", "max_length"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            parser.exit(EXIT_BAD_INPUT, f"logitls: error: --{name.replace('_', '-')} must not be negative\n")
+    try:
+        args.run(args)
+    except (UsageError, ModelLoadError, ValueError) as exc:
+        print(f"logitls: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The inference core: next-token distribution, per-token scores and greedy decoding.
+
+Everything runs through one per-document KV cache (DocumentState): a request re-tokenizes the
+whole text (cheap, and it handles BPE merges that change near an edit), keeps the cached
+prefix it shares with the previous request, and feeds only the rest. Prefill and decode are the
+same forward call: prefill feeds many tokens, a decode step feeds one.
+
+An Engine is not thread-safe: the server calls it from one dedicated worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .loading import LoadedModel, load_model
+from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, TokenScore
+
+StopCheck = Callable[[], bool]
+PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds logits memory and cancel latency
+
+
+class Cancelled(Exception):
+    """The caller's stop check fired; the cache keeps whatever was already computed."""
+
+
+@dataclass
+class GreedyStep:
+    token: Token
+    text: str  # what this step appends to the document (may be "" while a character is incomplete)
+
+
+@dataclass
+class _Score:
+    logprob: float
+    rank: int
+    alternatives: list[tuple[int, float]]  # (token id, logprob), best first
+
+
+@dataclass
+class DocumentState:
+    """The model's view of one document: token ids whose keys/values sit in `kv`."""
+
+    ids: list[int] = field(default_factory=list)
+    kv: Any = None
+    # scores[i]: token i given ids[:i], or None / missing where tokens were fed without scoring.
+    scores: list[_Score | None] = field(default_factory=list)
+    last_logits: torch.Tensor | None = None  # next-token logits after ids, fp32
+
+    def crop(self, keep: int) -> None:
+        if keep >= len(self.ids):
+            return
+        if keep == 0 or self.kv is None:
+            self.kv = None
+        else:
+            # transformers 5: crop(-k) drops the last k positions
+            self.kv.crop(-(len(self.ids) - keep))
+        del self.ids[keep:]  # scores stay: _advance already dropped those of changed tokens
+        self.last_logits = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Engine:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_context_tokens: int = 0,
+        alternatives: int = 10,
+        cached_documents: int = 8,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = torch.device(loaded.device)
+        self.alternatives = alternatives
+        self.cached_documents = max(1, cached_documents)
+        self._documents: OrderedDict[str, DocumentState] = OrderedDict()
+        self._token_cache: dict[int, Token] = {}
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+        self.model_context = int(limit)
+        self.context_window = min(self.model_context, max_context_tokens) if max_context_tokens > 0 else self.model_context
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._special_ids = set(self.tokenizer.all_special_ids)
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        # What the empty text conditions on: the model's BOS, else its EOS (GPT-2 style models
+        # use <|endoftext|> as the document separator).
+        start = self.tokenizer.bos_token_id
+        self.start_id = start if start is not None else self.tokenizer.eos_token_id
+
+    @classmethod
+    def load(cls, spec: str | None = None, *, dtype: str = "float32", device: str = "auto", threads: int = 0,
+             trust_remote_code: bool = False, **engine_options: Any) -> "Engine":
+        loaded = load_model(spec, dtype=dtype, device=device, threads=threads, trust_remote_code=trust_remote_code)
+        return cls(loaded, **engine_options)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def token(self, token_id: int) -> Token:
+        cached = self._token_cache.get(token_id)
+        if cached is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            piece = self.tokenizer.convert_ids_to_tokens(token_id) or ""
+            if piece.startswith("\u2581") and not text.startswith(" "):
+                text = " " + text  # SentencePiece drops the word-start space when a token stands alone
+            special = token_id in self._special_ids
+            cached = Token(token_id, text, special=special, partial="\ufffd" in text and not special)
+            self._token_cache[token_id] = cached
+        return cached
+
+    def tokenize(self, text: str) -> TokenizedText:
+        """The ids the model is fed for `text` (with the tokenizer's own special tokens), with offsets."""
+        encoded = self.tokenizer(text, return_offsets_mapping=True)
+        ids = list(encoded["input_ids"])
+        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        return TokenizedText(ids, [self.token(i) for i in ids], offsets)
+
+    def _window_start(self, n_tokens: int, room: int) -> int:
+        """Where to cut a too-long token list so that what is left fits in `room` tokens.
+
+        The cut moves in blocks of a quarter window, so that while a user types at the end of a
+        long document the kept window (and its KV cache) stays the same for many keystrokes.
+        """
+        if n_tokens <= room:
+            return 0
+        block = max(1, room // 4)
+        start = -(-(n_tokens - room) // block) * block
+        return min(start, n_tokens - 1)
+
+    # -- the forward pass over a document state ---------------------------------------------
+
+    def _state(self, document: str) -> DocumentState:
+        state = self._documents.pop(document, None) or DocumentState()
+        self._documents[document] = state  # most recently used last
+        while len(self._documents) > self.cached_documents:
+            self._documents.popitem(last=False)
+        return state
+
+    def forget(self, document: str) -> None:
+        self._documents.pop(document, None)
+
+    def forget_all(self) -> None:
+        self._documents.clear()
+
+    @torch.inference_mode()
+    def _advance(self, state: DocumentState, ids: list[int], want_scores: bool, should_stop: StopCheck | None) -> None:
+        """Bring `state` to exactly `ids`, with next-token logits (and, if asked, every token's score)."""
+        n = len(ids)
+        common = _common_prefix(state.ids, ids)
+        del state.scores[common:]  # a score depends only on the tokens up to and including its own
+        if want_scores:
+            first_missing = next((i for i in range(1, n) if i >= len(state.scores) or state.scores[i] is None), n)
+            start = min(first_missing - 1, common)  # token i is scored by the logits at i - 1
+        else:
+            start = common
+        if start >= n:
+            if len(state.ids) == n and state.last_logits is not None:
+                return
+            start = n - 1
+        state.crop(max(start, 0))
+        if state.kv is None:
+            from transformers import DynamicCache
+
+            state.kv = DynamicCache(config=self.model.config)
+        position = len(state.ids)
+        while position < n:
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            chunk = ids[position : position + PREFILL_CHUNK]
+            # logits_to_keep=1 skips the LM head for every position but the last when no scores are wanted
+            output = self.model(
+                input_ids=torch.tensor([chunk], device=self.device),
+                cache=state.kv,
+                logits_to_keep=0 if want_scores else 1,
+                use_cache=True,
+            )
+            logits = output.logits[0].float()  # softmax in fp32 even when the model runs in bf16
+            state.ids.extend(chunk)
+            if want_scores:
+                targets = ids[position + 1 : position + 1 + len(chunk)]
+                if len(state.scores) < position + 1:
+                    state.scores.extend([None] * (position + 1 - len(state.scores)))
+                del state.scores[position + 1 :]
+                state.scores.extend(self._scores(logits[: len(targets)], targets))
+            state.last_logits = logits[-1]
+            position += len(chunk)
+
+    def _scores(self, logits: torch.Tensor, targets: list[int]) -> list[_Score]:
+        if not targets:
+            return []
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(targets, device=logprobs.device).unsqueeze(1)
+        actual = logprobs.gather(1, target)
+        ranks = (logprobs > actual).sum(dim=1) + 1
+        k = min(self.alternatives, logprobs.shape[-1])
+        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+        actual_l, ranks_l = actual.squeeze(1).tolist(), ranks.tolist()
+        top_ids_l, top_lp_l = top_ids.tolist(), top_logprobs.tolist()
+        return [
+            _Score(actual_l[i], ranks_l[i], list(zip(top_ids_l[i], top_lp_l[i])))
+            for i in range(len(targets))
+        ]
+
+    def _prepare(self, text: str, room: int | None = None) -> tuple[list[int], int, bool]:
+        ids = self.tokenizer(text)["input_ids"] if text else []
+        if not ids:
+            return [self.start_id], 0, False
+        start = self._window_start(len(ids), room or self.context_window)
+        return list(ids[start:]), start, start > 0
+
+    # -- the three things callers ask for ---------------------------------------------------
+
+    def next_tokens(self, text: str, n: int = 10, *, document: str = "", should_stop: StopCheck | None = None) -> NextTokens:
+        """The top-n next tokens after `text`, softmax over the full vocabulary in fp32.
+
+        The empty text conditions on the model's BOS token (EOS for GPT-2 style models).
+        """
+        if not 1 <= n <= self.vocab_size:
+            raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
+        ids, _, truncated = self._prepare(text)
+        state = self._state(document)
+        self._advance(state, ids, want_scores=False, should_stop=should_stop)
+        logprobs = torch.log_softmax(state.last_logits, dim=-1)
+        top_logprobs, top_ids = logprobs.topk(n)
+        choices = [
+            TokenChoice(self.token(i), math.exp(lp), lp, rank)
+            for rank, (i, lp) in enumerate(zip(top_ids.tolist(), top_logprobs.tolist()), start=1)
+        ]
+        return NextTokens(choices, len(ids), truncated)
+
+    def token_scores(self, text: str, *, document: str = "", should_stop: StopCheck | None = None) -> TextScores:
+        """Each token's probability given all text before it, its rank and the model's alternatives.
+
+        The first token of the scored window has no score unless the tokenizer itself adds a BOS.
+        """
+        encoded = self.tokenizer(text, return_offsets_mapping=True) if text else {"input_ids": [], "offset_mapping": []}
+        all_ids = list(encoded["input_ids"])
+        if not all_ids:
+            return TextScores([], False, 0)
+        start = self._window_start(len(all_ids), self.context_window)
+        ids = all_ids[start:]
+        offsets = encoded["offset_mapping"][start:]
+        state = self._state(document)
+        self._advance(state, ids, want_scores=True, should_stop=should_stop)
+        scored = []
+        for index, (token_id, (begin, end)) in enumerate(zip(ids, offsets)):
+            score = state.scores[index]
+            if score is None:
+                scored.append(TokenScore(index, self.token(token_id), begin, end, None, None, None))
+                continue
+            alternatives = [
+                TokenChoice(self.token(i), math.exp(lp), lp, rank)
+                for rank, (i, lp) in enumerate(score.alternatives, start=1)
+            ]
+            scored.append(TokenScore(index, self.token(token_id), begin, end, math.exp(score.logprob),
+                                     score.logprob, score.rank, alternatives))
+        return TextScores(scored, start > 0, offsets[0][0] if start > 0 else 0)
+
+    def greedy(
+        self,
+        text: str,
+        *,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        document: str = "",
+        should_stop: StopCheck | None = None,
+    ) -> Iterator[GreedyStep]:
+        """Greedy continuation, one step per token, identical to model.generate(do_sample=False).
+
+        As in generate(), max_new_tokens wins over max_length (which counts the prompt too);
+        with neither, 100 new tokens. Stops after an EOS token (yielded, with empty text).
+        """
+        for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+        prompt_tokens = len(self.tokenizer(text)["input_ids"]) if text else 1
+        if max_new_tokens is None:
+            max_new_tokens = max(0, max_length - prompt_tokens) if max_length is not None else 100
+        if max_new_tokens == 0:
+            return
+        # Leave room in the window for what is generated, as far as the window allows.
+        room = max(1, self.context_window - max_new_tokens)
+        ids, _, _ = self._prepare(text, room)
+        state = self._state(document)
+        self._advance(state, ids, want_scores=False, should_stop=should_stop)
+        generated: list[int] = []
+        emitted = ""
+        with torch.inference_mode():
+            for step in range(max_new_tokens):
+                next_id = int(torch.argmax(state.last_logits))
+                generated.append(next_id)
+                decoded = self.tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                # Hold back an incomplete multi-byte character until its last byte arrives.
+                delta = "" if decoded.endswith("\ufffd") else decoded[len(emitted):]
+                emitted += delta
+                is_last = next_id in self.eos_ids or step == max_new_tokens - 1 or len(state.ids) + 1 >= self.model_context
+                if is_last and decoded != emitted and decoded.startswith(emitted):
+                    delta += decoded[len(emitted):]
+                    emitted = decoded
+                yield GreedyStep(self.token(next_id), delta)
+                if is_last:
+                    return
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                output = self.model(
+                    input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1, use_cache=True
+                )
+                state.ids.append(next_id)
+                state.last_logits = output.logits[0, -1].float()
+
+    def generate_text(self, text: str, **options: Any) -> str:
+        return "".join(step.text for step in self.greedy(text, **options))

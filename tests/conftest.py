@@ -1,0 +1,78 @@
+"""Models built for the tests: the GPT-2 tokenizer from the notebook, tiny random GPT-2 and Llama
+models around it, and the embedded default model for the few tests that need real language."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
+NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
+
+
+def build_gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    folder = FIXTURES / "gpt2-tokenizer"
+    vocab = json.loads((folder / "encoder.json").read_text())
+    lines = (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    # transformers 5 builds an EMPTY tokenizer from vocab_file/merges_file: pass the data itself.
+    merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
+    return GPT2TokenizerFast(vocab=vocab, merges=merges)
+
+
+def build_tiny_models(root: Path) -> dict[str, Path]:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_gpt2_tokenizer()
+    tokenizer_dir = root / "gpt2-tokenizer"
+    tokenizer.save_pretrained(tokenizer_dir)
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                      bos_token_id=eos, eos_token_id=eos))
+    torch.manual_seed(1)
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=64, bos_token_id=eos, eos_token_id=eos,
+                                         tie_word_embeddings=True))
+    folders = {"tokenizer": tokenizer_dir}
+    for name, model in (("gpt2", gpt2), ("llama", llama)):
+        # Random weights give nearly flat distributions; sharpen them so greedy and ranks mean something.
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(20.0)
+        folder = root / f"tiny-{name}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def tiny_engine(request, tiny_models):
+    from logitls.engine import Engine
+
+    return Engine.load(str(tiny_models[request.param]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def default_engine():
+    from logitls.engine import Engine
+
+    return Engine.load("default", device="cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_hub():
+    # The suite must never reach for the network, whatever the machine has.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

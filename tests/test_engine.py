@@ -1,0 +1,148 @@
+"""The engine against independent computations: softmax of the model's own logits, HF generate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT
+
+PROMPTS = [NOTEBOOK_TEXT, "The capital of France is", "def f(x):\n    return", "a"]
+
+
+def reference_logprobs(engine, ids: list[int]) -> torch.Tensor:
+    """Log-probabilities of every position from one plain forward pass, no cache."""
+    with torch.inference_mode():
+        logits = engine.model(torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def test_tokenize_reproduces_the_notebook(tiny_engine):
+    tokenized = tiny_engine.tokenize(NOTEBOOK_TEXT)
+    assert tokenized.ids == NOTEBOOK_IDS
+    assert [t.text for t in tokenized.tokens][:3] == ["U", "d", "acity"]
+    assert tokenized.tokens[-2].text == " gener"
+    assert "".join(NOTEBOOK_TEXT[a:b] for a, b in tokenized.offsets) == NOTEBOOK_TEXT
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_top_n_is_the_softmax_of_the_logits(tiny_engine, prompt):
+    result = tiny_engine.next_tokens(prompt, 20)
+    expected = reference_logprobs(tiny_engine, tiny_engine.tokenizer(prompt)["input_ids"])[-1]
+    top_lp, top_ids = expected.topk(20)
+    assert [c.id for c in result.choices] == top_ids.tolist()
+    for choice, lp in zip(result.choices, top_lp.tolist()):
+        assert choice.logprob == pytest.approx(lp, abs=1e-5)
+        assert choice.prob == pytest.approx(math.exp(lp), rel=1e-5)
+    probs = [c.prob for c in result.choices]
+    assert probs == sorted(probs, reverse=True)
+    assert sum(probs) <= 1 + 1e-6
+    assert [c.rank for c in result.choices] == list(range(1, 21))
+
+
+def test_full_vocabulary_sums_to_one(tiny_engine):
+    result = tiny_engine.next_tokens("hello", tiny_engine.vocab_size)
+    assert len(result.choices) == tiny_engine.vocab_size
+    assert sum(c.prob for c in result.choices) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [0, -1, 10**9])
+def test_n_out_of_range_is_refused(tiny_engine, n):
+    with pytest.raises(ValueError, match="between 1 and the vocabulary size"):
+        tiny_engine.next_tokens("hello", n)
+
+
+def test_empty_text_conditions_on_the_start_token(tiny_engine):
+    result = tiny_engine.next_tokens("", 5)
+    expected = reference_logprobs(tiny_engine, [tiny_engine.tokenizer.eos_token_id])[-1]
+    assert [c.id for c in result.choices] == expected.topk(5).indices.tolist()
+    assert result.context_tokens == 1 and not result.truncated  # the start token alone
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_equals_hf_generate(tiny_engine, prompt):
+    ids = tiny_engine.tokenizer(prompt, return_tensors="pt").input_ids
+    reference = tiny_engine.model.generate(ids, do_sample=False, max_new_tokens=30, eos_token_id=None,
+                                           pad_token_id=0)[0, ids.shape[1]:].tolist()
+    tiny_engine.eos_ids, saved = set(), tiny_engine.eos_ids  # generate above ran without EOS stops too
+    try:
+        steps = list(tiny_engine.greedy(prompt, max_new_tokens=30))
+    finally:
+        tiny_engine.eos_ids = saved
+    assert [s.token.id for s in steps] == reference
+    assert "".join(s.text for s in steps) == tiny_engine.tokenizer.decode(reference, skip_special_tokens=True)
+
+
+def test_greedy_max_length_counts_the_prompt(tiny_engine):
+    prompt_tokens = len(tiny_engine.tokenizer(NOTEBOOK_TEXT)["input_ids"])
+    steps = list(tiny_engine.greedy(NOTEBOOK_TEXT, max_length=prompt_tokens + 7))
+    assert len(steps) <= 7
+    if not steps or steps[-1].token.id not in tiny_engine.eos_ids:
+        assert len(steps) == 7
+    assert list(tiny_engine.greedy(NOTEBOOK_TEXT, max_length=3)) == []
+
+
+def test_token_scores_match_a_full_forward_pass(tiny_engine):
+    text = "The quick brown fox jumps over the lazy dog. " * 2
+    scores = tiny_engine.token_scores(text, document="scores")
+    ids = tiny_engine.tokenizer(text)["input_ids"]
+    logprobs = reference_logprobs(tiny_engine, ids)
+    assert [s.token.id for s in scores.tokens] == ids
+    assert scores.tokens[0].prob is None  # nothing precedes the first token (GPT-2 adds no BOS)
+    for i in range(1, len(ids)):
+        s = scores.tokens[i]
+        row = logprobs[i - 1]
+        assert s.logprob == pytest.approx(row[ids[i]].item(), abs=1e-4)
+        assert s.rank == int((row > row[ids[i]]).sum()) + 1
+        assert [a.id for a in s.alternatives] == row.topk(tiny_engine.alternatives).indices.tolist()
+        assert text[s.start:s.end] == s.token.text
+
+
+def test_long_text_is_cut_from_the_left(tiny_engine):
+    window = tiny_engine.context_window
+    text = " word" * (window * 2)
+    result = tiny_engine.next_tokens(text, 3)
+    assert result.truncated and result.context_tokens <= window
+    ids = tiny_engine.tokenizer(text)["input_ids"][-result.context_tokens:]
+    assert [c.id for c in result.choices] == reference_logprobs(tiny_engine, ids)[-1].topk(3).indices.tolist()
+    scores = tiny_engine.token_scores(text)
+    assert scores.truncated and len(scores.tokens) <= window and scores.offset > 0
+    steps = list(tiny_engine.greedy(text, max_new_tokens=10))
+    assert 0 < len(steps) <= 10  # room is left in the window for what is generated
+
+
+def test_cancelled_work_raises_and_the_engine_still_answers(tiny_engine):
+    from logitls.engine import Cancelled
+
+    with pytest.raises(Cancelled):
+        tiny_engine.next_tokens(" word" * 40, 3, document="cancel", should_stop=lambda: True)
+    with pytest.raises(Cancelled):
+        list(tiny_engine.greedy("hello", max_new_tokens=5, document="cancel", should_stop=lambda: True))
+    fresh = tiny_engine.next_tokens("hello there", 3, document="cancel")
+    assert [c.id for c in fresh.choices] == reference_logprobs(
+        tiny_engine, tiny_engine.tokenizer("hello there")["input_ids"])[-1].topk(3).indices.tolist()
+
+
+# -- the embedded default model: real language ---------------------------------------------
+
+
+def test_default_model_knows_the_capital_of_france(default_engine):
+    top = default_engine.next_tokens("The capital of France is", 3).choices
+    assert top[0].text == " Paris"
+    assert 0.6 < top[0].prob < 0.9
+
+
+def test_default_model_completes_numpy_import(default_engine):
+    assert default_engine.next_tokens("import numpy as", 3).choices[0].text == " np"
+
+
+def test_default_model_greedy_equals_generate_and_stops_at_eos(default_engine):
+    prompt = "The capital of France is"
+    ids = default_engine.tokenizer(prompt, return_tensors="pt").input_ids
+    reference = default_engine.model.generate(ids, do_sample=False, max_length=100)[0, ids.shape[1]:].tolist()
+    steps = list(default_engine.greedy(prompt, max_length=100))
+    assert [s.token.id for s in steps] == reference
+    assert steps[-1].token.id in default_engine.eos_ids and steps[-1].text == ""
+    assert "".join(s.text for s in steps).startswith(" Paris.")

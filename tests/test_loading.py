@@ -1,0 +1,80 @@
+"""Finding and converting models: the embedded default, atomic conversion, clear errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from logitls.engine.loading import ModelLoadError, converted_folder, default_gguf, load_model, resolve_source
+
+
+def test_default_model_is_converted_once_into_the_cache(default_engine):
+    folder = converted_folder(default_gguf())
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+    assert not list(folder.parent.glob(".converting-*"))
+    assert resolve_source("default")[0] == str(folder)  # a second start reuses it, no conversion
+
+
+def test_a_killed_conversion_leaves_no_half_model(tmp_path):
+    env = dict(os.environ, LOGITLS_CACHE_DIR=str(tmp_path))
+    code = "from logitls.engine.loading import convert_gguf, default_gguf; convert_gguf(default_gguf())"
+    process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    assert "converting" in process.stderr.readline()  # progress is shown on stderr
+    time.sleep(4)  # into the dequantization, before the rename
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    converted = tmp_path / "converted"
+    assert not [p for p in converted.iterdir() if not p.name.startswith(".converting-")]
+    from logitls.engine.loading import _remove_abandoned_staging
+
+    _remove_abandoned_staging(converted)
+    assert list(converted.iterdir()) == []
+
+
+def test_remote_code_is_never_trusted_implicitly(tiny_models):
+    loaded = load_model(str(tiny_models["gpt2"]), device="cpu")
+    assert loaded.model.config.name_or_path.endswith("tiny-gpt2")
+    import inspect
+
+    assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dtype_setting_is_applied(tiny_models, dtype):
+    import torch
+
+    loaded = load_model(str(tiny_models["gpt2"]), device="cpu", dtype=dtype)
+    assert next(loaded.model.parameters()).dtype == getattr(torch, dtype)
+
+
+def test_bfloat16_probabilities_are_computed_in_float32(tiny_models):
+    from logitls.engine import Engine
+
+    engine = Engine.load(str(tiny_models["gpt2"]), device="cpu", dtype="bfloat16")
+    choices = engine.next_tokens("hello", engine.vocab_size).choices
+    assert sum(c.prob for c in choices) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [("float8", "unknown dtype"), ("fp32", "unknown dtype")])
+def test_bad_dtype(tiny_models, bad, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(str(tiny_models["gpt2"]), dtype=bad)
+
+
+def test_bad_device_and_threads(tiny_models):
+    import torch
+
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        load_model(str(tiny_models["gpt2"]), device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+            load_model(str(tiny_models["gpt2"]), device="cuda")
+    before = torch.get_num_threads()
+    load_model(str(tiny_models["gpt2"]), device="cpu", threads=1)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(before)
