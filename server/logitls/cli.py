@@ -153,6 +153,29 @@ def _engine_for_demo(args: argparse.Namespace):
                        trust_remote_code=args.trust_remote_code)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The language server. stdout carries JSON-RPC only; logs go to stderr (and the editor's log)."""
+    import logging
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="logitls %(levelname)s: %(message)s")
+    logging.getLogger("logitls").setLevel(logging.INFO)
+    from .lsp.server import create_server
+
+    server = create_server()
+    if args.tcp:
+        print(f"logitls: listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
+        server.start_tcp(args.host, args.port)
+    else:
+        server.start_io()
+    return 0 if server.shutdown_requested or not args.strict_exit else 1
+
+
+def schema_command(args: argparse.Namespace) -> None:
+    from .settings import schema_text
+
+    sys.stdout.write(schema_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logitls", description="A causal language model's next tokens, "
                                      "probabilities and greedy continuation, in the terminal and in editors.")
@@ -178,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.set_defaults(run=cmd_generate)
 
+    p = commands.add_parser("serve", help="run the language server (stdio by default)")
+    p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
+    p.add_argument("--tcp", action="store_true", help="listen for one client over TCP instead")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=2087)
+    p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
+    p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("schema", help="print the JSON Schema of all settings")
+    p.set_defaults(run=schema_command)
+
     p = commands.add_parser("demo", help="the notebook's three steps on one prompt")
     p.add_argument("text", nargs="?", default="Udacity is the best place to learn about generative")
     _model_options(p)
@@ -195,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < 0:
             parser.exit(EXIT_BAD_INPUT, f"logitls: error: --{name.replace('_', '-')} must not be negative\n")
     try:
-        args.run(args)
+        status = args.run(args)
     except (UsageError, ModelLoadError, ValueError) as exc:
         print(f"logitls: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -203,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return 0
+    if args.command == "serve":
+        # pygls leaves a thread blocked reading stdin after `exit`; do not wait for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status or 0)
+    return status or 0
 
 
 if __name__ == "__main__":

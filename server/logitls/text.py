@@ -12,8 +12,8 @@ def visible(token_text: str) -> str:
 
 def percent(prob: float) -> str:
     """A probability the way a menu shows it: 77.3%, 0.04%, <0.01%."""
-    if prob >= 0.0995:
+    if prob >= 0.00995:
         return f"{prob * 100:.1f}%"
-    if prob >= 0.0001:
-        return f"{prob * 100:.2g}%"
+    if prob >= 0.00005:
+        return f"{prob * 100:.2f}%"
     return "<0.01%"

@@ -84,14 +84,13 @@ class Engine:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = torch.device(loaded.device)
-        self.alternatives = alternatives
-        self.cached_documents = max(1, cached_documents)
         self._documents: OrderedDict[str, DocumentState] = OrderedDict()
         self._token_cache: dict[int, Token] = {}
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         self.model_context = int(limit)
-        self.context_window = min(self.model_context, max_context_tokens) if max_context_tokens > 0 else self.model_context
+        self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
+                       cached_documents=cached_documents)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._special_ids = set(self.tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
@@ -102,6 +101,17 @@ class Engine:
         # use <|endoftext|> as the document separator).
         start = self.tokenizer.bos_token_id
         self.start_id = start if start is not None else self.tokenizer.eos_token_id
+
+    def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int) -> None:
+        """Settings that apply without reloading the model."""
+        window = min(self.model_context, max_context_tokens) if max_context_tokens > 0 else self.model_context
+        if window != getattr(self, "context_window", window) or alternatives != getattr(self, "alternatives", alternatives):
+            self._documents.clear()  # cached windows and stored alternatives no longer match
+        self.context_window = window
+        self.alternatives = alternatives
+        self.cached_documents = max(1, cached_documents)
+        while len(self._documents) > self.cached_documents:
+            self._documents.popitem(last=False)
 
     @classmethod
     def load(cls, spec: str | None = None, *, dtype: str = "float32", device: str = "auto", threads: int = 0,

@@ -1,0 +1,61 @@
+"""textDocument/hover: how likely the token under the cursor was, and what the model preferred."""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from ..text import percent, visible
+from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+
+
+def token_at(scores, offset: int):
+    """The token whose characters contain `offset` (the first, where byte pieces of one character overlap)."""
+    for score in scores.tokens:
+        if score.start <= offset < score.end:
+            return score
+    return None
+
+
+def hover_markdown(score, vocab_size: int) -> str:
+    shown = visible(score.token.text).replace("`", "ˋ")
+    if score.prob is None:
+        return f"**`{shown}`**: the first token; nothing before it to condition on."
+    lines = [
+        f"**`{shown}`**: p = {score.prob:.4g} ({percent(score.prob)}), rank {score.rank} of {vocab_size}, "
+        f"{score.surprisal_bits:.2f} bits",
+        "",
+        "| rank | token | p |",
+        "|---:|---|---:|",
+    ]
+    for alternative in score.alternatives:
+        mark = " ◀" if alternative.id == score.token.id else ""
+        text = visible(alternative.text).replace("`", "ˋ").replace("|", "\\|")
+        lines.append(f"| {alternative.rank} | `{text}`{mark} | {percent(alternative.prob)} |")
+    return "\n".join(lines)
+
+
+def register(server: LogitlsServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
+        uri = params.text_document.uri
+        text, _version = ls.snapshot(uri)
+        positions, offset = ls.offset_at(text, params.position)
+        alternatives = ls.settings.hover_alternatives
+        try:
+            scores, vocab_size = await ls.run_model(
+                lambda engine, stop: (engine.token_scores(text, document=uri, should_stop=stop), engine.vocab_size),
+                key=(uri, "hover"))
+        except (ModelUnavailable, JobCancelled) as exc:
+            logger.debug("hover: none (%s)", exc)
+            return None
+        score = token_at(scores, offset)
+        if score is None:
+            return None
+        if len(score.alternatives) > alternatives:
+            from dataclasses import replace
+
+            score = replace(score, alternatives=score.alternatives[:alternatives])
+        return types.Hover(
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=hover_markdown(score, vocab_size)),
+            range=positions.range(score.start, score.end),
+        )

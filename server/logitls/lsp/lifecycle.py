@@ -1,0 +1,201 @@
+"""Start-up, settings, model (re)loading, logging and document lifetime.
+
+`initialize` answers at once: the model loads afterwards on the worker thread, with `$/progress`
+where the client supports it. Requests that arrive meanwhile wait for it (bounded by
+`modelWaitSeconds`). A model that fails to load is reported once with `window/showMessage`; the
+server keeps answering (empty results) and loads again when the settings change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+
+from lsprotocol import types
+
+from ..settings import Settings, merge_settings
+from .server import LogitlsServer, logger
+
+LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+MESSAGE_TYPES = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
+                 logging.INFO: types.MessageType.Info, logging.DEBUG: types.MessageType.Log}
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards log records to the editor as window/logMessage (from any thread)."""
+
+    def __init__(self, server: LogitlsServer, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.server, self.loop = server, loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = MESSAGE_TYPES.get(record.levelno if record.levelno in MESSAGE_TYPES else logging.ERROR,
+                                 types.MessageType.Error)
+        params = types.LogMessageParams(type=kind, message=self.format(record))
+
+        def send() -> None:
+            try:
+                self.server.window_log_message(params)
+            except Exception:  # noqa: BLE001 - the client is gone; stderr still has it
+                pass
+
+        if threading.current_thread() is threading.main_thread():
+            send()
+        else:
+            self.loop.call_soon_threadsafe(send)
+
+
+def apply_log_level(server: LogitlsServer) -> None:
+    logger.setLevel(LOG_LEVELS[server.settings.log_level])
+
+
+def _supports_configuration(server: LogitlsServer) -> bool:
+    workspace = server.client_capabilities.workspace
+    return bool(workspace and workspace.configuration)
+
+
+def _supports_progress(server: LogitlsServer) -> bool:
+    window = server.client_capabilities.window
+    return bool(window and window.work_done_progress)
+
+
+def update_settings(server: LogitlsServer, wire: object, origin: str) -> Settings:
+    """Merge settings from the editor; warn about invalid ones, which keep their previous value."""
+    previous = server.settings
+    server.settings, problems = merge_settings(previous, wire)
+    for problem in problems:
+        logger.warning("%s: %s", origin, problem)
+    invalid = [p for p in problems if not p.startswith("unknown setting")]
+    if invalid:
+        server.tell("invalid settings: " + "; ".join(invalid), types.MessageType.Warning)
+    apply_log_level(server)
+    return previous
+
+
+async def load_model(server: LogitlsServer) -> None:
+    """(Re)load the model named by the settings on the worker thread."""
+    settings = server.settings
+    server.model_settled.clear()
+    server.set_status("loading", f"Loading {settings.model}…")
+    token = None
+    if _supports_progress(server):
+        token = f"logitls-load-{uuid.uuid4()}"
+        try:
+            await server.work_done_progress.create_async(token)
+            server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title="logitls", message=f"Loading model {settings.model}…", cancellable=False))
+        except Exception:  # noqa: BLE001 - progress is a courtesy; loading goes on without it
+            token = None
+    started = time.monotonic()
+
+    def load(_should_stop):
+        from ..engine import Engine
+
+        if server.engine is not None:
+            server.engine.forget_all()  # free the old caches before the new weights arrive
+        return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
+                           trust_remote_code=settings.trust_remote_code,
+                           max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
+                           cached_documents=settings.cached_documents)
+
+    try:
+        engine = await server.worker.submit(load, key="model-load", priority=-1)
+    except Exception as exc:  # noqa: BLE001 - ModelLoadError, or anything transformers raises
+        from ..engine.loading import ModelLoadError
+
+        reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+        if server.settings is not settings:
+            return  # superseded by a newer load
+        server.engine = None
+        server.model_error = f"the model {settings.model!r} failed to load: {reason}"
+        logger.error("%s", server.model_error)
+        server.tell(f"{server.model_error}. Fix the `logitls.model` setting; completions are empty until then.",
+                    types.MessageType.Error)
+        server.set_status("failed", reason)
+        message = "Model failed to load"
+    else:
+        if server.settings is not settings and server.settings.needs_reload(settings):
+            return  # the settings changed while loading: a newer load is on its way
+        server.engine = engine
+        server.model_error = None
+        took = time.monotonic() - started
+        logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
+                    engine.loaded.device, engine.loaded.dtype, took)
+        server.set_status("ready", f"{settings.model} on {engine.loaded.device}")
+        message = f"Model ready ({took:.1f} s)"
+    finally:
+        if token is not None:
+            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=locals().get("message")))
+    server.model_settled.set()
+
+
+def apply_runtime_settings(server: LogitlsServer) -> None:
+    engine, settings = server.engine, server.settings
+    if engine is None:
+        return
+
+    def configure(_should_stop):
+        engine.configure(max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
+                         cached_documents=settings.cached_documents)
+
+    asyncio.ensure_future(server.worker.submit(configure, key="configure", priority=-1))
+
+
+def register(server: LogitlsServer) -> None:
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: LogitlsServer, params: types.InitializeParams) -> None:
+        loop = asyncio.get_running_loop()
+        handler = ClientLogHandler(ls, loop)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        options = params.initialization_options
+        if isinstance(options, dict) and "logitls" in options and isinstance(options["logitls"], dict):
+            options = options["logitls"]  # some clients nest the section name
+        update_settings(ls, options, "initializationOptions")
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: LogitlsServer, params: types.InitializedParams) -> None:
+        if _supports_configuration(ls):
+            try:
+                pulled = await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="logitls")]))
+                if pulled and isinstance(pulled[0], dict) and pulled[0]:
+                    update_settings(ls, pulled[0], "workspace/configuration")
+            except Exception:  # noqa: BLE001 - a client may advertise it and still fail
+                logger.debug("workspace/configuration failed", exc_info=True)
+        await load_model(ls)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: LogitlsServer, params: types.DidChangeConfigurationParams) -> None:
+        wire = params.settings
+        if _supports_configuration(ls):
+            try:
+                pulled = await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="logitls")]))
+                wire = pulled[0] if pulled else None
+            except Exception:  # noqa: BLE001
+                logger.debug("workspace/configuration failed; using the pushed settings", exc_info=True)
+        if isinstance(wire, dict) and isinstance(wire.get("logitls"), dict):
+            wire = wire["logitls"]
+        if not wire:
+            return
+        previous = update_settings(ls, wire, "didChangeConfiguration")
+        if ls.settings.needs_reload(previous) or (ls.engine is None and ls.model_settled.is_set()):
+            logger.info("model settings changed: loading %s", ls.settings.model)
+            await load_model(ls)
+        else:
+            apply_runtime_settings(ls)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: LogitlsServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        engine = ls.engine
+        if engine is not None:
+            asyncio.ensure_future(ls.worker.submit(lambda _stop: engine.forget(uri), priority=-1))
+
+    @server.feature(types.SHUTDOWN)
+    def shutdown(ls: LogitlsServer, *args) -> None:
+        ls.shutdown_requested = True

@@ -1,0 +1,108 @@
+"""The logitls language server: shared state, and the features registered on it.
+
+Each feature lives in its own module (completion, hover, generate, inline, lifecycle) with a
+`register(server)` function; handlers stay thin: parse params, ask the model worker, build
+lsprotocol types. This module and the features never import torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Hashable
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+
+from .. import __version__
+from ..settings import Settings
+from .positions import PositionError, PositionMap
+from .worker import PRIORITY_INTERACTIVE, JobCancelled, ModelWorker
+
+logger = logging.getLogger("logitls")
+
+STATUS_NOTIFICATION = "logitls/status"  # {state: loading|ready|failed, model, message}: for status bars
+
+
+class ModelUnavailable(Exception):
+    """No model to answer with (it failed to load, or did not load in time)."""
+
+
+class LogitlsServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("logitls", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.settings = Settings()
+        self.worker = ModelWorker()
+        self.engine: Any = None  # logitls.engine.Engine once loaded; only the worker thread touches it
+        self.model_state = "loading"
+        self.model_error: str | None = None
+        self.model_settled = asyncio.Event()  # set once a load has succeeded or failed
+        self.shutdown_requested = False
+
+    # -- documents and positions ------------------------------------------------------------
+
+    @property
+    def position_encoding(self) -> str:
+        return self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+
+    def snapshot(self, uri: str) -> tuple[str, int | None]:
+        """The document's text and version now; InvalidParams for a document the client never opened."""
+        document = self.workspace.text_documents.get(uri)
+        if document is None:
+            raise JsonRpcInvalidParams(f"unknown document {uri}: open it (textDocument/didOpen) first")
+        return document.source, document.version
+
+    def offset_at(self, text: str, position: types.Position) -> tuple[PositionMap, int]:
+        positions = PositionMap(text, self.position_encoding)
+        try:
+            return positions, positions.offset(position)
+        except PositionError as exc:
+            raise JsonRpcInvalidParams(str(exc)) from exc
+
+    # -- the model ------------------------------------------------------------------------
+
+    async def wait_for_model(self) -> Any:
+        if not self.model_settled.is_set():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.model_settled.wait()), self.settings.model_wait_seconds)
+            except asyncio.TimeoutError as exc:
+                raise ModelUnavailable("the model is still loading") from exc
+        if self.engine is None:
+            raise ModelUnavailable(self.model_error or "no model loaded")
+        return self.engine
+
+    async def run_model(self, fn: Callable[[Any, Callable[[], bool]], Any], *, key: Hashable | None,
+                        priority: int = PRIORITY_INTERACTIVE, timeout: float | None = None) -> Any:
+        """Run fn(engine, should_stop) on the model thread once a model is there.
+
+        Raises ModelUnavailable when there is none, JobCancelled when superseded.
+        """
+        engine = await self.wait_for_model()
+        return await self.worker.submit(lambda should_stop: fn(engine, should_stop), key=key,
+                                        priority=priority, timeout=timeout)
+
+    def set_status(self, state: str, message: str = "") -> None:
+        self.model_state = state
+        try:
+            self.protocol.notify(STATUS_NOTIFICATION, {"state": state, "model": self.settings.model,
+                                                       "message": message})
+        except Exception:  # noqa: BLE001 - no client attached (yet)
+            logger.debug("status notification not sent", exc_info=True)
+
+    # -- talking to the user --------------------------------------------------------------
+
+    def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"logitls: {message}"))
+
+
+def create_server() -> LogitlsServer:
+    from . import completion, generate, hover, inline, lifecycle
+
+    server = LogitlsServer()
+    for feature in (lifecycle, completion, hover, generate, inline):
+        feature.register(server)
+    return server
+
+
+__all__ = ["LogitlsServer", "ModelUnavailable", "JobCancelled", "create_server", "STATUS_NOTIFICATION"]

@@ -1,0 +1,128 @@
+"""The model worker: one dedicated thread that owns the engine, fed by a priority queue.
+
+Handlers on the event loop `await worker.submit(...)`; the loop never blocks on the model. A job
+carries a stop check that the engine polls between prefill chunks and decode steps, so work that
+nobody waits for any more stops within one forward pass:
+- a newer job with the same key (same document and feature) supersedes the older one;
+- a cancelled request (`$/cancelRequest`, or the awaiting task cancelled) stops its job.
+Lower numbers run first: a keystroke's completion never waits behind a background pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_INTERACTIVE = 0  # completion, hover, inline completion
+PRIORITY_COMMAND = 1  # generate
+PRIORITY_BACKGROUND = 2  # whole-document passes
+
+
+class JobCancelled(Exception):
+    """The job was superseded or cancelled before it finished."""
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    sequence: int
+    fn: Callable[[Callable[[], bool]], Any] = field(compare=False)
+    key: Hashable | None = field(compare=False)
+    future: asyncio.Future = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    cancelled: threading.Event = field(compare=False, default_factory=threading.Event)
+    deadline: float | None = field(compare=False, default=None)
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+
+
+class ModelWorker:
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._sequence = itertools.count()
+        self._latest: dict[Hashable, _Job] = {}
+        self._lock = threading.Lock()
+        # A daemon thread: losing the client must end the process even mid-forward-pass.
+        self._thread = threading.Thread(target=self._run, name="logitls-model", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job.future.done():
+                continue
+            if job.cancelled.is_set():
+                self._settle(job, exception=JobCancelled("superseded"))
+                continue
+            try:
+                result = job.fn(job.should_stop)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting handler
+                # Whatever a stopped job raised (the engine's own Cancelled), callers see one type.
+                self._settle(job, exception=JobCancelled(str(exc) or "stopped") if job.should_stop() else exc)
+            else:
+                self._settle(job, result=result)
+            finally:
+                with self._lock:
+                    if job.key is not None and self._latest.get(job.key) is job:
+                        del self._latest[job.key]
+
+    def _settle(self, job: _Job, *, result: Any = None, exception: BaseException | None = None) -> None:
+        def settle() -> None:
+            if job.future.done():
+                return
+            if exception is not None:
+                job.future.set_exception(exception)
+            else:
+                job.future.set_result(result)
+
+        try:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:
+            pass  # the event loop is gone: the server is shutting down
+
+    async def submit(
+        self,
+        fn: Callable[[Callable[[], bool]], Any],
+        *,
+        key: Hashable | None = None,
+        priority: int = PRIORITY_INTERACTIVE,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run fn(should_stop) on the model thread and return its result.
+
+        `timeout` makes should_stop() true after that many seconds (the job decides what a
+        timeout means: the generate command keeps what it has). Cancelling the awaiting task
+        stops the job.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job(priority, next(self._sequence), fn, key, loop.create_future(), loop,
+                   deadline=None if timeout is None else time.monotonic() + timeout)
+        if key is not None:
+            with self._lock:
+                older = self._latest.get(key)
+                self._latest[key] = job
+            if older is not None:
+                older.cancelled.set()
+                if not older.future.done():
+                    older.future.set_exception(JobCancelled("superseded by a newer request"))
+        self._queue.put(job)
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            raise
+
+    def cancel(self, key: Hashable) -> None:
+        with self._lock:
+            job = self._latest.get(key)
+        if job is not None:
+            job.cancelled.set()

@@ -1,0 +1,203 @@
+"""Every setting of logitls, in one typed object: names, defaults, limits and docs.
+
+The editor sends settings in camelCase (``topN``, ``generate.maxNewTokens``) through
+``initializationOptions`` and ``workspace/didChangeConfiguration``; the same definitions produce
+``client-config/schema.json`` (``logitls schema``) and the README's settings table. Nothing else in
+the server has a default of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+
+def setting(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+            maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum})
+
+
+def group(factory: type, doc: str) -> Any:
+    return field(default_factory=factory, metadata={"doc": doc, "group": True})
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    max_new_tokens: int = setting(100, "Tokens the `logitls.generate` command adds at most (the notebook's "
+                                       "`max_length=100`).", minimum=1, maximum=4096)
+    timeout_seconds: float = setting(60.0, "Wall-clock cap on one greedy generation; what was produced by "
+                                           "then is inserted.", minimum=1, maximum=3600)
+
+
+@dataclass(frozen=True)
+class InlineSettings:
+    enabled: bool = setting(True, "Offer the greedy continuation as inline ghost text "
+                                  "(`textDocument/inlineCompletion`).")
+    max_new_tokens: int = setting(16, "Tokens one inline suggestion holds at most.", minimum=1, maximum=256)
+    stop_at_end_of_line: bool = setting(True, "End the inline suggestion at the first newline.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = setting("default", "The model: `default` (the embedded SmolLM2-135M-Instruct), a local "
+                                    "`save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.")
+    dtype: str = setting("float32", "Weights' precision. Probabilities are always computed in float32.",
+                         choices=("float32", "bfloat16", "float16"))
+    device: str = setting("auto", "Where the model runs; `auto` takes a GPU when torch sees one.",
+                          choices=("auto", "cpu", "cuda", "mps"))
+    threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", minimum=0, maximum=256)
+    trust_remote_code: bool = setting(False, "Run Python code shipped with a hub model. Off unless you set it.")
+    top_n: int = setting(10, "Next tokens offered in the completion menu.", minimum=1, maximum=1000)
+    max_context_tokens: int = setting(0, "Tokens of text before the cursor the model sees at most; 0 means "
+                                         "the model's own context window.", minimum=0, maximum=1_000_000)
+    hover_alternatives: int = setting(5, "Alternatives the hover lists: the tokens the model preferred.",
+                                      minimum=1, maximum=50)
+    cached_documents: int = setting(4, "Documents whose KV cache is kept (least recently used dropped "
+                                       "first). Each costs about 46 KB per token on the default model in float32.",
+                                    minimum=1, maximum=256)
+    model_wait_seconds: float = setting(120.0, "How long a request waits for a model that is still loading.",
+                                        minimum=0, maximum=3600)
+    log_level: str = setting("info", "Least severe message sent to the editor's log "
+                                     "(`window/logMessage`) and stderr.", choices=("error", "warning", "info", "debug"))
+    generate: GenerateSettings = group(GenerateSettings, "The `logitls.generate` command.")
+    inline: InlineSettings = group(InlineSettings, "Inline completion (ghost text).")
+
+    # Settings whose change means loading the model again; the others apply at once.
+    RELOAD_FIELDS = ("model", "dtype", "device", "threads", "trust_remote_code")
+
+    def needs_reload(self, other: "Settings") -> bool:
+        return any(getattr(self, name) != getattr(other, name) for name in self.RELOAD_FIELDS)
+
+    def to_wire(self) -> dict[str, Any]:
+        return _to_wire(self)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _to_wire(obj: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[camel(f.name)] = _to_wire(value) if f.metadata.get("group") else value
+    return out
+
+
+def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be true or false, got {value!r}")
+    elif kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path} must be a number, got {value!r}")
+        if kind is int:
+            if value != int(value):
+                raise ValueError(f"{path} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise ValueError(f"{path} must be at least {meta['minimum']:g}, got {value!r}")
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise ValueError(f"{path} must be at most {meta['maximum']:g}, got {value!r}")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path} must be a string, got {value!r}")
+        if meta["choices"] and value not in meta["choices"]:
+            raise ValueError(f"{path} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        if not meta["choices"] and not value.strip():
+            raise ValueError(f"{path} must not be empty")
+    return value
+
+
+def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(wire, dict):
+        problems.append(f"{path or 'logitls settings'} must be an object, got {wire!r}")
+        return current
+    hints = get_type_hints(type(current))
+    by_wire_name = {camel(f.name): f for f in dataclasses.fields(current)}
+    changes = {}
+    for key, value in wire.items():
+        f = by_wire_name.get(key) or next((g for g in dataclasses.fields(current) if g.name == key), None)
+        where = f"{path}.{key}" if path else key
+        if f is None:
+            problems.append(f"unknown setting {where} (ignored)")
+            continue
+        if value is None:
+            continue  # editors send null for "not set": keep what we have
+        try:
+            if f.metadata.get("group"):
+                changes[f.name] = _merge(getattr(current, f.name), value, where, problems)
+            else:
+                changes[f.name] = _check(value, hints[f.name], f.metadata, where)
+        except ValueError as exc:
+            problems.append(f"{exc}; keeping {getattr(current, f.name)!r}")
+    return dataclasses.replace(current, **changes)
+
+
+def merge_settings(current: Settings, wire: Any) -> tuple[Settings, list[str]]:
+    """Apply settings from the editor over `current`. Invalid values keep the current value and are
+    reported in the returned list of problems."""
+    problems: list[str] = []
+    if wire is None:
+        return current, problems
+    return _merge(current, wire, "", problems), problems
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of all settings (client-config/schema.json), in wire names."""
+
+    def properties(cls: type) -> dict[str, Any]:
+        hints = get_type_hints(cls)
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if meta.get("group"):
+                sub = hints[f.name]
+                out[camel(f.name)] = {"type": "object", "description": meta["doc"],
+                                      "properties": properties(sub), "additionalProperties": False}
+                continue
+            kind = hints[f.name]
+            entry: dict[str, Any] = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[kind],
+                                     "default": f.default, "description": meta["doc"]}
+            if meta["choices"]:
+                entry["enum"] = list(meta["choices"])
+            if meta["minimum"] is not None:
+                entry["minimum"] = meta["minimum"]
+            if meta["maximum"] is not None:
+                entry["maximum"] = meta["maximum"]
+            out[camel(f.name)] = entry
+        return out
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "logitls settings",
+        "description": "Settings of the logitls language server (section `logitls`; also accepted as "
+                       "initializationOptions). Generated by `logitls schema`: do not edit by hand.",
+        "type": "object",
+        "properties": properties(Settings),
+        "additionalProperties": False,
+    }
+
+
+def flat_settings() -> list[tuple[str, dict[str, Any]]]:
+    """(dotted wire name, schema entry) for every leaf setting: for tables and editor manifests."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(props: dict[str, Any], prefix: str) -> None:
+        for name, entry in props.items():
+            if entry.get("type") == "object":
+                walk(entry["properties"], f"{prefix}{name}.")
+            else:
+                rows.append((prefix + name, entry))
+
+    walk(json_schema()["properties"], "")
+    return rows
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
