@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,85 @@ def default_engine():
 def _offline_hub():
     # The suite must never reach for the network, whatever the machine has.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# -- language server sessions ---------------------------------------------------------------
+
+SERVER_COMMAND = [sys.executable, "-m", "logitls", "serve"]
+
+
+async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,
+                        wait_ready: bool = True):
+    """Start `logitls serve` over stdio with pytest-lsp's client and initialize it."""
+    from lsprotocol import types
+    from pytest_lsp import client_capabilities
+    from pytest_lsp.client import make_test_lsp_client
+
+    client = make_test_lsp_client()
+    if configuration is not None:
+        client.set_configuration(configuration)
+    client.statuses = []
+
+    @client.feature("logitls/status")
+    def _status(params):
+        client.statuses.append(params)
+
+    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities or client_capabilities("visual-studio-code"),
+        initialization_options=init_options or {},
+        root_uri="file:///tmp",
+    ))
+    if wait_ready:
+        await wait_for_status(client, ("ready", "failed"))
+    return client
+
+
+async def wait_for_status(client, states, timeout: float = 120.0, after: int = 0):
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for status in client.statuses[after:]:
+            state = status["state"] if isinstance(status, dict) else status.state
+            if state in states:
+                return state
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"server never reached {states}; statuses: {client.statuses}")
+
+
+def open_document(client, uri: str, text: str, version: int = 1, language: str = "plaintext") -> None:
+    from lsprotocol import types
+
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+
+
+def engine_for(path):
+    from logitls.engine import Engine
+
+    return Engine.load(str(path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_engine(tiny_models):
+    return engine_for(tiny_models["gpt2"])
+
+
+try:
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture(scope="module", loop_scope="session")
+    async def tiny_client(tiny_models):
+        client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu"})
+        yield client
+        await client.shutdown_session()
+
+    @pytest_asyncio.fixture(scope="module", loop_scope="session")
+    async def default_client():
+        client = await start_session({"model": "default", "device": "cpu"})
+        yield client
+        await client.shutdown_session()
+except ImportError:  # pragma: no cover - the test extra is always installed by `make test`
+    pass

@@ -159,7 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="logitls %(levelname)s: %(message)s")
     logging.getLogger("logitls").setLevel(logging.INFO)
-    from .lsp.server import create_server
+    from .lsp.server import create_server, quiet_expected_errors
+
+    quiet_expected_errors()
 
     server = create_server()
     if args.tcp:
@@ -239,8 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         # pygls leaves a thread blocked reading stdin after `exit`; do not wait for it.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # pygls closed stdout on `exit`
         os._exit(status or 0)
     return status or 0
 

@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Hashable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
@@ -94,6 +94,18 @@ class LogitlsServer(LanguageServer):
 
     def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=f"logitls: {message}"))
+
+
+class _ExpectedErrorFilter(logging.Filter):
+    """pygls logs every error answer with a traceback; bad params and cancellations are answers, not bugs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (JsonRpcInvalidParams, JsonRpcRequestCancelled))
+
+
+def quiet_expected_errors() -> None:
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedErrorFilter())
 
 
 def create_server() -> LogitlsServer:
