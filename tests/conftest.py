@@ -98,10 +98,11 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
 
     @client.feature("logitls/status")
     def _status(params):
-        client.statuses.append(params)
+        # pygls hands an unknown notification's params over as a named tuple
+        client.statuses.append(params if isinstance(params, dict) else params._asdict())
 
     await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    await client.initialize_session(types.InitializeParams(
+    client.initialize_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or client_capabilities("visual-studio-code"),
         initialization_options=init_options or {},
         root_uri="file:///tmp",
@@ -118,9 +119,8 @@ async def wait_for_status(client, states, timeout: float = 120.0, after: int = 0
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         for status in client.statuses[after:]:
-            state = status["state"] if isinstance(status, dict) else status.state
-            if state in states:
-                return state
+            if status["state"] in states:
+                return status["state"]
         await asyncio.sleep(0.05)
     raise TimeoutError(f"server never reached {states}; statuses: {client.statuses}")
 

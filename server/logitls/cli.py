@@ -127,7 +127,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write("\n")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.model, args.max_new_tokens)
+
+
+def cmd_notebook(args: argparse.Namespace) -> None:
     """The teaching notebook's three steps: token table, top-5 next tokens, greedy continuation."""
     engine = _engine_for_demo(args)
     prompt = args.text
@@ -214,9 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("schema", help="print the JSON Schema of all settings")
     p.set_defaults(run=schema_command)
 
-    p = commands.add_parser("demo", help="the notebook's three steps on one prompt")
+    p = commands.add_parser("notebook", help="the teaching notebook's three steps on one prompt")
     p.add_argument("text", nargs="?", default="Udacity is the best place to learn about generative")
     _model_options(p)
+    p.set_defaults(run=cmd_notebook)
+
+    p = commands.add_parser("demo", help="talk to `logitls serve` as an editor does and show what it would display")
+    p.add_argument("--model", default=os.environ.get("LOGITLS_MODEL", "default"))
+    p.add_argument("--max-new-tokens", type=int, default=60)
     p.set_defaults(run=cmd_demo)
     return parser
 

@@ -7,7 +7,6 @@ from lsprotocol import types
 
 from conftest import NOTEBOOK_TEXT, open_document, start_session
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def offered(engine, text: str, n: int = 10) -> list[int]:

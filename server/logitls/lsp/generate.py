@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
 
+from .lifecycle import begin_progress
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 from .worker import PRIORITY_COMMAND
 
@@ -60,10 +60,8 @@ def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
     return GenerateRequest(uri, types.Position(line=line, character=character), max_new)
 
 
-def _supports(server: LogitlsServer, what: str) -> bool:
+def _supports_document_changes(server: LogitlsServer) -> bool:
     caps = server.client_capabilities
-    if what == "progress":
-        return bool(caps.window and caps.window.work_done_progress)
     return bool(caps.workspace and caps.workspace.workspace_edit and caps.workspace.workspace_edit.document_changes)
 
 
@@ -78,15 +76,7 @@ def register(server: LogitlsServer) -> None:
         max_new = request.max_new_tokens or settings.max_new_tokens
         loop = asyncio.get_running_loop()
 
-        token = None
-        if _supports(ls, "progress"):
-            token = f"logitls-generate-{uuid.uuid4()}"
-            try:
-                await ls.work_done_progress.create_async(token)
-                ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title="logitls: generating", message="", cancellable=True, percentage=0))
-            except Exception:  # noqa: BLE001 - progress is optional
-                token = None
+        token = await begin_progress(ls, "logitls: generating", "", cancellable=True)
         progress_cancel = ls.work_done_progress.tokens.get(token) if token else None
 
         def report(produced: str, count: int) -> None:
@@ -95,10 +85,10 @@ def register(server: LogitlsServer) -> None:
                 ls.work_done_progress.report(token, types.WorkDoneProgressReport(
                     message=f"{count} tokens: …{tail}", percentage=min(100, 100 * count // max_new)))
 
-        def run(engine, stop) -> tuple[str, str]:
-            def should_stop() -> bool:
-                return stop() or (progress_cancel is not None and progress_cancel.cancelled())
+        def progress_cancelled() -> bool:
+            return progress_cancel is not None and progress_cancel.cancelled()
 
+        def run(engine, should_stop) -> tuple[str, str]:
             deadline = time.monotonic() + settings.timeout_seconds
             pieces: list[str] = []
             reason = "length"
@@ -119,10 +109,11 @@ def register(server: LogitlsServer) -> None:
 
         result: dict[str, Any] = {"text": "", "applied": False, "stop": "cancelled"}
         try:
-            produced, reason = await ls.run_model(run, key=(request.uri, "generate"), priority=PRIORITY_COMMAND)
+            produced, reason = await ls.run_model(run, key=(request.uri, "generate"), priority=PRIORITY_COMMAND,
+                                                  stop_when=progress_cancelled)
         except JobCancelled as exc:
             logger.info("generate: cancelled, nothing inserted")
-            if progress_cancel is not None and progress_cancel.cancelled():
+            if progress_cancelled():
                 return result
             raise JsonRpcRequestCancelled("generation cancelled; nothing inserted") from exc
         except ModelUnavailable as exc:
@@ -145,7 +136,7 @@ def register(server: LogitlsServer) -> None:
         if not produced:
             return result
         edit = types.TextEdit(range=types.Range(start=request.position, end=request.position), new_text=produced)
-        if _supports(ls, "documentChanges"):
+        if _supports_document_changes(ls):
             workspace_edit = types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
                 text_document=types.OptionalVersionedTextDocumentIdentifier(uri=request.uri, version=version),
                 edits=[edit])])

@@ -80,15 +80,7 @@ async def load_model(server: LogitlsServer) -> None:
     settings = server.settings
     server.model_settled.clear()
     server.set_status("loading", f"Loading {settings.model}…")
-    token = None
-    if _supports_progress(server):
-        token = f"logitls-load-{uuid.uuid4()}"
-        try:
-            await server.work_done_progress.create_async(token)
-            server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                title="logitls", message=f"Loading model {settings.model}…", cancellable=False))
-        except Exception:  # noqa: BLE001 - progress is a courtesy; loading goes on without it
-            token = None
+    token = await begin_progress(server, "logitls", f"Loading model {settings.model}…", cancellable=False)
     started = time.monotonic()
 
     def load(_should_stop):
@@ -130,6 +122,24 @@ async def load_model(server: LogitlsServer) -> None:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=locals().get("message")))
     server.model_settled.set()
+
+
+async def begin_progress(server: LogitlsServer, title: str, message: str, cancellable: bool) -> str | None:
+    """Create and begin a work-done progress if the client supports it; None if not.
+
+    The create request is bounded: a client that never answers it must not hold up the work.
+    """
+    if not _supports_progress(server):
+        return None
+    token = f"logitls-{uuid.uuid4()}"
+    try:
+        await asyncio.wait_for(server.work_done_progress.create_async(token), 5)
+        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title=title, message=message, cancellable=cancellable, percentage=0 if cancellable else None))
+    except Exception:  # noqa: BLE001 - progress is a courtesy; the work goes on without it
+        logger.debug("work done progress unavailable", exc_info=True)
+        return None
+    return token
 
 
 def apply_runtime_settings(server: LogitlsServer) -> None:

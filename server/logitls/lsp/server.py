@@ -73,14 +73,29 @@ class LogitlsServer(LanguageServer):
         return self.engine
 
     async def run_model(self, fn: Callable[[Any, Callable[[], bool]], Any], *, key: Hashable | None,
-                        priority: int = PRIORITY_INTERACTIVE, timeout: float | None = None) -> Any:
+                        priority: int = PRIORITY_INTERACTIVE, timeout: float | None = None,
+                        stop_when: Callable[[], bool] | None = None) -> Any:
         """Run fn(engine, should_stop) on the model thread once a model is there.
 
         Raises ModelUnavailable when there is none, JobCancelled when superseded.
         """
+        request = self._current_request_future()
         engine = await self.wait_for_model()
+
+        def stopped() -> bool:
+            return (request is not None and request.cancelled()) or (stop_when is not None and stop_when())
+
         return await self.worker.submit(lambda should_stop: fn(engine, should_stop), key=key,
-                                        priority=priority, timeout=timeout)
+                                        priority=priority, timeout=timeout, stop_when=stopped)
+
+    def _current_request_future(self) -> Any:
+        """The future pygls cancels on `$/cancelRequest` for the request being handled.
+
+        For ordinary requests it is this handler's own task (cancelling it reaches our `await`);
+        for workspace/executeCommand it is the outer generator's future, which pygls cancels
+        without touching the command handler's task: polling it is the only way to hear the cancel.
+        """
+        return self.protocol._request_futures.get(self.protocol.msg_id)
 
     def set_status(self, state: str, message: str = "") -> None:
         self.model_state = state

@@ -40,9 +40,11 @@ class _Job:
     loop: asyncio.AbstractEventLoop = field(compare=False)
     cancelled: threading.Event = field(compare=False, default_factory=threading.Event)
     deadline: float | None = field(compare=False, default=None)
+    stop_when: Callable[[], bool] | None = field(compare=False, default=None)
 
     def should_stop(self) -> bool:
-        return self.cancelled.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+        return (self.cancelled.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+                or (self.stop_when is not None and self.stop_when()))
 
 
 class ModelWorker:
@@ -96,6 +98,7 @@ class ModelWorker:
         key: Hashable | None = None,
         priority: int = PRIORITY_INTERACTIVE,
         timeout: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> Any:
         """Run fn(should_stop) on the model thread and return its result.
 
@@ -105,7 +108,7 @@ class ModelWorker:
         """
         loop = asyncio.get_running_loop()
         job = _Job(priority, next(self._sequence), fn, key, loop.create_future(), loop,
-                   deadline=None if timeout is None else time.monotonic() + timeout)
+                   deadline=None if timeout is None else time.monotonic() + timeout, stop_when=stop_when)
         if key is not None:
             with self._lock:
                 older = self._latest.get(key)

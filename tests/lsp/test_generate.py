@@ -1,0 +1,158 @@
+"""The logitls.generate command end to end: the inserted text, progress, cancellation, stale edits."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
+
+from conftest import NOTEBOOK_TEXT, open_document, start_session
+
+
+
+def generate_args(uri: str, line: int, character: int, **extra):
+    return [{"textDocument": {"uri": uri}, "position": {"line": line, "character": character}, **extra}]
+
+
+def run_generate(client, arguments):
+    return client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.generate",
+                                                                             arguments=arguments))
+
+
+def edits_for(client, uri: str) -> list[types.TextEdit]:
+    found = []
+    for params in client.applied_edits:
+        edit = params.edit
+        for change in edit.document_changes or []:
+            if change.text_document.uri == uri:
+                found.extend(change.edits)
+        found.extend((edit.changes or {}).get(uri, []))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def record_edits(request):
+    for name in ("tiny_client", "default_client"):
+        if name in request.fixturenames:
+            client = request.getfixturevalue(name)
+            if not hasattr(client, "applied_edits"):
+                client.applied_edits = []
+
+                @client.feature(types.WORKSPACE_APPLY_EDIT)
+                def apply(params: types.ApplyWorkspaceEditParams, client=client):
+                    client.applied_edits.append(params)
+                    return types.ApplyWorkspaceEditResult(applied=True)
+
+
+async def test_generate_inserts_the_greedy_continuation(tiny_client, tiny_gpt2_engine):
+    uri = "file:///generate/notebook.txt"
+    open_document(tiny_client, uri, NOTEBOOK_TEXT)
+    result = await run_generate(tiny_client, generate_args(uri, 0, len(NOTEBOOK_TEXT), maxNewTokens=8))
+    expected = tiny_gpt2_engine.generate_text(NOTEBOOK_TEXT, max_new_tokens=8)
+    assert result["text"] == expected and result["applied"] is True
+    [edit] = edits_for(tiny_client, uri)
+    cursor = types.Position(line=0, character=len(NOTEBOOK_TEXT))
+    assert edit.range == types.Range(start=cursor, end=cursor)
+    assert edit.new_text == expected
+
+
+async def test_generate_reports_progress(tiny_client):
+    uri = "file:///generate/progress.txt"
+    open_document(tiny_client, uri, "hello")
+    before = set(tiny_client.progress_reports)
+    await run_generate(tiny_client, generate_args(uri, 0, 5, maxNewTokens=5))
+    new = [tiny_client.progress_reports[t] for t in set(tiny_client.progress_reports) - before]
+    generate_reports = [r for r in new if r and getattr(r[0], "title", "") == "logitls: generating"]
+    assert generate_reports, new
+    assert isinstance(generate_reports[0][0], types.WorkDoneProgressBegin) and generate_reports[0][0].cancellable
+    assert isinstance(generate_reports[0][-1], types.WorkDoneProgressEnd)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([], "expected one argument"),
+    ([{"position": {"line": 0, "character": 0}}], "textDocument.uri is missing"),
+    ([{"textDocument": {"uri": "file:///generate/never-opened.txt"}, "position": {"line": 0, "character": 0}}],
+     "unknown document"),
+    (generate_args("file:///generate/bad.txt", 0, "x"), "must be integers"),
+    (generate_args("file:///generate/bad.txt", 7, 0), "past the end of the document"),
+    (generate_args("file:///generate/bad.txt", 0, 99), "past the end of line 0"),
+    (generate_args("file:///generate/bad.txt", 0, 0, maxNewTokens=0), "maxNewTokens must be"),
+    (generate_args("file:///generate/bad.txt", 0, 0, maxNewTokens="many"), "maxNewTokens must be"),
+])
+async def test_wrong_arguments_are_invalid_params(tiny_client, arguments, message):
+    open_document(tiny_client, "file:///generate/bad.txt", "abc")
+    with pytest.raises(JsonRpcInvalidParams, match=message):
+        await run_generate(tiny_client, arguments)
+
+
+async def test_default_model_edit_equals_the_cli(default_client):
+    prompt = "The capital of France is"
+    uri = "file:///generate/france.txt"
+    open_document(default_client, uri, prompt)
+    result = await run_generate(default_client, generate_args(uri, 0, len(prompt), maxNewTokens=20))
+    cli = subprocess.run([sys.executable, "-m", "logitls", "generate", prompt, "--max-new-tokens", "20"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert result["text"] == cli.stdout[:-1]  # the CLI ends its output with a newline
+    assert result["text"].startswith(" Paris.")
+    assert [e.new_text for e in edits_for(default_client, uri)] == [result["text"]]
+
+
+async def test_cancelling_the_progress_stops_and_inserts_nothing(default_client):
+    uri = "file:///generate/cancel-progress.txt"
+    open_document(default_client, uri, "Once upon a time")
+    before = set(default_client.progress_reports)
+    task = asyncio.ensure_future(run_generate(default_client, generate_args(uri, 0, 16, maxNewTokens=400)))
+    token = None
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        new = [t for t in set(default_client.progress_reports) - before
+               if default_client.progress_reports[t]
+               and getattr(default_client.progress_reports[t][0], "title", "") == "logitls: generating"]
+        if new:
+            token = new[0]
+            break
+    assert token is not None
+    await asyncio.sleep(0.5)
+    default_client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+    result = await asyncio.wait_for(task, 30)
+    assert result["applied"] is False and result["stop"] == "cancelled"
+    assert edits_for(default_client, uri) == []
+
+
+async def test_cancel_request_stops_generation(default_client):
+    uri = "file:///generate/cancel-request.txt"
+    open_document(default_client, uri, "Once upon a time")
+    request = asyncio.wrap_future(default_client.protocol.send_request(
+        types.WORKSPACE_EXECUTE_COMMAND,
+        types.ExecuteCommandParams(command="logitls.generate", arguments=generate_args(uri, 0, 16, maxNewTokens=400)),
+        msg_id="generate-to-cancel"))
+    await asyncio.sleep(1.5)
+    default_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="generate-to-cancel"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await asyncio.wait_for(request, 20)
+    # the model thread is free again at once: a completion answers without waiting for 400 tokens
+    completion = await asyncio.wait_for(default_client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=16))), 20)
+    assert completion.items
+    assert edits_for(default_client, uri) == []
+
+
+async def test_an_edit_during_generation_is_not_overwritten(default_client):
+    uri = "file:///generate/stale.txt"
+    open_document(default_client, uri, "Once upon a time")
+    task = asyncio.ensure_future(run_generate(default_client, generate_args(uri, 0, 16, maxNewTokens=60)))
+    await asyncio.sleep(0.5)
+    default_client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=0, character=16), end=types.Position(line=0, character=16)),
+            text=" there was")]))
+    result = await asyncio.wait_for(task, 60)
+    assert result["applied"] is False and result["stop"] == "document-changed"
+    assert edits_for(default_client, uri) == []
+    assert any("changed while generating" in m.message for m in default_client.messages)

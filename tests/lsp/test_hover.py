@@ -1,0 +1,69 @@
+"""textDocument/hover end to end: the numbers are the engine's, the range covers the token."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from lsprotocol import types
+
+from conftest import open_document
+
+
+
+def hover(client, uri: str, line: int, character: int):
+    return client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character)))
+
+
+async def test_hover_numbers_equal_the_engines(tiny_client, tiny_gpt2_engine):
+    text = "The quick brown fox jumps over the lazy dog"
+    uri = "file:///hover/fox.txt"
+    open_document(tiny_client, uri, text)
+    scores = tiny_gpt2_engine.token_scores(text)
+    fox = next(s for s in scores.tokens if s.token.text == " fox")
+    result = await hover(tiny_client, uri, 0, fox.start + 2)
+    assert result.range == types.Range(start=types.Position(line=0, character=fox.start),
+                                       end=types.Position(line=0, character=fox.end))
+    value = result.contents.value
+    assert f"p = {fox.prob:.4g}" in value
+    assert f"rank {fox.rank} of {tiny_gpt2_engine.vocab_size}" in value
+    assert f"{fox.surprisal_bits:.2f} bits" in value
+    rows = re.findall(r"^\| (\d+) \| `([^`]*)`", value, flags=re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [r[1] for r in rows] == [a.text.replace(" ", "␣") for a in fox.alternatives[:5]]
+
+
+async def test_hover_on_the_first_token_says_it_has_no_context(tiny_client):
+    uri = "file:///hover/first.txt"
+    open_document(tiny_client, uri, "Hello there")
+    result = await hover(tiny_client, uri, 0, 1)
+    assert "first token" in result.contents.value
+
+
+async def test_hover_ranges_are_utf16_on_a_multibyte_line(tiny_client, tiny_gpt2_engine):
+    text = "# héllo 😀 world"
+    uri = "file:///hover/emoji.txt"
+    open_document(tiny_client, uri, text)
+    world = next(s for s in tiny_gpt2_engine.token_scores(text).tokens if s.token.text == " world")
+    result = await hover(tiny_client, uri, 0, 12)  # UTF-16: 'w' of world (the emoji counts 2)
+    assert result.range.start == types.Position(line=0, character=10)  # the space before world
+    assert result.range.end == types.Position(line=0, character=16)
+    assert f"p = {world.prob:.4g}" in result.contents.value
+
+
+async def test_hover_past_the_end_of_the_text_is_empty(tiny_client):
+    uri = "file:///hover/end.txt"
+    open_document(tiny_client, uri, "short\n")
+    assert await hover(tiny_client, uri, 1, 0) is None
+
+
+async def test_default_model_hover_on_paris(default_client, default_engine):
+    text = "The capital of France is Paris"
+    uri = "file:///hover/paris.txt"
+    open_document(default_client, uri, text)
+    result = await hover(default_client, uri, 0, 27)
+    value = result.contents.value
+    paris = next(s for s in default_engine.token_scores(text).tokens if s.token.text == " Paris")
+    assert value.startswith("**`␣Paris`**")
+    assert f"p = {paris.prob:.4g} (77.3%), rank 1 of 49152" in value

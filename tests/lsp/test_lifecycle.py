@@ -1,0 +1,190 @@
+"""Start-up, settings, model failure and recovery, shutdown, and a clean stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from lsprotocol import types
+
+from conftest import SERVER_COMMAND, open_document, start_session, wait_for_status
+
+
+
+def complete(client, uri: str, line: int, character: int):
+    return client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=character)))
+
+
+async def test_model_loads_in_the_background_with_progress(tiny_models):
+    client = await start_session({"model": str(tiny_models["gpt2"])}, wait_ready=False)
+    try:
+        # A request sent before the model is ready waits for it rather than failing.
+        open_document(client, "file:///life/early.txt", "hello")
+        result = await complete(client, "file:///life/early.txt", 0, 5)
+        assert len(result.items) == 10
+        loading = [r for r in client.progress_reports.values() if r and getattr(r[0], "title", "") == "logitls"]
+        assert loading and "Loading model" in loading[0][0].message
+        assert isinstance(loading[0][-1], types.WorkDoneProgressEnd)
+        assert [s["state"] for s in client.statuses][:2] == ["loading", "ready"]
+    finally:
+        await client.shutdown_session()
+
+
+async def test_a_model_that_fails_to_load_is_reported_and_recovers(tiny_models):
+    client = await start_session({"model": "/no/such/model"})
+    try:
+        assert client.statuses[-1]["state"] == "failed"
+        errors = [m for m in client.messages if m.type == types.MessageType.Error]
+        assert errors and "/no/such/model" in errors[0].message and "does not exist" in errors[0].message
+        open_document(client, "file:///life/fail.txt", "hello")
+        assert list((await complete(client, "file:///life/fail.txt", 0, 5)).items) == []  # empty, not an error
+        # fixing the setting loads the model
+        seen = len(client.statuses)
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"])}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        assert await wait_for_status(client, ("ready", "failed"), after=seen) == "ready"
+        assert len((await complete(client, "file:///life/fail.txt", 0, 5)).items) == 10
+    finally:
+        await client.shutdown_session()
+
+
+async def test_settings_change_without_and_with_reload(tiny_models):
+    client = await start_session({"model": str(tiny_models["gpt2"])})
+    try:
+        open_document(client, "file:///life/settings.txt", "hello world")
+        assert len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 10
+        loads = len(client.statuses)
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 4}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        for _ in range(100):
+            if len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 4
+        assert len(client.statuses) == loads  # topN does not reload the model
+        # an invalid value is refused with a warning, the previous one kept
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 0}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await asyncio.sleep(0.3)
+        assert any("topN must be at least 1" in m.message for m in client.messages
+                   if m.type == types.MessageType.Warning)
+        assert len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 4
+        # a new model reloads
+        client.set_configuration({"logitls": {"model": str(tiny_models["llama"]), "topN": 4}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        assert await wait_for_status(client, ("ready",), after=loads + 1) == "ready"
+        assert client.statuses[loads]["state"] == "loading"
+        from conftest import engine_for
+
+        llama = engine_for(tiny_models["llama"])
+        items = (await complete(client, "file:///life/settings.txt", 0, 11)).items
+        expected = [c.id for c in llama.next_tokens("hello world", 40).choices
+                    if not c.token.special and not c.token.partial][:4]
+        assert [i.data["id"] for i in items] == expected
+    finally:
+        await client.shutdown_session()
+
+
+def frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def read_frames(data: bytes, partial: bool = False) -> list[dict]:
+    """Parse stdout strictly as LSP frames: any stray byte fails the test."""
+    frames = []
+    while data:
+        header, sep, rest = data.partition(b"\r\n\r\n")
+        if partial and (not sep or len(rest) < int(dict(l.split(b": ", 1) for l in header.split(b"\r\n"))
+                                                   .get(b"Content-Length", b"0"))):
+            break
+        assert sep, f"stdout holds something that is not an LSP frame: {data[:200]!r}"
+        fields = dict(line.split(b": ", 1) for line in header.split(b"\r\n"))
+        assert set(fields) <= {b"Content-Length", b"Content-Type"}, f"not an LSP header: {header[:200]!r}"
+        length = int(fields[b"Content-Length"])
+        frames.append(json.loads(rest[:length]))
+        data = rest[length:]
+    return frames
+
+
+def test_stdout_carries_only_json_rpc_and_exit_is_prompt(tiny_models):
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"capabilities": {"window": {"workDoneProgress": True}},
+                    "initializationOptions": {"model": str(tiny_models["gpt2"]), "logLevel": "debug"}}},
+        {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+        {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": "file:///life/raw.txt", "languageId": "plaintext", "version": 1, "text": "hello"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "textDocument/completion", "params": {
+            "textDocument": {"uri": "file:///life/raw.txt"}, "position": {"line": 0, "character": 5}}},
+    ]
+    process = subprocess.Popen(SERVER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    out = b""
+
+    def read_until_answered(request_id: int) -> None:
+        nonlocal out
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(f.get("id") == request_id and "method" not in f for f in read_frames(out, partial=True)):
+                return
+            if selector.select(timeout=1):
+                chunk = os.read(process.stdout.fileno(), 65536)
+                assert chunk, "the server closed stdout"
+                out += chunk
+        raise TimeoutError(request_id)
+
+    process.stdin.write(b"".join(frame(m) for m in messages))
+    process.stdin.flush()
+    read_until_answered(2)
+    process.stdin.write(frame({"jsonrpc": "2.0", "id": 3, "method": "shutdown"}))
+    process.stdin.flush()
+    read_until_answered(3)  # an editor waits for the shutdown answer before `exit`
+    process.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+    process.stdin.flush()
+    started = time.monotonic()
+    assert process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    out += process.stdout.read()
+    frames = read_frames(out)
+    by_id = {f.get("id"): f for f in frames if "id" in f and "method" not in f}
+    assert by_id[1]["result"]["capabilities"]["completionProvider"]
+    assert "result" in by_id[2], by_id[2]
+    assert len(by_id[2]["result"]["items"]) == 10
+    assert by_id[3]["result"] is None
+    assert any(f.get("method") == "window/logMessage" for f in frames)
+    assert b"model" in process.stderr.read()  # logs go to stderr
+
+
+def test_losing_the_client_ends_the_server(tiny_models):
+    process = subprocess.Popen(SERVER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process.stdin.write(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "capabilities": {}, "initializationOptions": {"model": str(tiny_models["gpt2"])}}}))
+    process.stdin.flush()
+    time.sleep(1)
+    process.stdin.close()  # the editor died
+    assert process.wait(timeout=20) == 0
+
+
+async def test_initialize_answers_before_the_model_is_loaded(tiny_models):
+    started = time.monotonic()
+    client = await start_session({"model": "default"}, wait_ready=False)
+    try:
+        initialized_after = time.monotonic() - started
+        state = await wait_for_status(client, ("ready", "failed"))
+        ready_after = time.monotonic() - started
+        assert state == "ready"
+        assert client.statuses[0]["state"] == "loading"  # initialize was answered while loading
+        assert initialized_after < ready_after
+    finally:
+        await client.shutdown_session()
