@@ -184,6 +184,12 @@ def schema_command(args: argparse.Namespace) -> None:
     sys.stdout.write(schema_text())
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.report import main as bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logitls", description="A causal language model's next tokens, "
                                      "probabilities and greedy continuation, in the terminal and in editors.")
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=2087)
     p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
     p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("bench", help="measure keystroke latency, greedy speed, LSP overhead, start-up, memory")
+    _model_options(p)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    p.add_argument("--no-lsp", action="store_true", help="engine measurements only")
+    p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser("schema", help="print the JSON Schema of all settings")
     p.set_defaults(run=schema_command)

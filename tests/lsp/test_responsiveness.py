@@ -40,19 +40,25 @@ async def test_a_newer_completion_supersedes_an_older_one(default_client):
 
 
 async def test_cancel_request_stops_a_long_computation(default_client):
+    default_client.set_configuration({"logitls": {"logLevel": "debug"}})
+    default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
     uri = "file:///typing/cancel.py"
     open_document(default_client, uri, LONG_TEXT, language="python")
     request = completion_at_end(default_client, uri, LONG_TEXT, msg_id="long-completion")
     await asyncio.sleep(0.3)
     default_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-completion"))
     with pytest.raises(JsonRpcRequestCancelled):
-        await asyncio.wait_for(request, 30)
-    # the worker is free at once for the next request on another document
+        await asyncio.wait_for(request, 60)
     open_document(default_client, "file:///typing/next.txt", "The capital of France is")
     result = await asyncio.wait_for(default_client.text_document_completion_async(types.CompletionParams(
         text_document=types.TextDocumentIdentifier(uri="file:///typing/next.txt"),
-        position=types.Position(line=0, character=24))), 10)
+        position=types.Position(line=0, character=24))), 120)
     assert result.items[0].text_edit.new_text == " Paris"
+    # the prefill itself stopped mid-way (the server says so in its debug log), it did not run on
+    stopped = [m.message for m in default_client.log_messages if "stopped before it finished" in m.message]
+    assert any("cancel.py" in m for m in stopped), stopped
+    default_client.set_configuration({"logitls": {"logLevel": "info"}})
+    default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
 
 
 async def test_incremental_changes_are_applied(tiny_client, tiny_gpt2_engine):

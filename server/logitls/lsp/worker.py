@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("logitls.worker")
 
 PRIORITY_INTERACTIVE = 0  # completion, hover, inline completion
 PRIORITY_COMMAND = 1  # generate
@@ -69,7 +69,11 @@ class ModelWorker:
                 result = job.fn(job.should_stop)
             except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting handler
                 # Whatever a stopped job raised (the engine's own Cancelled), callers see one type.
-                self._settle(job, exception=JobCancelled(str(exc) or "stopped") if job.should_stop() else exc)
+                if job.should_stop():
+                    logger.debug("model job %s stopped before it finished", job.key)
+                    self._settle(job, exception=JobCancelled("stopped"))
+                else:
+                    self._settle(job, exception=exc)
             else:
                 self._settle(job, result=result)
             finally:

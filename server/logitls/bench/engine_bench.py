@@ -1,0 +1,115 @@
+"""The engine-side measurements (1-3): in this process, on one model."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+SOURCE = Path(__file__).resolve().parents[1] / "engine" / "engine.py"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - started) * 1000, result
+
+
+def document_of(engine, n_tokens: int) -> str:
+    """Real code (logitls's own engine source) cut to about n_tokens tokens."""
+    text = SOURCE.read_text()
+    while len(engine.tokenizer(text)["input_ids"]) < n_tokens + 50:
+        text += "\n" + text
+    encoded = engine.tokenizer(text, return_offsets_mapping=True)
+    return text[: encoded["offset_mapping"][n_tokens][0]]
+
+
+TYPED = "    return result  # typed one character at a time\n"
+
+
+def keystrokes(engine, document: str, key: str, count: int) -> list[float]:
+    """Append characters one by one, asking for the top 10 after each, with a warm cache."""
+    engine.next_tokens(document, 10, document=key)
+    times = []
+    for i in range(count):
+        document += TYPED[i % len(TYPED)]
+        ms, _ = timed(lambda: engine.next_tokens(document, 10, document=key))
+        times.append(ms)
+    return times
+
+
+def cold_prefill(engine, document: str, repeats: int) -> list[float]:
+    times = []
+    for i in range(repeats):
+        engine.forget(f"cold-{i}")
+        ms, _ = timed(lambda: engine.next_tokens(document, 10, document=f"cold-{i}"))
+        engine.forget(f"cold-{i}")
+        times.append(ms)
+    return times
+
+
+def mid_document_edits(engine, document: str, at_token: int, repeats: int) -> list[float]:
+    offsets = engine.tokenizer(document, return_offsets_mapping=True)["offset_mapping"]
+    times = []
+    for i in range(repeats):
+        engine.next_tokens(document, 10, document="mid")  # warm on the original
+        cut = offsets[at_token + i][0]
+        edited = document[:cut] + "x" + document[cut:]
+        ms, _ = timed(lambda: engine.next_tokens(edited, 10, document="mid"))
+        times.append(ms)
+    engine.forget("mid")
+    return times
+
+
+def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    ids = engine.tokenizer(prompt, return_tensors="pt").input_ids.to(engine.device)
+    saved_eos = engine.eos_ids
+    engine.eos_ids = set()  # both sides run the full length
+    try:
+        ours, reference_times = [], []
+        for _ in range(repeats):
+            engine.forget("greedy")
+            ms, steps = timed(lambda: list(engine.greedy(prompt, max_new_tokens=new_tokens, document="greedy")))
+            ours.append(ms)
+            with torch.inference_mode():
+                ref_ms, output = timed(lambda: engine.model.generate(
+                    ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0))
+            reference_times.append(ref_ms)
+    finally:
+        engine.eos_ids = saved_eos
+        engine.forget("greedy")
+    reference_ids = output[0, ids.shape[1]:].tolist()
+    ours_ids = [s.token.id for s in steps]
+    ours_rate = new_tokens / (min(ours) / 1000)
+    reference_rate = new_tokens / (min(reference_times) / 1000)
+    return {"new_tokens": new_tokens, "logitls_tok_s": ours_rate, "generate_tok_s": reference_rate,
+            "ratio": ours_rate / reference_rate, "identical": ours_ids == reference_ids}
+
+
+def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: int = 20,
+                     greedy_tokens: int = 64) -> dict[str, Any]:
+    document = document_of(engine, doc_tokens)
+    short = document_of(engine, 16)
+    cold = statistics.median(cold_prefill(engine, document, repeats))
+    keystroke = statistics.median(keystrokes(engine, document, "keystroke", keys))
+    short_step = statistics.median(keystrokes(engine, short, "short", keys))
+    mid = statistics.median(mid_document_edits(engine, document, min(500, doc_tokens // 2), repeats))
+    engine.forget("keystroke")
+    engine.forget("short")
+    greedy = greedy_against_generate(engine, document_of(engine, min(64, engine.context_window // 4)), greedy_tokens,
+                                     repeats=2)
+    return {
+        "document_tokens": len(engine.tokenizer(document)["input_ids"]),
+        "cold_prefill_ms": cold,
+        "keystroke_ms": keystroke,
+        "short_step_ms": short_step,
+        "keystroke_over_cold": keystroke / cold,
+        "keystroke_over_short_step": keystroke / short_step,
+        "mid_edit_ms": mid,
+        "mid_edit_over_cold": mid / cold,
+        "greedy": greedy,
+    }

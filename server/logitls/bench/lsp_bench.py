@@ -1,0 +1,103 @@
+"""The server-side measurements (4-6): a real `logitls serve` process driven over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from typing import Any
+
+from lsprotocol import types
+
+from .engine_bench import TYPED
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def _bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
+                 keys: int) -> dict[str, Any]:
+    from pygls.lsp.client import LanguageClient
+
+    client = LanguageClient("logitls-bench", "1")
+    ready = asyncio.Event()
+
+    @client.feature("logitls/status")
+    def status(params):
+        state = params["state"] if isinstance(params, dict) else params.state
+        if state in ("ready", "failed"):
+            ready.set()
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def log_message(params):
+        pass
+
+    started = time.perf_counter()
+    await client.start_io(sys.executable, "-m", "logitls", "serve")
+    await client.initialize_async(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={"model": model, "dtype": dtype, "threads": threads, "inline": {"enabled": False}}))
+    initialize_ms = (time.perf_counter() - started) * 1000
+    client.initialized(types.InitializedParams())
+    uri = "file:///bench/document.py"
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text="import os")))
+    await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=9)))
+    first_completion_ms = (time.perf_counter() - started) * 1000
+
+    # keystrokes at the end of a ~1000-token document
+    text = document
+    version = 2
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+    def end_of(text: str) -> types.Position:
+        lines = text.split("\n")
+        return types.Position(line=len(lines) - 1, character=len(lines[-1]))  # ASCII: UTF-16 = str length
+
+    await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=end_of(text)))
+    times = []
+    for i in range(keys):
+        char = TYPED[i % len(TYPED)]
+        position = end_of(text)
+        text += char
+        version += 1
+        t = time.perf_counter()
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(start=position, end=position), text=char)]))
+        await client.text_document_completion_async(types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=end_of(text)))
+        times.append((time.perf_counter() - t) * 1000)
+
+    # ten open documents of ~2000 tokens each
+    for n, long_text in enumerate(long_documents):
+        long_uri = f"file:///bench/long{n}.py"
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=long_uri, language_id="python", version=1, text=long_text)))
+        await client.text_document_completion_async(types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=long_uri), position=end_of(long_text)))
+    rss = peak_rss_mb(client._server.pid)
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    return {"initialize_ms": initialize_ms, "first_completion_ms": first_completion_ms,
+            "lsp_keystroke_ms": statistics.median(times), "peak_rss_mb": rss}
+
+
+def run_lsp_bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
+                  keys: int = 20) -> dict[str, Any]:
+    return asyncio.run(_bench(model, dtype, threads, document, long_documents, keys))

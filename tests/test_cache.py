@@ -1,0 +1,112 @@
+"""The per-document KV cache must never change an answer: cached == computed from scratch."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+WORDS = ["the", " cat", " sat", " on", "\n", " mat", "é", " 😀", ".", "ing", " un", "believ", "able", "  ", "\t"]
+
+edit = st.one_of(
+    st.tuples(st.just("append"), st.sampled_from(WORDS)),
+    st.tuples(st.just("delete"), st.integers(0, 400), st.integers(1, 6)),
+    st.tuples(st.just("insert"), st.integers(0, 400), st.sampled_from(WORDS)),
+    st.tuples(st.just("paste"), st.integers(0, 400), st.lists(st.sampled_from(WORDS), min_size=3, max_size=25)),
+    st.tuples(st.just("switch"), st.integers(0, 2)),
+)
+
+
+def apply(text: str, change) -> str:
+    kind = change[0]
+    if kind == "append":
+        return text + change[1]
+    if kind == "delete":
+        at = change[1] % (len(text) + 1)
+        return text[:at] + text[at + change[2]:]
+    if kind == "insert":
+        at = change[1] % (len(text) + 1)
+        return text[:at] + change[2] + text[at:]
+    if kind == "paste":
+        at = change[1] % (len(text) + 1)
+        return text[:at] + "".join(change[2]) + text[at:]
+    return text
+
+
+def from_scratch(engine, text: str, n: int = 5):
+    ids = engine.tokenizer(text)["input_ids"] or [engine.start_id]
+    ids = ids[engine._window_start(len(ids), engine.context_window):]
+    with torch.inference_mode():
+        logits = engine.model(torch.tensor([ids])).logits[0, -1].float()
+    return torch.log_softmax(logits, -1).topk(n)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(edit, min_size=1, max_size=12))
+def test_cached_top_n_equals_from_scratch(tiny_engine, changes):
+    documents = ["The cat sat on the mat.", "def f(x):\n    return x", ""]
+    current = 0
+    for change in changes:
+        if change[0] == "switch":
+            current = change[1]
+        else:
+            documents[current] = apply(documents[current], change)
+        text = documents[current]
+        cached = tiny_engine.next_tokens(text, 5, document=f"prop-{current}")
+        expected_lp, expected_ids = from_scratch(tiny_engine, text)
+        assert [c.id for c in cached.choices] == expected_ids.tolist()
+        for choice, lp in zip(cached.choices, expected_lp.tolist()):
+            assert abs(choice.logprob - lp) < 1e-4
+        # scores (hover) from the same cache agree with a full forward pass too
+        if change[0] in ("insert", "paste") and text:
+            scores = tiny_engine.token_scores(text, document=f"prop-{current}")
+            ids = [s.token.id for s in scores.tokens]
+            if len(ids) > 1:
+                with torch.inference_mode():
+                    row = torch.log_softmax(tiny_engine.model(torch.tensor([ids])).logits[0].float(), -1)
+                for i in range(1, len(ids)):
+                    assert abs(scores.tokens[i].logprob - row[i - 1, ids[i]].item()) < 1e-4
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(edit, min_size=1, max_size=6))
+def test_greedy_is_unchanged_by_the_cache(tiny_engine, changes):
+    text = "Once upon a time"
+    for change in changes:
+        text = apply(text, change)
+        tiny_engine.next_tokens(text, 3, document="prop-greedy")  # leave the cache in some state
+        cached = [s.token.id for s in tiny_engine.greedy(text, max_new_tokens=8, document="prop-greedy")]
+        tiny_engine.forget("fresh")
+        fresh = [s.token.id for s in tiny_engine.greedy(text, max_new_tokens=8, document="fresh")]
+        assert cached == fresh
+
+
+def test_lru_keeps_at_most_the_configured_documents(tiny_engine):
+    tiny_engine.configure(max_context_tokens=0, alternatives=tiny_engine.alternatives, cached_documents=2)
+    try:
+        for n in range(5):
+            tiny_engine.next_tokens(f"document number {n}", 3, document=f"lru-{n}")
+        kept = [k for k in tiny_engine._documents if k.startswith("lru-")]
+        assert kept == ["lru-3", "lru-4"]
+    finally:
+        tiny_engine.configure(max_context_tokens=0, alternatives=tiny_engine.alternatives, cached_documents=8)
+
+
+def test_a_keystroke_feeds_only_the_changed_tail(tiny_engine):
+    text = "The quick brown fox jumps over the lazy"
+    tiny_engine.next_tokens(text, 3, document="tail")
+    state = tiny_engine._documents["tail"]
+    kept_before = len(state.ids)
+    fed = []
+    original = tiny_engine.model.forward
+
+    def counting_forward(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[1])
+        return original(*args, **kwargs)
+
+    tiny_engine.model.forward = counting_forward
+    try:
+        tiny_engine.next_tokens(text + " d", 3, document="tail")
+    finally:
+        del tiny_engine.model.forward
+    assert sum(fed) <= 2 < kept_before  # one or two new tokens, not the whole text
