@@ -146,3 +146,19 @@ def test_default_model_greedy_equals_generate_and_stops_at_eos(default_engine):
     assert [s.token.id for s in steps] == reference
     assert steps[-1].token.id in default_engine.eos_ids and steps[-1].text == ""
     assert "".join(s.text for s in steps).startswith(" Paris.")
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:3])
+def test_static_cache_decoding_equals_generate(tiny_models, prompt):
+    """The CUDA-graph path's decoder (static KV cache), run uncompiled on CPU."""
+    from logitls.engine import Engine
+
+    engine = Engine.load(str(tiny_models["llama"]), device="cpu", static_decode=True)
+    assert engine.static_decoders is not None
+    ids = engine.tokenizer(prompt, return_tensors="pt").input_ids
+    reference = engine.model.generate(ids, do_sample=False, max_new_tokens=20, eos_token_id=None,
+                                      pad_token_id=0)[0, ids.shape[1]:].tolist()
+    engine.eos_ids = set()
+    for _ in range(2):  # the first call verifies the static path against the eager one, the second uses it
+        assert [s.token.id for s in engine.greedy(prompt, max_new_tokens=20)] == reference
+    assert engine.static_decoders.enabled and engine.static_decoders.verified

@@ -79,6 +79,7 @@ class Engine:
         max_context_tokens: int = 0,
         alternatives: int = 10,
         cached_documents: int = 8,
+        static_decode: bool | None = None,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -91,6 +92,12 @@ class Engine:
         self.model_context = int(limit)
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
                        cached_documents=cached_documents)
+        self.static_decoders = None
+        if static_decode or (static_decode is None and self.device.type == "cuda"):
+            from .static_decode import StaticDecoders
+
+            self.static_decoders = StaticDecoders(self.model, self.model_context,
+                                                  compile_step=self.device.type == "cuda")
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._special_ids = set(self.tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
@@ -310,26 +317,51 @@ class Engine:
         self._advance(state, ids, want_scores=False, should_stop=should_stop)
         generated: list[int] = []
         emitted = ""
+        for step, next_id in enumerate(self._greedy_ids(state, ids, max_new_tokens, should_stop)):
+            generated.append(next_id)
+            decoded = self.tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            # Hold back an incomplete multi-byte character until its last byte arrives.
+            delta = "" if decoded.endswith("\ufffd") else decoded[len(emitted):]
+            emitted += delta
+            is_last = next_id in self.eos_ids or step == max_new_tokens - 1 or len(ids) + step + 1 >= self.model_context
+            if is_last and decoded != emitted and decoded.startswith(emitted):
+                delta += decoded[len(emitted):]
+                emitted = decoded
+            yield GreedyStep(self.token(next_id), delta)
+            if is_last:
+                return
+
+    def _greedy_ids(self, state: DocumentState, prompt: list[int], max_new_tokens: int,
+                    should_stop: StopCheck | None) -> Iterator[int]:
+        """Decode: one token per step. Stops when the caller stops asking (EOS, length)."""
+        limit = min(max_new_tokens, self.model_context - len(prompt))
+        static = self.static_decoders
+        if static is not None and static.enabled:
+            # Check the recorded step once against a few eager steps, then trust it.
+            probe = [] if static.verified else list(self._eager_greedy_ids(state, min(4, limit), None))
+            if static.verify(prompt, probe):
+                decoder = static.decoder_for(len(prompt) + limit)
+                for next_id in decoder.greedy_ids(prompt, limit, set(), should_stop):
+                    yield next_id
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                return
+            state.crop(len(prompt))
+            self._advance(state, prompt, want_scores=False, should_stop=should_stop)
+        yield from self._eager_greedy_ids(state, limit, should_stop)
+
+    def _eager_greedy_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None) -> Iterator[int]:
         with torch.inference_mode():
-            for step in range(max_new_tokens):
+            for step in range(limit):
                 next_id = int(torch.argmax(state.last_logits))
-                generated.append(next_id)
-                decoded = self.tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                # Hold back an incomplete multi-byte character until its last byte arrives.
-                delta = "" if decoded.endswith("\ufffd") else decoded[len(emitted):]
-                emitted += delta
-                is_last = next_id in self.eos_ids or step == max_new_tokens - 1 or len(state.ids) + 1 >= self.model_context
-                if is_last and decoded != emitted and decoded.startswith(emitted):
-                    delta += decoded[len(emitted):]
-                    emitted = decoded
-                yield GreedyStep(self.token(next_id), delta)
-                if is_last:
+                yield next_id
+                if step == limit - 1:
                     return
                 if should_stop is not None and should_stop():
                     raise Cancelled()
                 output = self.model(
-                    input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1, use_cache=True
-                )
+                    input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1,
+                    use_cache=True)
                 state.ids.append(next_id)
                 state.last_logits = output.logits[0, -1].float()
 
