@@ -1,0 +1,198 @@
+// The logitls VS Code extension: starts `logitls serve` with vscode-languageclient, sends the
+// `logitls` settings to it, shows its `logitls/status` in the status bar, and offers the commands
+// "logitls: Generate greedy continuation" and "logitls: Restart server".
+import * as fs from "fs";
+import * as os from "os";
+import * as vscode from "vscode";
+import type { LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
+import {
+  generateOutcome, generateParams, GenerateResult, resolveServerCommand, ServerCommand, serverSettings,
+  Status, statusView,
+} from "./config";
+
+export const SECTION = "logitls";
+export const STATUS_NOTIFICATION = "logitls/status";
+export const DOCUMENT_SELECTOR = ["plaintext", "markdown", "git-commit"].flatMap((language) => [
+  { scheme: "file", language },
+  { scheme: "untitled", language },
+]);
+
+/** The part of a language client the extension uses (a real LanguageClient, or a fake in the tests). */
+export interface Client {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  restart?(): Promise<void>;
+  onNotification(method: string, handler: (params: Status) => void): vscode.Disposable;
+  sendRequest<R>(method: string, params: unknown, token?: vscode.CancellationToken): Promise<R>;
+  readonly outputChannel: vscode.OutputChannel;
+}
+
+export type ClientFactory = (server: ServerCommand, options: LanguageClientOptions) => Client;
+
+export function createLanguageClient(server: ServerCommand, options: LanguageClientOptions): Client {
+  const { LanguageClient: Impl } = require("vscode-languageclient/node") as typeof import("vscode-languageclient/node");
+  const serverOptions: ServerOptions = { command: server.command, args: server.args, options: { env: process.env } };
+  return new Impl(SECTION, "logitls", serverOptions, options) as LanguageClient as unknown as Client;
+}
+
+function currentSettings(): Record<string, unknown> {
+  return serverSettings(vscode.workspace.getConfiguration().get(SECTION));
+}
+
+export function clientOptions(): LanguageClientOptions {
+  return {
+    documentSelector: DOCUMENT_SELECTOR,
+    initializationOptions: currentSettings(),
+    // didChangeConfiguration on every change under `logitls`; the server then pulls the section.
+    synchronize: { configurationSection: SECTION },
+    middleware: {
+      workspace: {
+        // Answer workspace/configuration without the extension's own settings (server.*, trace.*).
+        configuration: async (params, token, next) => {
+          const result = await next(params, token);
+          if (!Array.isArray(result)) {
+            return result;
+          }
+          return result.map((value, i) => (params.items[i]?.section === SECTION ? serverSettings(value) : value));
+        },
+      },
+    },
+  };
+}
+
+export function serverCommand(): ServerCommand {
+  const config = vscode.workspace.getConfiguration(SECTION);
+  return resolveServerCommand(config.get<string>("server.command") ?? "", {
+    venv: config.get<string>("server.venv") ?? "",
+    envPath: process.env.PATH,
+    home: os.homedir(),
+    exists: (file) => {
+      try {
+        return fs.statSync(file).isFile();
+      } catch {
+        return false;
+      }
+    },
+  });
+}
+
+export class LogitlsExtension implements vscode.Disposable {
+  client: Client | undefined;
+  readonly statusItem: vscode.StatusBarItem;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(private readonly createClient: ClientFactory = createLanguageClient) {
+    this.statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+    this.statusItem.command = "logitls.restartServer";
+    this.showStatus({ state: "loading", message: "starting the server" });
+    this.statusItem.show();
+  }
+
+  register(context: vscode.ExtensionContext): void {
+    this.disposables.push(
+      vscode.commands.registerCommand("logitls.generateAtCursor", () => this.generateAtCursor()),
+      vscode.commands.registerCommand("logitls.restartServer", () => this.restart()),
+      vscode.commands.registerCommand("logitls.showLog", () => this.client?.outputChannel.show(true)),
+      vscode.workspace.onDidChangeConfiguration((event) => {
+        if (event.affectsConfiguration(`${SECTION}.server`)) {
+          void this.restart();
+        }
+      }),
+    );
+    context.subscriptions.push(this);
+  }
+
+  showStatus(status: Status): void {
+    const view = statusView(status);
+    this.statusItem.text = view.text;
+    this.statusItem.tooltip = view.tooltip;
+    this.statusItem.backgroundColor = view.error ? new vscode.ThemeColor("statusBarItem.errorBackground") : undefined;
+  }
+
+  async start(): Promise<void> {
+    let server: ServerCommand;
+    try {
+      server = serverCommand();
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.showStatus({ state: "stopped", message });
+      const choice = await vscode.window.showErrorMessage(message, "Open Settings");
+      if (choice === "Open Settings") {
+        await vscode.commands.executeCommand("workbench.action.openSettings", "logitls.server");
+      }
+      return;
+    }
+    const client = this.createClient(server, clientOptions());
+    this.client = client;
+    this.disposables.push(client.onNotification(STATUS_NOTIFICATION, (status) => this.showStatus(status)));
+    this.showStatus({ state: "loading", message: `${server.command} ${server.args.join(" ")}` });
+    try {
+      await client.start();
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.showStatus({ state: "stopped", message });
+      void vscode.window.showErrorMessage(`logitls: the server did not start: ${message}`);
+    }
+  }
+
+  async restart(): Promise<void> {
+    const old = this.client;
+    this.client = undefined;
+    if (old) {
+      try {
+        await old.stop();
+      } catch {
+        // a server that is already gone cannot be stopped; start a new one anyway
+      }
+    }
+    await this.start();
+  }
+
+  async generateAtCursor(maxNewTokens?: number): Promise<GenerateResult | undefined> {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor) {
+      void vscode.window.showInformationMessage("logitls: open a document and put the cursor where the text should go on");
+      return undefined;
+    }
+    if (!this.client) {
+      void vscode.window.showWarningMessage("logitls: the server is not running (logitls: Restart server)");
+      return undefined;
+    }
+    const position = editor.selection.active;
+    const params = generateParams(editor.document.uri.toString(), position.line, position.character, maxNewTokens);
+    const client = this.client;
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: "logitls: generating", cancellable: true },
+      (_progress, token) => client.sendRequest<GenerateResult>("workspace/executeCommand", params, token),
+    );
+    const outcome = generateOutcome(result);
+    if (outcome) {
+      const show = outcome.level === "info" ? vscode.window.showInformationMessage : vscode.window.showWarningMessage;
+      void show(outcome.message);
+    }
+    return result;
+  }
+
+  dispose(): void {
+    for (const d of this.disposables.splice(0)) {
+      d.dispose();
+    }
+    this.statusItem.dispose();
+    void this.client?.stop();
+  }
+}
+
+let extension: LogitlsExtension | undefined;
+
+export async function activate(context: vscode.ExtensionContext, createClient?: ClientFactory): Promise<LogitlsExtension> {
+  extension = new LogitlsExtension(createClient);
+  extension.register(context);
+  await extension.start();
+  return extension;
+}
+
+export async function deactivate(): Promise<void> {
+  const client = extension?.client;
+  extension = undefined;
+  await client?.stop();
+}
