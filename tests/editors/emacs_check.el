@@ -1,0 +1,64 @@
+;;; emacs_check.el --- run by test_emacs.py in `emacs --batch' with client-config/emacs/logitls.el  -*- lexical-binding: t; -*-
+;; Opens the file named by $LOGITLS_TEST_FILE, connects eglot to logitls, and records what Emacs saw
+;; (completion candidates and annotations through eglot's completion-at-point, a completion chosen
+;; and inserted, eldoc's hover text, the buffer after M-x logitls-generate) in $LOGITLS_TEST_OUT.
+(require 'logitls)
+(require 'json)
+
+(defvar logitls-check-out nil)
+(defun logitls-check-note (key value) (setq logitls-check-out (plist-put logitls-check-out key value)))
+(defun logitls-check-wait (pred seconds)
+  (let ((deadline (+ (float-time) seconds)))
+    (while (and (not (funcall pred)) (< (float-time) deadline))
+      (accept-process-output nil 0.05))
+    (funcall pred)))
+
+(setq logitls-settings '(:model "default" :topN 10 :device "cpu"))
+(condition-case err
+    (progn
+      (find-file (getenv "LOGITLS_TEST_FILE"))
+      (switch-to-buffer (current-buffer))
+      (logitls-check-note :major-mode (symbol-name major-mode))
+      (apply #'eglot (eglot--guess-contact))
+      (logitls-check-wait (lambda () (member (plist-get logitls-status :state) '("ready" "failed"))) 180)
+      (logitls-check-note :status logitls-status)
+      (logitls-check-note :managed (if (eglot-managed-p) t :json-false))
+      (logitls-check-note :mode-line (logitls-mode-line))
+      ;; completion-at-point, as C-M-i runs it: the first function that answers
+      (goto-char (point-min)) (end-of-line)
+      (logitls-check-note :capf (vconcat (mapcar (lambda (f) (format "%s" f)) completion-at-point-functions)))
+      (let* ((capf (run-hook-wrapped 'completion-at-point-functions #'completion--capf-wrapper 'all))
+             (capf (if (functionp (car-safe capf)) (cdr capf) capf))
+             (start (nth 0 capf)) (end (nth 1 capf)) (table (nth 2 capf)) (props (nthcdr 3 capf))
+             (probe (buffer-substring-no-properties start end))
+             (candidates (all-completions probe table))
+             (annotate (plist-get props :annotation-function)))
+        (logitls-check-note :completion
+                            (vconcat (mapcar (lambda (c) (vector (substring-no-properties c)
+                                                                 (substring-no-properties (funcall annotate c))))
+                                             candidates)))
+        ;; choose the first, as the completion UI does
+        (let ((choice (car candidates)))
+          (completion--replace start end choice)
+          (when (plist-get props :exit-function)
+            (funcall (plist-get props :exit-function) choice 'finished)))
+        (logitls-check-note :after-completion (buffer-substring-no-properties (point-min) (point-max)))
+        (erase-buffer) (insert "The capital of France is\n")
+        (eglot--signal-textDocument/didChange)) ; what eglot's idle timer does (no idle time in batch)
+      ;; hover: eldoc's function for eglot, on "is"
+      (goto-char (point-min)) (end-of-line) (backward-char 1)
+      (let (hover)
+        (eglot-hover-eldoc-function (lambda (info &rest _) (setq hover (or info ""))))
+        (logitls-check-wait (lambda () hover) 60)
+        (logitls-check-note :hover (and hover (substring-no-properties hover))))
+      ;; M-x logitls-generate at the end of line 1
+      (goto-char (point-min)) (end-of-line)
+      (logitls-check-note :generate-result (logitls-generate 8))
+      (logitls-check-note :after-generate (buffer-substring-no-properties (point-min) (point-max))))
+  (error (logitls-check-note :error (format "%S" err))))
+(let ((stderr (seq-find (lambda (b) (string-match-p "EGLOT.*stderr" (buffer-name b))) (buffer-list))))
+  (when stderr (logitls-check-note :server-stderr (with-current-buffer stderr (buffer-string)))))
+(with-temp-file (getenv "LOGITLS_TEST_OUT")
+  (insert (json-encode logitls-check-out)))
+(ignore-errors (eglot-shutdown (eglot-current-server)))
+(kill-emacs 0)

@@ -1,0 +1,64 @@
+"""The shipped Emacs config (client-config/emacs/logitls.el) with eglot in the real Emacs (batch
+mode), on the embedded model. tests/editors/emacs_check.el runs inside Emacs and records what
+Emacs saw: completion-at-point's candidates and annotations (and a candidate chosen and inserted),
+eldoc's hover text, and the buffer after `M-x logitls-generate`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from .conftest import CLIENT, ROOT, editor_env, require_program
+
+CHECK = ROOT / "tests" / "editors" / "emacs_check.el"
+
+
+@pytest.fixture(scope="module")
+def emacs_run(tmp_path_factory):
+    emacs = require_program("emacs")
+    tmp = tmp_path_factory.mktemp("emacs")
+    document = tmp / "capital.txt"
+    document.write_text("The capital of France is\n")
+    out = tmp / "out.json"
+    env = editor_env(tmp)
+    env.update(LOGITLS_TEST_FILE=str(document), LOGITLS_TEST_OUT=str(out))
+    has_eglot = subprocess.run([emacs, "--batch", "-q", "--eval", "(require 'eglot)"], env=env, capture_output=True)
+    if has_eglot.returncode != 0:
+        require_program("eglot-for-emacs (apt-get install elpa-eglot)")
+    # -q, not -Q: site-start must run so that Debian's elpa-eglot is on the load-path
+    proc = subprocess.run([emacs, "--batch", "-q", "-L", str(CLIENT / "emacs"), "-l", str(CHECK)], env=env,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.exists(), f"Emacs wrote no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(out.read_text())
+    assert "error" not in result, (result["error"], result.get("server-stderr"), proc.stderr[-3000:])
+    return result
+
+
+def test_eglot_connects_and_the_model_gets_ready(emacs_run):
+    assert emacs_run["major-mode"] == "text-mode"
+    assert emacs_run["managed"] is True
+    assert emacs_run["status"] == {"state": "ready", "model": "default", "message": "default on cpu"}
+    assert emacs_run["mode-line"] == " logitls:ready"
+
+
+def test_completion_at_point_lists_tokens_with_probabilities(emacs_run):
+    assert emacs_run["capf"][0] == "logitls-completion-at-point"
+    candidates = emacs_run["completion"]
+    assert len(candidates) == 10
+    assert candidates[0][0] == " Paris"
+    assert "77.3%" in candidates[0][1] and "rank 1" in candidates[0][1]
+    assert all("%" in annotation for _, annotation in candidates)
+    assert emacs_run["after-completion"] == "The capital of France is Paris\n"
+
+
+def test_hover_through_eldoc_shows_the_probability(emacs_run):
+    hover = emacs_run["hover"]
+    assert "`␣is`" in hover and "63.7%" in hover and "rank 1" in hover
+
+
+def test_logitls_generate_changes_the_buffer(emacs_run):
+    result = emacs_run["generate-result"]
+    assert result["applied"] is True and result["text"].startswith(" Paris")
+    assert emacs_run["after-generate"] == "The capital of France is" + result["text"] + "\n"
