@@ -162,3 +162,35 @@ def test_static_cache_decoding_equals_generate(tiny_models, prompt):
     for _ in range(2):  # the first call verifies the static path against the eager one, the second uses it
         assert [s.token.id for s in engine.greedy(prompt, max_new_tokens=20)] == reference
     assert engine.static_decoders.enabled and engine.static_decoders.verified
+
+
+def test_document_scores_slide_over_a_long_text(tiny_engine):
+    """Longer than the window: every token after the first is scored, each window from scratch."""
+    text = " ".join(f"word{i % 7}" for i in range(200))
+    ids = tiny_engine.tokenizer(text)["input_ids"]
+    window = tiny_engine.context_window
+    assert len(ids) > 2 * window
+    stride = window // 2
+    scores = tiny_engine.document_scores(text, stride=stride, document="long-lens")
+    assert scores.truncated and len(scores.tokens) == len(ids)
+    assert scores.tokens[0].prob is None and all(s.prob is not None for s in scores.tokens[1:])
+    # token i is scored inside the window that first covers it, as the transformers guide does
+    last_start = tiny_engine._window_start(len(ids), window)
+    starts = list(range(0, last_start, stride)) + [last_start]
+    covered_by = {}
+    for begin in starts:
+        for i in range(begin, min(begin + window, len(ids))):
+            covered_by.setdefault(i, begin)
+    for i in range(1, len(ids)):
+        begin = covered_by[i]
+        row = reference_logprobs(tiny_engine, ids[begin:i])[-1] if i > begin else None
+        if row is None:
+            continue
+        assert scores.tokens[i].logprob == pytest.approx(row[ids[i]].item(), abs=1e-4)
+
+
+def test_document_scores_equal_token_scores_within_the_window(tiny_engine):
+    text = "The quick brown fox jumps over the lazy dog."
+    a = tiny_engine.document_scores(text, document="within")
+    b = tiny_engine.token_scores(text, document="within-2")
+    assert [(s.token.id, s.logprob, s.rank) for s in a.tokens] == [(s.token.id, s.logprob, s.rank) for s in b.tokens]

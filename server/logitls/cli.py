@@ -184,6 +184,39 @@ def schema_command(args: argparse.Namespace) -> None:
     sys.stdout.write(schema_text())
 
 
+def cmd_lens(args: argparse.Namespace) -> int:
+    """GLTR in the terminal: the file coloured by each token's rank, with perplexity."""
+    from pathlib import Path
+
+    from . import lens_output
+
+    path = Path(args.file)
+    if args.file == "-":
+        text = sys.stdin.read()
+    elif not path.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{args.file} is not UTF-8 text") from exc
+    if not text.strip():
+        raise UsageError("the text is empty: nothing to score")
+    from .engine import Engine
+
+    engine = Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
+                         trust_remote_code=args.trust_remote_code)
+    scores = engine.document_scores(text, stride=args.stride or None)
+    if args.html:
+        Path(args.html).write_text(lens_output.render_html(path.name, text, scores), encoding="utf-8")
+        print(f"wrote {args.html}: {lens_output.summary(scores)}", file=sys.stderr)
+    if args.json:
+        lens_output.dump_json(text, scores)
+    elif not args.html:
+        lens_output.write_terminal(text, scores)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.report import main as bench_main
 
@@ -222,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=2087)
     p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
     p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("lens", help="colour a file by each token's rank (GLTR), with perplexity")
+    p.add_argument("file", help="a UTF-8 text file, or - for standard input")
+    p.add_argument("--html", metavar="OUT.html", help="write a standalone page (hover a token for its numbers)")
+    p.add_argument("--stride", type=int, default=0, help="sliding-window stride for long files (0: half the window)")
+    _model_options(p)
+    p.set_defaults(run=cmd_lens)
 
     p = commands.add_parser("bench", help="measure keystroke latency, greedy speed, LSP overhead, start-up, memory")
     _model_options(p)

@@ -40,6 +40,30 @@ class InlineSettings:
 
 
 @dataclass(frozen=True)
+class LensSettings:
+    enabled: bool = setting(True, "Colour every token by its rank under the model, as GLTR does "
+                                  "(`textDocument/semanticTokens`): likely (top 10), plausible (top 100), "
+                                  "unlikely (top 1000), surprising (beyond).")
+    likely_rank: int = setting(10, "Highest rank coloured `likely` (GLTR's top-10 bucket).", minimum=1,
+                               maximum=1_000_000)
+    plausible_rank: int = setting(100, "Highest rank coloured `plausible`.", minimum=1, maximum=1_000_000)
+    unlikely_rank: int = setting(1000, "Highest rank coloured `unlikely`; beyond it, `surprising`.", minimum=1,
+                                 maximum=1_000_000)
+    diagnostics: bool = setting(True, "Report tokens whose surprisal passes `lens.diagnosticMinBits` as diagnostics.")
+    diagnostic_min_bits: float = setting(15.0, "Surprisal (bits, -log2 p) from which a token is reported; "
+                                               "15 bits is p < 0.00003.", minimum=0, maximum=100)
+    diagnostic_severity: str = setting("hint", "Severity of surprise diagnostics.",
+                                       choices=("hint", "information", "warning"))
+    code_lens: bool = setting(True, "Show perplexity, mean surprisal and token count above the first line.")
+    max_document_tokens: int = setting(16384, "Documents with more tokens are not scored (the lens stays empty).",
+                                       minimum=1, maximum=1_000_000)
+    stride: int = setting(0, "Documents longer than the context window are scored with a sliding window that "
+                             "moves this many tokens; 0 means half the window.", minimum=0, maximum=1_000_000)
+    debounce_ms: int = setting(300, "Wait this long after an edit before scoring the document again.",
+                               minimum=0, maximum=10_000)
+
+
+@dataclass(frozen=True)
 class Settings:
     model: str = setting("default", "The model: `default` (the embedded SmolLM2-135M-Instruct), a local "
                                     "`save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.")
@@ -63,6 +87,8 @@ class Settings:
                                      "(`window/logMessage`) and stderr.", choices=("error", "warning", "info", "debug"))
     generate: GenerateSettings = group(GenerateSettings, "The `logitls.generate` command.")
     inline: InlineSettings = group(InlineSettings, "Inline completion (ghost text).")
+    lens: LensSettings = group(LensSettings, "The surprisal lens: rank colouring, surprise diagnostics, "
+                                             "document perplexity.")
 
     # Settings whose change means loading the model again; the others apply at once.
     RELOAD_FIELDS = ("model", "dtype", "device", "threads", "trust_remote_code")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .kv_cache import new_document_cache
 from .loading import LoadedModel, load_model
 from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, TokenScore
 
@@ -175,7 +176,8 @@ class Engine:
         self._documents.clear()
 
     @torch.inference_mode()
-    def _advance(self, state: DocumentState, ids: list[int], want_scores: bool, should_stop: StopCheck | None) -> None:
+    def _advance(self, state: DocumentState, ids: list[int], want_scores: bool, should_stop: StopCheck | None,
+                 chunk_size: int = PREFILL_CHUNK) -> None:
         """Bring `state` to exactly `ids`, with next-token logits (and, if asked, every token's score)."""
         n = len(ids)
         common = _common_prefix(state.ids, ids)
@@ -191,14 +193,12 @@ class Engine:
             start = n - 1
         state.crop(max(start, 0))
         if state.kv is None:
-            from transformers import DynamicCache
-
-            state.kv = DynamicCache(config=self.model.config)
+            state.kv = new_document_cache(self.model.config)
         position = len(state.ids)
         while position < n:
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            chunk = ids[position : position + PREFILL_CHUNK]
+            chunk = ids[position : position + chunk_size]
             # logits_to_keep=1 skips the LM head for every position but the last when no scores are wanted
             output = self.model(
                 input_ids=torch.tensor([chunk], device=self.device),
@@ -274,19 +274,49 @@ class Engine:
         offsets = encoded["offset_mapping"][start:]
         state = self._state(document)
         self._advance(state, ids, want_scores=True, should_stop=should_stop)
-        scored = []
-        for index, (token_id, (begin, end)) in enumerate(zip(ids, offsets)):
-            score = state.scores[index]
-            if score is None:
-                scored.append(TokenScore(index, self.token(token_id), begin, end, None, None, None))
-                continue
-            alternatives = [
-                TokenChoice(self.token(i), math.exp(lp), lp, rank)
-                for rank, (i, lp) in enumerate(score.alternatives, start=1)
-            ]
-            scored.append(TokenScore(index, self.token(token_id), begin, end, math.exp(score.logprob),
-                                     score.logprob, score.rank, alternatives))
+        scored = [self._token_score(index, token_id, tuple(offsets[index]), state.scores[index]
+                                    if index < len(state.scores) else None) for index, token_id in enumerate(ids)]
         return TextScores(scored, start > 0, offsets[0][0] if start > 0 else 0)
+
+    def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
+                        should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
+        """Every token of a document scored given all text before it, within the context window.
+
+        A document longer than the window is scored with a sliding window, as in the transformers
+        perplexity guide: windows of `context_window` tokens start every `stride` tokens (default
+        half a window), and each scores only the tokens the previous windows did not, so every
+        token after the first sees at least `context_window - stride` tokens of context. The last
+        window starts where completion's window starts, so both share the document's KV cache;
+        the earlier windows are computed afresh each pass.
+        """
+        encoded = self.tokenizer(text, return_offsets_mapping=True) if text else {"input_ids": [], "offset_mapping": []}
+        ids = list(encoded["input_ids"])
+        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        window = self.context_window
+        last_start = self._window_start(len(ids), window)
+        stride = max(1, min(stride or window // 2, window))
+        starts = list(range(0, last_start, stride)) + [last_start]
+        scores: list[_Score | None] = []
+        for begin in starts:
+            end = min(begin + window, len(ids))
+            if end <= len(scores):
+                continue
+            state = self._state(document) if begin == last_start else DocumentState()
+            self._advance(state, ids[begin:end], want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
+            window_scores = state.scores[: end - begin] + [None] * max(0, end - begin - len(state.scores))
+            scores.extend(window_scores[len(scores) - begin:])
+        tokens = [self._token_score(index, token_id, offsets[index], scores[index] if index < len(scores) else None)
+                  for index, token_id in enumerate(ids)]
+        return TextScores(tokens, last_start > 0, 0)
+
+    def _token_score(self, index: int, token_id: int, offsets: tuple[int, int], score: _Score | None) -> TokenScore:
+        begin, end = offsets
+        if score is None:
+            return TokenScore(index, self.token(token_id), begin, end, None, None, None)
+        alternatives = [TokenChoice(self.token(i), math.exp(lp), lp, rank)
+                        for rank, (i, lp) in enumerate(score.alternatives, start=1)]
+        return TokenScore(index, self.token(token_id), begin, end, math.exp(score.logprob), score.logprob,
+                          score.rank, alternatives)
 
     def greedy(
         self,

@@ -202,6 +202,8 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: LogitlsServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
+        for hook in ls.close_hooks:
+            hook(uri)
         engine = ls.engine
         if engine is not None:
             asyncio.ensure_future(ls.worker.submit(lambda _stop: engine.forget(uri), priority=-1))

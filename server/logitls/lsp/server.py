@@ -39,6 +39,8 @@ class LogitlsServer(LanguageServer):
         self.model_error: str | None = None
         self.model_settled = asyncio.Event()  # set once a load has succeeded or failed
         self.shutdown_requested = False
+        self.lens_passes: dict[str, Any] = {}  # uri -> the lens pass for its latest version (lsp/lens.py)
+        self.close_hooks: list[Callable[[str], None]] = []  # features forgetting what a closed document held
 
     # -- documents and positions ------------------------------------------------------------
 
@@ -124,10 +126,10 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import completion, generate, hover, inline, lifecycle
+    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens
 
     server = LogitlsServer()
-    for feature in (lifecycle, completion, hover, generate, inline):
+    for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens):
         feature.register(server)
     return server
 

@@ -128,6 +128,11 @@ class ModelWorker:
             job.cancelled.set()
             raise
 
+    def interactive_waiting(self) -> bool:
+        """True while a job more urgent than background work waits: background jobs yield to it."""
+        with self._queue.mutex:
+            return any(job.priority < PRIORITY_BACKGROUND and not job.future.done() for job in self._queue.queue)
+
     def cancel(self, key: Hashable) -> None:
         with self._lock:
             job = self._latest.get(key)

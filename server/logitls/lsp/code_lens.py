@@ -1,0 +1,67 @@
+"""The document's numbers: perplexity, mean surprisal and token count, as a code lens on the first
+line and from the `logitls.documentStats` command (arguments `[{"textDocument": {"uri": URI}}]`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
+from ..lens import document_stats
+from .lens import DocumentTooLong, document_scores
+from .server import LogitlsServer, ModelUnavailable, logger
+
+COMMAND = "logitls.documentStats"
+
+
+def lens_title(stats) -> str:
+    if stats.perplexity is None:
+        return f"logitls: {stats.tokens} tokens, too few to score"
+    window = " (sliding window)" if stats.truncated else ""
+    return (f"logitls: perplexity {stats.perplexity:.2f} · {stats.mean_surprisal_bits:.2f} bits/token · "
+            f"{stats.tokens} tokens{window}")
+
+
+def _uri_argument(args: tuple[Any, ...]) -> str:
+    if len(args) == 1:
+        arg = args[0]
+        if isinstance(arg, str):
+            return arg
+        document = arg.get("textDocument") if isinstance(arg, dict) else getattr(arg, "textDocument", None)
+        uri = document.get("uri") if isinstance(document, dict) else getattr(document, "uri", None)
+        if isinstance(uri, str):
+            return uri
+    raise JsonRpcInvalidParams(f'{COMMAND}: expected one argument {{"textDocument": {{"uri": URI}}}}; got {args!r}')
+
+
+def register(server: LogitlsServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
+    async def code_lens(ls: LogitlsServer, params: types.CodeLensParams) -> list[types.CodeLens]:
+        uri = params.text_document.uri
+        if not (ls.settings.lens.enabled and ls.settings.lens.code_lens):
+            ls.snapshot(uri)
+            return []
+        try:
+            _, scores = await document_scores(ls, uri)
+        except (ModelUnavailable, DocumentTooLong) as exc:
+            logger.info("lens: no code lens for %s: %s", uri, exc)
+            return []
+        stats = document_stats(scores)
+        top = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
+        return [types.CodeLens(range=top, command=types.Command(
+            title=lens_title(stats), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]
+
+    @server.command(COMMAND)
+    async def document_stats_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+        uri = _uri_argument(args)
+        ls.snapshot(uri)
+        try:
+            _, scores = await document_scores(ls, uri, debounce=False)
+        except ModelUnavailable as exc:
+            raise JsonRpcInvalidParams(f"{COMMAND}: no model: {exc}") from exc
+        except DocumentTooLong as exc:
+            raise JsonRpcInvalidParams(f"{COMMAND}: the document is too long to score: {exc}") from exc
+        stats = document_stats(scores)
+        ls.tell(lens_title(stats).removeprefix("logitls: "))
+        return stats.to_json()

@@ -1,0 +1,102 @@
+"""Surprise diagnostics: tokens the model found unlikely, e.g. `unlikely here: p=0.00003 (rank 4123,
+15.0 bits); the model expected ' foo' (41%)`. A quick way to find typos and odd phrasing.
+
+Pull (`textDocument/diagnostic`) where the client supports it; otherwise pushed
+(`textDocument/publishDiagnostics`) after each lens pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from lsprotocol import types
+
+from ..lens import spans
+from ..text import percent
+from .lens import DocumentTooLong, bucket_edges, document_scores
+from .positions import PositionMap
+from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+
+SEVERITIES = {"hint": types.DiagnosticSeverity.Hint, "information": types.DiagnosticSeverity.Information,
+              "warning": types.DiagnosticSeverity.Warning}
+
+
+def surprise_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Diagnostic]:
+    lens = ls.settings.lens
+    positions = PositionMap(text, ls.position_encoding)
+    found = []
+    for start, end, score in spans(scores, bucket_edges(ls)):
+        if score.surprisal_bits is None or score.surprisal_bits < lens.diagnostic_min_bits:
+            continue
+        word_start = start + (len(text[start:end]) - len(text[start:end].lstrip()))
+        if word_start >= end:
+            continue  # whitespace only: nothing to underline
+        best = score.alternatives[0] if score.alternatives else None
+        expected = f"; the model expected '{best.text}' ({percent(best.prob)})" if best else ""
+        found.append(types.Diagnostic(
+            range=positions.range(word_start, end),
+            message=f"unlikely here: p={score.prob:.2g} (rank {score.rank}, {score.surprisal_bits:.1f} bits){expected}",
+            severity=SEVERITIES[lens.diagnostic_severity],
+            source="logitls",
+            code="surprise",
+            data={"prob": score.prob, "rank": score.rank, "bits": score.surprisal_bits},
+        ))
+    return found
+
+
+async def diagnostics_for(ls: LogitlsServer, uri: str) -> list[types.Diagnostic]:
+    if not (ls.settings.lens.enabled and ls.settings.lens.diagnostics):
+        ls.snapshot(uri)
+        return []
+    try:
+        text, scores = await document_scores(ls, uri)
+    except (ModelUnavailable, DocumentTooLong) as exc:
+        logger.info("lens: no diagnostics for %s: %s", uri, exc)
+        return []
+    return surprise_diagnostics(ls, text, scores)
+
+
+def _pull_supported(ls: LogitlsServer) -> bool:
+    document = ls.client_capabilities.text_document
+    return bool(document and document.diagnostic)
+
+
+def register(server: LogitlsServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_DIAGNOSTIC,
+                    types.DiagnosticOptions(identifier="logitls", inter_file_dependencies=False,
+                                            workspace_diagnostics=False))
+    async def pull(ls: LogitlsServer, params: types.DocumentDiagnosticParams) -> types.FullDocumentDiagnosticReport:
+        return types.FullDocumentDiagnosticReport(items=await diagnostics_for(ls, params.text_document.uri))
+
+    pending: dict[str, asyncio.Task] = {}
+
+    async def publish(ls: LogitlsServer, uri: str) -> None:
+        try:
+            items = await diagnostics_for(ls, uri)
+        except (JobCancelled, Exception) as exc:  # noqa: BLE001 - a newer version will publish
+            logger.debug("lens: diagnostics for %s not published: %s", uri, exc)
+            return
+        _, version = ls.snapshot(uri)
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=items,
+                                                                            version=version))
+
+    def schedule(ls: LogitlsServer, uri: str) -> None:
+        if _pull_supported(ls):
+            return  # the client asks when it wants them
+        if (task := pending.pop(uri, None)) is not None:
+            task.cancel()
+        pending[uri] = asyncio.ensure_future(publish(ls, uri))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def opened(ls: LogitlsServer, params: types.DidOpenTextDocumentParams) -> None:
+        schedule(ls, params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def changed(ls: LogitlsServer, params: types.DidChangeTextDocumentParams) -> None:
+        schedule(ls, params.text_document.uri)
+
+    def closed(uri: str) -> None:
+        if (task := pending.pop(uri, None)) is not None:
+            task.cancel()
+
+    server.close_hooks.append(closed)

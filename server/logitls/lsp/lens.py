@@ -1,0 +1,92 @@
+"""The surprisal lens's shared pass: every token of a document scored once per document version.
+
+Semantic tokens, surprise diagnostics, the code lens and `logitls.documentStats` all read the
+same pass, so their numbers agree (and agree with hover). The pass is debounced while typing,
+runs at background priority in small chunks, and yields to any completion or hover that arrives
+(it resumes where it stopped: the document's KV cache keeps the part already scored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from dataclasses import dataclass
+from typing import Any
+
+from pygls.exceptions import JsonRpcContentModified
+
+from ..lens import DEFAULT_EDGES
+from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .worker import PRIORITY_BACKGROUND
+
+LENS_CHUNK = 32  # tokens per forward in a background pass: how long a keystroke can wait behind it
+
+
+class DocumentTooLong(Exception):
+    pass
+
+
+@dataclass
+class LensPass:
+    version: int | None
+    text: str
+    task: asyncio.Task
+
+
+def bucket_edges(ls: LogitlsServer) -> tuple[int, int, int]:
+    lens = ls.settings.lens
+    edges = (lens.likely_rank, lens.plausible_rank, lens.unlikely_rank)
+    if not edges[0] < edges[1] < edges[2]:
+        logger.warning("lens ranks must increase (likelyRank < plausibleRank < unlikelyRank); using 10, 100, 1000")
+        return DEFAULT_EDGES
+    return edges
+
+
+async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
+    lens = ls.settings.lens
+    if debounce and lens.debounce_ms:
+        await asyncio.sleep(lens.debounce_ms / 1000)
+    me = asyncio.current_task()
+
+    def run(engine, should_stop):
+        n_tokens = len(engine.tokenizer(text)["input_ids"]) if text else 0
+        if n_tokens > lens.max_document_tokens:
+            raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
+        if not hasattr(engine, "document_scores"):  # a backend that scores only its context window
+            return engine.token_scores(text, document=uri, should_stop=should_stop)
+        return engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
+                                      chunk_size=LENS_CHUNK)
+
+    while True:
+        current = ls.lens_passes.get(uri)
+        if current is None or current.task is not me:
+            raise JobCancelled("superseded by a newer version of the document")
+        try:
+            return await ls.run_model(run, key=(uri, "lens"), priority=PRIORITY_BACKGROUND,
+                                      stop_when=ls.worker.interactive_waiting)
+        except JobCancelled:
+            # Yielded to a keystroke (or superseded: the loop's check above tells which).
+            await asyncio.sleep(0.02)
+
+
+async def document_scores(ls: LogitlsServer, uri: str, *, debounce: bool = True) -> tuple[str, Any]:
+    """(text, scores) of the document as it is now; shares a pass already under way for this version."""
+    text, version = ls.snapshot(uri)
+    current = ls.lens_passes.get(uri)
+    if current is None or current.version != version or current.text != text:
+        # A fresh context: the shared pass must not stop because the request that started it was cancelled.
+        task = asyncio.get_running_loop().create_task(_score(ls, uri, text, debounce), context=contextvars.Context())
+        current = ls.lens_passes[uri] = LensPass(version, text, task)
+    try:
+        return text, await asyncio.shield(current.task)
+    except JobCancelled as exc:
+        raise JsonRpcContentModified("the document changed; the lens will be computed for the new version") from exc
+
+
+def forget(ls: LogitlsServer, uri: str) -> None:
+    current = ls.lens_passes.pop(uri, None)
+    if current is not None:
+        current.task.cancel()
+
+
+__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "ModelUnavailable", "forget"]

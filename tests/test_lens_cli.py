@@ -1,0 +1,71 @@
+"""`logitls lens`: the terminal view, --json and --html agree with the engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from logitls.lens import bucket_of, document_stats, visible_spans
+
+
+def lens(*args: str, stdin: str | None = None):
+    return subprocess.run([sys.executable, "-m", "logitls", "lens", *args], input=stdin, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_json_numbers_are_the_engines(tiny_models, tiny_gpt2_engine, tmp_path):
+    text = "The quick brown fox jumps over the lazy dog.\nA second line.\n"
+    path = tmp_path / "fox.txt"
+    path.write_text(text)
+    result = lens(str(path), "--json", "--model", str(tiny_models["gpt2"]))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    scores = tiny_gpt2_engine.document_scores(text)
+    assert [t["rank"] for t in data["tokens"]] == [s.rank for s in scores.tokens]
+    assert data["tokens"][0]["prob"] is None and scores.tokens[0].prob is None
+    assert [t["prob"] for t in data["tokens"][1:]] == pytest.approx([s.prob for s in scores.tokens[1:]], abs=1e-6)
+    assert data["stats"]["perplexity"] == pytest.approx(document_stats(scores).perplexity, rel=1e-6)
+    assert data["tokens"][1]["bucket"] in ("likely", "plausible", "unlikely", "surprising")
+
+
+def test_plain_markers_when_not_a_terminal(tiny_models, tiny_gpt2_engine, tmp_path):
+    text = "one two three four five six seven"
+    path = tmp_path / "plain.txt"
+    path.write_text(text)
+    result = lens(str(path), "--model", str(tiny_models["gpt2"]))
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout  # no colour codes in a pipe
+    first_line = result.stdout.splitlines()[0]
+    markers = {0: ("", ""), 1: ("{", "}"), 2: ("[", "]"), 3: ("<<", ">>")}
+    expected, position = [], 0
+    for span in visible_spans(text, tiny_gpt2_engine.document_scores(text)):
+        opening, closing = markers[span.bucket]
+        expected.append(text[position:span.start] + opening + text[span.start:span.end] + closing)
+        position = span.end
+    assert first_line == "".join(expected) + text[position:]
+    assert "perplexity" in result.stdout.splitlines()[-1]
+
+
+def test_html_page(tiny_models, tmp_path):
+    path = tmp_path / "page.txt"
+    path.write_text("Hello <world> & friends")
+    out = tmp_path / "page.html"
+    result = lens(str(path), "--html", str(out), "--model", str(tiny_models["gpt2"]))
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "<world>" not in page
+    assert "&lt;" in page and "&gt;" in page and "&amp;" in page
+    assert 'title="' in page and "rank" in page and "perplexity" in page
+
+
+@pytest.mark.parametrize("args, message", [(["/no/such/file.txt"], "no such file"), (["-"], "the text is empty")])
+def test_bad_input(args, message, tiny_models):
+    result = lens(*args, "--model", str(tiny_models["gpt2"]), stdin="")
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_bucket_edges():
+    assert [bucket_of(r) for r in (1, 10, 11, 100, 101, 1000, 1001)] == [0, 0, 1, 1, 2, 2, 3]
