@@ -90,6 +90,30 @@ def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) 
             "ratio": ours_rate / reference_rate, "identical": ours_ids == reference_ids}
 
 
+def lens_passes(engine, document: str, repeats: int) -> dict[str, float]:
+    """The lens's whole-document scoring, as the server runs it (background chunks)."""
+    from ..engine.engine import BACKGROUND_CHUNK
+
+    def score(text: str, key: str) -> float:
+        ms, _ = timed(lambda: engine.document_scores(text, document=key, chunk_size=BACKGROUND_CHUNK))
+        return ms
+
+    cold, end_edit, mid_edit = [], [], []
+    middle = len(document) // 2
+    for i in range(repeats):
+        engine.forget("lens")
+        cold.append(score(document, "lens"))
+        end_edit.append(score(document + "x" * (i + 1), "lens"))
+        score(document, "lens")
+        mid_edit.append(score(document[:middle] + "x" + document[middle:], "lens"))
+    engine.forget("lens")
+    cold_ms = statistics.median(cold)
+    return {"lens_cold_ms": cold_ms, "lens_end_edit_ms": statistics.median(end_edit),
+            "lens_mid_edit_ms": statistics.median(mid_edit),
+            "lens_end_edit_over_cold": statistics.median(end_edit) / cold_ms,
+            "lens_mid_edit_over_cold": statistics.median(mid_edit) / cold_ms}
+
+
 def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: int = 20,
                      greedy_tokens: int = 64) -> dict[str, Any]:
     document = document_of(engine, doc_tokens)
@@ -102,7 +126,9 @@ def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: 
     engine.forget("short")
     greedy = greedy_against_generate(engine, document_of(engine, min(64, engine.context_window // 4)), greedy_tokens,
                                      repeats=2)
+    lens = lens_passes(engine, document, repeats)
     return {
+        **lens,
         "document_tokens": len(engine.tokenizer(document)["input_ids"]),
         "cold_prefill_ms": cold,
         "keystroke_ms": keystroke,

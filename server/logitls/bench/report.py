@@ -51,6 +51,11 @@ GOALS = [
     ("keystroke / step on a 16-token document", "keystroke_over_short_step", "ratio", "≤ 2"),
     ("mid-document edit at token 500", "mid_edit_ms", "ms", None),
     ("mid-document edit / cold prefill", "mid_edit_over_cold", "ratio", "≤ 0.6"),
+    ("lens pass, cold", "lens_cold_ms", "ms", None),
+    ("lens pass after a 1-char edit at the end", "lens_end_edit_ms", "ms", None),
+    ("lens pass after a 1-char edit in the middle", "lens_mid_edit_ms", "ms", None),
+    ("lens end edit / lens cold", "lens_end_edit_over_cold", "ratio", "≤ 0.1"),
+    ("lens middle edit / lens cold", "lens_mid_edit_over_cold", "ratio", None),
 ]
 
 
@@ -78,6 +83,10 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "backend", "local") == "openai":  # side by side with the local backend
+        from .openai_bench import main as openai_main
+
+        return openai_main(args)
     results = run(args.model, args.dtype, args.device, args.threads, args.quick, not args.no_lsp)
     print(json.dumps(results, indent=2) if args.json else table(results))
     return 0

@@ -23,6 +23,9 @@ from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, To
 
 StopCheck = Callable[[], bool]
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds logits memory and cancel latency
+# Background passes (the lens) use small chunks: a keystroke waits at most one of them. On CPU a
+# 32-token forward costs about as much as a 1-token step (both read all weights once).
+BACKGROUND_CHUNK = 32
 
 
 class Cancelled(Exception):

@@ -19,7 +19,6 @@ from ..lens import DEFAULT_EDGES
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 from .worker import PRIORITY_BACKGROUND
 
-LENS_CHUNK = 32  # tokens per forward in a background pass: how long a keystroke can wait behind it
 
 
 class DocumentTooLong(Exception):
@@ -42,6 +41,12 @@ def bucket_edges(ls: LogitlsServer) -> tuple[int, int, int]:
     return edges
 
 
+def engine_chunk(engine) -> int:
+    from ..engine.engine import BACKGROUND_CHUNK  # the engine is loaded by now: no import cost
+
+    return BACKGROUND_CHUNK
+
+
 async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
     lens = ls.settings.lens
     if debounce and lens.debounce_ms:
@@ -55,7 +60,7 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
         if not hasattr(engine, "document_scores"):  # a backend that scores only its context window
             return engine.token_scores(text, document=uri, should_stop=should_stop)
         return engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
-                                      chunk_size=LENS_CHUNK)
+                                      chunk_size=engine_chunk(engine))
 
     while True:
         current = ls.lens_passes.get(uri)
