@@ -211,6 +211,9 @@ local function on_status(_, result)
     vim.notify("logitls: the model failed to load: " .. (result.message or ""), vim.log.levels.ERROR)
   end
   pcall(vim.api.nvim_exec_autocmds, "User", { pattern = "LogitlsStatus", modeline = false })
+  vim.schedule(function()
+    pcall(vim.cmd, "redrawstatus!") -- a statusline showing statusline() changes with it
+  end)
 end
 
 local function on_attach(client, bufnr)
