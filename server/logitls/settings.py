@@ -85,13 +85,27 @@ class Settings:
                                         minimum=0, maximum=3600)
     log_level: str = setting("info", "Least severe message sent to the editor's log "
                                      "(`window/logMessage`) and stderr.", choices=("error", "warning", "info", "debug"))
+    backend: str = setting("local", "Where the model runs: `local` (this process, the `model` setting) or `openai` "
+                                    "(an OpenAI-compatible `/v1/completions` server such as llama.cpp's or vLLM's, "
+                                    "at `endpoint`).", choices=("local", "openai"))
+    endpoint: str = setting("http://127.0.0.1:8080/v1", "Base URL of the OpenAI-compatible server (backend `openai`); "
+                                                       "`/v1` is added when missing.")
+    api_model: str = setting("auto", "Model name sent to the server (backend `openai`); `auto` takes the first "
+                                     "model the server lists at `/v1/models`.")
+    api_key_env: str = setting("LOGITLS_API_KEY", "Name of the environment variable holding the server's API key, "
+                                                  "sent as a Bearer token (backend `openai`). The key itself never "
+                                                  "goes in settings; an unset variable sends no key.")
+    api_timeout_seconds: float = setting(30.0, "Seconds one request to the server may take (backend `openai`); "
+                                               "connection errors and 5xx answers are retried with backoff.",
+                                         minimum=0.5, maximum=3600)
     generate: GenerateSettings = group(GenerateSettings, "The `logitls.generate` command.")
     inline: InlineSettings = group(InlineSettings, "Inline completion (ghost text).")
     lens: LensSettings = group(LensSettings, "The surprisal lens: rank colouring, surprise diagnostics, "
                                              "document perplexity.")
 
     # Settings whose change means loading the model again; the others apply at once.
-    RELOAD_FIELDS = ("model", "dtype", "device", "threads", "trust_remote_code")
+    RELOAD_FIELDS = ("model", "dtype", "device", "threads", "trust_remote_code",
+                     "backend", "endpoint", "api_model", "api_key_env", "api_timeout_seconds")
 
     def needs_reload(self, other: "Settings") -> bool:
         return any(getattr(self, name) != getattr(other, name) for name in self.RELOAD_FIELDS)

@@ -18,10 +18,19 @@ def token_at(scores, offset: int):
 
 def hover_markdown(score, vocab_size: int) -> str:
     shown = visible(score.token.text).replace("`", "ˋ")
-    if score.prob is None:
+    if score.prob is None and not score.alternatives:
         return f"**`{shown}`**: the first token; nothing before it to condition on."
+    if score.prob is None:  # a remote backend that lists only its top-k
+        lines = [f"**`{shown}`**: not among the server's top {len(score.alternatives)}: "
+                 f"p < {percent(score.alternatives[-1].prob)}", "", "| rank | token | p |", "|---:|---|---:|"]
+        for a in score.alternatives:
+            text = visible(a.text).replace("`", "ˋ").replace("|", "\\|")
+            lines.append(f"| {a.rank} | `{text}` | {percent(a.prob)} |")
+        return "\n".join(lines)
+    # A remote backend may know neither the vocabulary size nor a rank below its top-k alternatives.
+    rank = f"rank {score.rank}" if score.rank is not None else f"rank > {len(score.alternatives)}"
     lines = [
-        f"**`{shown}`**: p = {score.prob:.4g} ({percent(score.prob)}), rank {score.rank} of {vocab_size}, "
+        f"**`{shown}`**: p = {score.prob:.4g} ({percent(score.prob)}), {rank}{f' of {vocab_size}' if vocab_size else ''}, "
         f"{score.surprisal_bits:.2f} bits",
         "",
         "| rank | token | p |",
@@ -34,6 +43,15 @@ def hover_markdown(score, vocab_size: int) -> str:
     return "\n".join(lines)
 
 
+def _scored_text(engine, text: str, offset: int) -> str:
+    """A remote backend (`openai`) pays for every token it scores: it gets the text up to the end of the
+    hovered line only (the tokens before that score the same; a causal model never looks ahead)."""
+    if not getattr(engine, "remote", False):
+        return text
+    line_end = text.find("\n", offset)
+    return text if line_end < 0 else text[:line_end]
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -43,7 +61,9 @@ def register(server: LogitlsServer) -> None:
         alternatives = ls.settings.hover_alternatives
         try:
             scores, vocab_size = await ls.run_model(
-                lambda engine, stop: (engine.token_scores(text, document=uri, should_stop=stop), engine.vocab_size),
+                lambda engine, stop: (engine.token_scores(_scored_text(engine, text, offset), document=uri,
+                                                          should_stop=stop),
+                                      engine.vocab_size if getattr(engine, "vocab_size_known", True) else None),
                 key=(uri, "hover"))
         except (ModelUnavailable, JobCancelled) as exc:
             logger.debug("hover: none (%s)", exc)

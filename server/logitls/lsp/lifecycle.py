@@ -82,12 +82,15 @@ async def load_model(server: LogitlsServer) -> None:
     server.set_status("loading", f"Loading {settings.model}…")
     token = await begin_progress(server, "logitls", f"Loading model {settings.model}…", cancellable=False)
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
 
     def load(_should_stop):
         from ..engine import Engine
 
         if server.engine is not None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
+        if settings.backend == "openai":
+            return load_openai_backend(server, settings, loop)
         return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
                            trust_remote_code=settings.trust_remote_code,
                            max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
@@ -122,6 +125,23 @@ async def load_model(server: LogitlsServer) -> None:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=locals().get("message")))
     server.model_settled.set()
+
+
+def load_openai_backend(server: LogitlsServer, settings: Settings, loop: asyncio.AbstractEventLoop):
+    """The `openai` backend (an OpenAI-compatible server) in place of the local Engine; its failures
+    reach the editor as one showMessage per kind of failure (and one when the server is back)."""
+    from ..engine.openai_backend import OpenAIBackend
+
+    kinds = {"error": types.MessageType.Error, "warning": types.MessageType.Warning, "info": types.MessageType.Info}
+
+    def notify(level: str, message: str) -> None:
+        logger.log(logging.ERROR if level == "error" else logging.INFO, "%s", message)
+        loop.call_soon_threadsafe(server.tell, message, kinds.get(level, types.MessageType.Info))
+
+    return OpenAIBackend.connect(settings.endpoint, model=settings.api_model, api_key_env=settings.api_key_env,
+                                 timeout=settings.api_timeout_seconds, max_context_tokens=settings.max_context_tokens,
+                                 alternatives=settings.hover_alternatives, cached_documents=settings.cached_documents,
+                                 notify=notify)
 
 
 async def begin_progress(server: LogitlsServer, title: str, message: str, cancellable: bool) -> str | None:

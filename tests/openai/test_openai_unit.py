@@ -1,0 +1,295 @@
+"""The openai backend against a fake server (httpx.MockTransport): the error shapes a real server
+rarely produces on demand (401, 404, malformed JSON, 5xx, a capped top-n, no echo), the one-message
+rule and recovery, and cancellation that closes a stream. The real server: test_openai_server.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from logitls.engine.openai_backend import EOS_ID, Cancelled, OpenAIBackend
+
+MODELS = {"object": "list", "data": [{"id": "smol", "object": "model", "owned_by": "me"}]}
+
+
+def completion(top: dict, text: str = " Paris") -> dict:
+    return {"choices": [{"text": text, "index": 0, "finish_reason": "length",
+                         "logprobs": {"tokens": [text], "text_offset": [0], "token_logprobs": [max(top.values())],
+                                      "top_logprobs": [top]}}]}
+
+
+class Fake:
+    """A scripted server: `answers` maps a path to a function of the request body, or a list of them."""
+
+    def __init__(self, **answers) -> None:
+        self.answers = {"/v1/models": lambda body: httpx.Response(200, json=MODELS), **answers}
+        self.requests: list[tuple[str, dict | None, httpx.Headers]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.url.path, body, request.headers))
+        answer = self.answers[request.url.path]
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        return answer(body)
+
+    def posts(self) -> list[dict]:
+        return [body for path, body, _ in self.requests if path == "/v1/completions"]
+
+
+def backend(fake, messages: list, **options) -> OpenAIBackend:
+    options.setdefault("backoff", 0.001)
+    return OpenAIBackend.connect("http://fake.test:1234", transport=httpx.MockTransport(fake),
+                                 notify=lambda level, message: messages.append((level, message)), **options)
+
+
+def ok(body):
+    return httpx.Response(200, json=completion({" Paris": -0.26, " the": -2.7, " London": -4.4}))
+
+
+def test_next_tokens_request_and_parse():
+    fake, messages = Fake(**{"/v1/completions": ok}), []
+    engine = backend(fake, messages)
+    result = engine.next_tokens("The capital of France is", 3)
+    assert [c.text for c in result.choices] == [" Paris", " the", " London"]
+    assert [c.rank for c in result.choices] == [1, 2, 3]
+    assert result.choices[0].prob == pytest.approx(0.771, abs=1e-3)
+    sent = fake.posts()[0]
+    assert sent["model"] == "smol" and sent["logprobs"] == 3 and sent["max_tokens"] == 1 and sent["temperature"] == 0
+    assert sent["repeat_penalty"] == 1.0  # llama-cpp-python's default 1.1 would bend greedy
+    assert engine.loaded.dtype == "llama-cpp-python" and messages == []
+    # the same text keeps the same synthetic id, so hover can mark the actual token among alternatives
+    assert engine.next_tokens("x", 3).choices[0].id == result.choices[0].id
+
+
+def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
+    monkeypatch.setenv("MY_TEAM_KEY", "sk-secret")
+    fake, messages = Fake(**{"/v1/completions": ok}), []
+    backend(fake, messages, api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    assert all(headers["authorization"] == "Bearer sk-secret" for _, _, headers in fake.requests)
+    monkeypatch.delenv("MY_TEAM_KEY")
+    fake2 = Fake(**{"/v1/completions": ok})
+    backend(fake2, [], api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    assert all("authorization" not in headers for _, _, headers in fake2.requests)
+
+
+def test_401_is_told_once_with_the_variable_name_and_results_are_empty():
+    unauthorized = lambda body: httpx.Response(401, json={"error": {"message": "Invalid API key"}})
+    fake, messages = Fake(**{"/v1/models": unauthorized, "/v1/completions": unauthorized}), []
+    engine = backend(fake, messages, api_key_env="TEAM_KEY")
+    for _ in range(5):
+        assert engine.next_tokens("hello", 5).choices == []
+        assert engine.token_scores("hello world").tokens == []
+        assert list(engine.greedy("hello", max_new_tokens=5)) == []
+    errors = [m for level, m in messages if level == "error"]
+    assert len(errors) == 1, messages
+    assert "HTTP 401" in errors[0] and "TEAM_KEY" in errors[0] and "Invalid API key" in errors[0]
+    assert "sk-" not in errors[0]
+
+
+def test_404_model_names_what_the_server_has():
+    fake, messages = Fake(**{"/v1/completions": ok}), []
+    engine = backend(fake, messages, model="gpt-5")
+    assert messages and messages[0][0] == "error"
+    assert "'gpt-5'" in messages[0][1] and "smol" in messages[0][1] and "apiModel" in messages[0][1]
+    fake404 = Fake(**{"/v1/models": lambda b: httpx.Response(200, json={"data": []}),
+                      "/v1/completions": lambda b: httpx.Response(404, json={"detail": "Not Found"})})
+    messages.clear()
+    engine = backend(fake404, messages, model="gpt-5")
+    assert engine.next_tokens("a", 3).choices == []
+    assert len(messages) == 1 and "HTTP 404" in messages[0][1] and "gpt-5" in messages[0][1]
+
+
+def test_malformed_json_is_told_once_then_recovers():
+    broken = lambda body: httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"})
+    fake, messages = Fake(**{"/v1/completions": [broken, broken, ok]}), []
+    engine = backend(fake, messages)
+    assert engine.next_tokens("a", 3).choices == []
+    assert engine.next_tokens("a", 3).choices == []
+    assert [level for level, _ in messages] == ["error"] and "malformed JSON" in messages[0][1]
+    assert [c.text for c in engine.next_tokens("a", 3).choices][0] == " Paris"
+    assert [level for level, _ in messages] == ["error", "info"] and "answers again" in messages[1][1]
+    no_choices = Fake(**{"/v1/completions": lambda body: httpx.Response(200, json={"id": "x"})})
+    messages.clear()
+    assert backend(no_choices, messages).next_tokens("a", 3).choices == []
+    assert len(messages) == 1 and "without choices" in messages[0][1]
+
+
+def test_5xx_and_connection_errors_are_retried_with_backoff():
+    def refused(body):
+        raise httpx.ConnectError("connection refused")
+
+    fake, messages = Fake(**{"/v1/completions": [lambda b: httpx.Response(503, text="busy"), refused, ok]}), []
+    engine = backend(fake, messages, retries=3)
+    assert engine.next_tokens("a", 3).choices[0].text == " Paris"
+    assert len(fake.posts()) == 3 and messages == []
+    # always failing: retries + 1 tries, one message; while down, one try per request (keystrokes stay quick)
+    fake = Fake(**{"/v1/completions": refused})
+    engine = backend(fake, messages, retries=2)
+    engine.next_tokens("a", 3)
+    assert len(fake.posts()) == 3
+    engine.next_tokens("a", 3)
+    engine.next_tokens("a", 3)
+    assert len(fake.posts()) == 5
+    assert [level for level, _ in messages] == ["error"] and "cannot reach" in messages[0][1]
+
+
+def test_a_capped_top_n_is_read_from_the_refusal_and_stated_once():
+    def vllm_like(body):
+        if body["logprobs"] > 20:
+            return httpx.Response(400, json={"object": "error", "message": f"Requested sample logprobs of "
+                                             f"{body['logprobs']}, which is greater than max allowed: 20"})
+        return httpx.Response(200, json=completion({f" t{i}": -0.1 * (i + 1) for i in range(body["logprobs"])}))
+
+    fake, messages = Fake(**{"/v1/completions": vllm_like}), []
+    engine = backend(fake, messages)
+    assert len(engine.next_tokens("a", 26).choices) == 20
+    assert len(engine.next_tokens("b", 26).choices) == 20
+    assert engine.top_n_cap == 20
+    assert len(messages) == 1 and messages[0][0] == "info" and "at most 20" in messages[0][1]
+    assert [p["logprobs"] for p in fake.posts()] == [26, 20, 20]
+
+
+def test_hover_scores_from_echo_and_degrades_without_it():
+    text = "The capital of France"
+    pieces = ["The", " capital", " of", " France"]
+
+    def echo(body):
+        assert body["echo"] is True and body["max_tokens"] == 1
+        offsets = [0, 3, 11, 14, 21]
+        return httpx.Response(200, json={"choices": [{"text": text + " is", "logprobs": {
+            "tokens": pieces + [" is"], "text_offset": offsets,
+            "token_logprobs": [None, -5.0, -0.5, -9.0, -0.3],
+            "top_logprobs": [None, {" first": -1.0, " capital": -5.0}, {" of": -0.5, " city": -2.0},
+                             {" Italy": -1.0, " Spain": -2.0}, {" is": -0.3}]}}]})
+
+    vllm_models = {"data": [{"id": "smol", "owned_by": "vllm", "max_model_len": 2048}]}
+    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=vllm_models), "/v1/completions": echo}), []
+    engine = backend(fake, messages, alternatives=2)
+    assert engine.loaded.dtype == "vllm" and engine.context_window == 2048
+    scores = engine.token_scores(text)
+    assert [(s.token.text, s.start, s.end) for s in scores.tokens] == [
+        ("The", 0, 3), (" capital", 3, 11), (" of", 11, 14), (" France", 14, 21)]
+    first, capital, of, france = scores.tokens
+    assert first.prob is None
+    assert capital.rank == 2 and of.rank == 1 and capital.logprob == -5.0
+    assert france.rank is None  # below both listed alternatives: its rank is not known
+    assert [a.text for a in capital.alternatives] == [" first", " capital"]
+    assert engine.token_scores(text, document="d") is engine.token_scores(text, document="d")  # kept per document
+    assert len(fake.posts()) == 2
+    # llama-server style: no echo of the prompt, only the generated token
+    no_echo = Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=completion({" is": -0.3}, " is"))})
+    messages.clear()
+    engine = backend(no_echo, messages)
+    assert engine.token_scores(text).tokens == []
+    assert engine.token_scores(text).tokens == []
+    assert len(no_echo.posts()) == 1 and len(messages) == 1 and "echo" in messages[0][1]
+
+
+def test_llama_server_chat_style_logprobs():
+    def chat_style(body):
+        return httpx.Response(200, json={"choices": [{"text": " Paris", "logprobs": {"content": [
+            {"id": 7042, "token": " Paris", "logprob": -0.26, "top_logprobs": [
+                {"id": 7042, "token": " Paris", "logprob": -0.26}, {"id": 260, "token": " the", "logprob": -2.7}]}]}}]})
+
+    engine = backend(Fake(**{"/v1/completions": chat_style}), [])
+    assert [c.text for c in engine.next_tokens("x", 2).choices] == [" Paris", " the"]
+
+
+def test_a_text_too_long_for_the_server_is_cut_from_the_left():
+    def limited(body):
+        if len(body["prompt"]) > 40:
+            return httpx.Response(400, json={"error": {"message": "Requested tokens (60) exceed context window of 32"}})
+        return ok(body)
+
+    text = "".join(f"line {i}\n" for i in range(20))
+    fake, messages = Fake(**{"/v1/completions": limited}), []
+    result = backend(fake, messages).next_tokens(text, 3)
+    assert result.truncated and result.choices and messages == []
+    assert text.endswith(fake.posts()[-1]["prompt"]) and fake.posts()[-1]["prompt"].startswith("line")
+
+
+def sse(chunks):
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def test_greedy_streams_and_ends_with_eos():
+    def stream(body):
+        assert body["stream"] is True and body["temperature"] == 0 and body["max_tokens"] == 10
+        chunks = [{"choices": [{"text": t, "finish_reason": None}]} for t in (" Paris", ".")]
+        chunks.append({"choices": [{"text": "", "finish_reason": "stop"}]})
+        return httpx.Response(200, text=sse(chunks), headers={"content-type": "text/event-stream"})
+
+    engine = backend(Fake(**{"/v1/completions": stream}), [])
+    steps = list(engine.greedy("The capital of France is", max_new_tokens=10))
+    assert [s.text for s in steps] == [" Paris", ".", ""]
+    assert steps[-1].token.id == EOS_ID and EOS_ID in engine.eos_ids
+    assert engine.generate_text("x", max_new_tokens=10) == " Paris."
+
+
+def test_should_stop_closes_the_stream():
+    closed = threading.Event()
+
+    async def slow_events():
+        try:
+            for i in range(1000):
+                yield f"data: {json.dumps({'choices': [{'text': f' w{i}', 'finish_reason': None}]})}\n\n".encode()
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    def stream(body):
+        return httpx.Response(200, content=slow_events(), headers={"content-type": "text/event-stream"})
+
+    engine = backend(Fake(**{"/v1/completions": stream}), [])
+    started = time.monotonic()
+    got = []
+    with pytest.raises(Cancelled):
+        for step in engine.greedy("x", max_new_tokens=1000, should_stop=lambda: len(got) >= 5):
+            got.append(step)
+    assert len(got) == 5 and time.monotonic() - started < 2
+    assert closed.wait(2), "the stream was not closed"
+    # the consumer breaking off early (inline completion at the end of a line) closes it too
+    closed.clear()
+    for step in engine.greedy("x", max_new_tokens=1000):
+        break
+    assert closed.wait(2)
+
+
+def test_should_stop_abandons_a_request_that_is_waiting():
+    async def slow(request):
+        await asyncio.sleep(30)
+        return ok(None)
+
+    engine = OpenAIBackend("http://fake.test", model="smol", transport=httpx.MockTransport(slow))
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        engine.next_tokens("x", 3, should_stop=lambda: time.monotonic() - started > 0.2)
+    assert time.monotonic() - started < 1.5
+
+
+def test_llama_cpp_python_echo_is_read_shifted_by_one():
+    # llama-cpp-python 0.3.36's real answer for this prompt (echo, logprobs 3, max_tokens 1): the prompt
+    # tokens only, and entry i holds the distribution after token i.
+    answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
+                           "logprobs": {"text_offset": [0, 3, 11, 14, 21],
+                                        "token_logprobs": [None, -9.5999, -10.4624, -11.2255, -11.7948],
+                                        "tokens": ["The", " capital", " of", " France", " is"],
+                                        "top_logprobs": [None,
+                                                         {" of": -0.412, " city": -2.308, "ized": -2.773, " capital": -9.5999},
+                                                         {" the": -1.988, " France": -2.521, " Spain": -3.553, " of": -10.46},
+                                                         {" is": -0.432, ",": -2.480, " lies": -2.545, " France": -11.2},
+                                                         {" Paris": -0.264, " the": -2.804, " London": -4.40, " is": -11.79}]}}]}
+    engine = backend(Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=answer)}), [], alternatives=3)
+    first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
+    assert first.prob is None and first.alternatives == []
+    assert capital.prob is None and capital.rank is None  # no distribution after "The" came back at all
+    assert of.logprob == -0.412 and of.rank == 1
+    assert france.logprob == -2.521 and france.rank == 2
+    assert [a.text for a in france.alternatives][:3] == [" the", " France", " Spain"]
+    assert is_.logprob == -0.432 and is_.rank == 1
