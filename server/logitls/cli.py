@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument("--no-lsp", action="store_true", help="engine measurements only")
+    p.add_argument("--backend", choices=("local", "openai"), default="local",
+                   help="openai: measure an OpenAI-compatible server (--endpoint) side by side with the local model")
+    p.add_argument("--endpoint", default="http://127.0.0.1:8080/v1", help="the server's base URL (--backend openai)")
+    p.add_argument("--api-model", default="auto", help="model name sent to the server; auto: the first it lists")
+    p.add_argument("--api-key-env", default="LOGITLS_API_KEY", help="environment variable holding the API key")
     p.set_defaults(run=cmd_bench)
 
     p = commands.add_parser("schema", help="print the JSON Schema of all settings")

@@ -196,3 +196,25 @@ async def test_server_killed_mid_request_one_message_then_recovery():
     finally:
         await client.shutdown_session()
         server.kill()
+
+
+def test_bench_remote_measurements(remote, default_engine):
+    from logitls.bench.openai_bench import remote_measurements
+    from logitls.bench.engine_bench import document_of
+
+    results = remote_measurements(remote, document_of(default_engine, 120), document_of(default_engine, 30),
+                                  "1, 2, 3, 4, 5, 6, 7, 8,", repeats=1, keys=2, new_tokens=8)
+    assert results["cold_prefill_ms"] > 0 and results["keystroke_ms"] > 0
+    assert results["greedy_tokens"] == 8 and results["greedy_tok_s"] > 0
+    assert results["hover_100_tokens_ms"] is not None
+
+
+def test_bench_cli_refuses_a_server_that_is_not_there():
+    import subprocess
+    import sys
+
+    from llama_server import free_port
+
+    done = subprocess.run([sys.executable, "-m", "logitls", "bench", "--backend", "openai", "--endpoint",
+                           f"http://127.0.0.1:{free_port()}", "--quick"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "logitls: error:" in done.stderr and "cannot reach" in done.stderr
