@@ -156,3 +156,20 @@ async def test_an_edit_during_generation_is_not_overwritten(default_client):
     assert result["applied"] is False and result["stop"] == "document-changed"
     assert edits_for(default_client, uri) == []
     assert any("changed while generating" in m.message for m in default_client.messages)
+
+
+async def test_an_edit_the_editor_refuses_is_reported_not_an_internal_error(tiny_models):
+    from pygls.exceptions import JsonRpcInternalError as EditorSaidNo
+
+    client = await start_session({"model": str(tiny_models["gpt2"])})
+    try:
+        @client.feature(types.WORKSPACE_APPLY_EDIT)
+        def refuse(params):
+            raise EditorSaidNo("the user said no")
+
+        open_document(client, "file:///generate/refused.txt", "hello")
+        result = await run_generate(client, generate_args("file:///generate/refused.txt", 0, 5, maxNewTokens=4))
+        assert result["applied"] is False and result["text"]
+        assert any("not inserted" in m.message for m in client.messages)
+    finally:
+        await client.shutdown_session()

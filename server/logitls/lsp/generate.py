@@ -142,10 +142,14 @@ def register(server: LogitlsServer) -> None:
                 edits=[edit])])
         else:
             workspace_edit = types.WorkspaceEdit(changes={request.uri: [edit]})
-        response = await ls.workspace_apply_edit_async(
-            types.ApplyWorkspaceEditParams(edit=workspace_edit, label="logitls: greedy continuation"))
+        try:
+            response = await ls.workspace_apply_edit_async(
+                types.ApplyWorkspaceEditParams(edit=workspace_edit, label="logitls: greedy continuation"))
+        except Exception as exc:  # noqa: BLE001 - an editor may answer the edit with an error (eglot's "no")
+            response, refusal = None, str(exc) or type(exc).__name__
+        else:
+            refusal = getattr(response, "failure_reason", None) or "the editor refused it"
         result["applied"] = bool(response and response.applied)
         if not result["applied"]:
-            reason = getattr(response, "failure_reason", None) or "the editor refused it"
-            ls.tell(f"the continuation was not inserted: {reason}", types.MessageType.Warning)
+            ls.tell(f"the continuation was not inserted: {refusal}", types.MessageType.Warning)
         return result
