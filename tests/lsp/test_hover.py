@@ -67,3 +67,15 @@ async def test_default_model_hover_on_paris(default_client, default_engine):
     paris = next(s for s in default_engine.token_scores(text).tokens if s.token.text == " Paris")
     assert value.startswith("**`␣Paris`**")
     assert f"p = {paris.prob:.4g} (77.3%), rank 1 of 49152" in value
+
+
+async def test_hover_far_from_the_end_of_a_long_document(tiny_client, tiny_gpt2_engine):
+    """Longer than the context window: the hover still has numbers for an early token, the lens's numbers."""
+    text = " ".join(f"word{i % 9}" for i in range(150))
+    uri = "file:///hover/long.txt"
+    open_document(tiny_client, uri, text)
+    scores = tiny_gpt2_engine.document_scores(text)
+    assert scores.truncated
+    early = scores.tokens[5]
+    result = await hover(tiny_client, uri, 0, early.start)
+    assert f"p = {early.prob:.4g}" in result.contents.value and f"rank {early.rank} of" in result.contents.value

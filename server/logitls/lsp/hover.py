@@ -52,6 +52,14 @@ def _scored_text(engine, text: str, offset: int) -> str:
     return text if line_end < 0 else text[:line_end]
 
 
+def _scores(engine, text: str, uri: str, should_stop):
+    """The same scores as the lens: with a sliding window over a document longer than the context,
+    so a token far from the end has a probability too, the one the lens colours it by."""
+    if hasattr(engine, "document_scores"):
+        return engine.document_scores(text, document=uri, should_stop=should_stop)
+    return engine.token_scores(text, document=uri, should_stop=should_stop)
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -61,8 +69,7 @@ def register(server: LogitlsServer) -> None:
         alternatives = ls.settings.hover_alternatives
         try:
             scores, vocab_size = await ls.run_model(
-                lambda engine, stop: (engine.token_scores(_scored_text(engine, text, offset), document=uri,
-                                                          should_stop=stop),
+                lambda engine, stop: (_scores(engine, _scored_text(engine, text, offset), uri, stop),
                                       engine.vocab_size if getattr(engine, "vocab_size_known", True) else None),
                 key=(uri, "hover"))
         except (ModelUnavailable, JobCancelled) as exc:
