@@ -190,6 +190,9 @@ def render_sublime(_current: str = "") -> str:
         "selector": "text.plain | text.html.markdown | text.git.commit",
         "initializationOptions": {},
         "settings": {"logitls": defaults()},
+        # the surprisal lens's token types (GLTR's rank buckets) as scopes colour schemes know
+        "semantic_tokens": {"likely": "markup.inserted.logitls", "plausible": "markup.changed.logitls",
+                            "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls"},
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 

@@ -319,8 +319,28 @@ function M.restart()
   end
 end
 
+-- The surprisal lens: the server's semantic token types are GLTR's rank buckets. Neovim 0.9+
+-- highlights them as @lsp.type.<type>; `default = true` lets a colorscheme or the user override.
+M.lens_colours = {
+  likely = { bg = "#2d4a2d", ctermbg = 22 },      -- top 10: green
+  plausible = { bg = "#4a4a1f", ctermbg = 58 },   -- top 100: yellow
+  unlikely = { bg = "#5a2a2a", ctermbg = 52 },    -- top 1000: red
+  surprising = { bg = "#4a2a5a", ctermbg = 54 },  -- beyond: purple
+}
+
+function M.set_lens_highlights()
+  if vim.fn.has("nvim-0.9") == 0 then
+    return -- semantic tokens arrived in 0.9; older versions show no lens colours
+  end
+  for kind, colour in pairs(M.lens_colours) do
+    vim.api.nvim_set_hl(0, "@lsp.type." .. kind, vim.tbl_extend("force", colour, { default = true }))
+  end
+end
+
 function M.setup(opts)
   M.options = vim.tbl_deep_extend("force", vim.deepcopy(defaults), opts or {})
+  M.set_lens_highlights()
+  vim.api.nvim_create_autocmd("ColorScheme", { callback = M.set_lens_highlights })
   if opts and opts.filetypes then
     M.options.filetypes = opts.filetypes -- lists replace, not merge
   end
