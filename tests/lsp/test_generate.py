@@ -173,3 +173,19 @@ async def test_an_edit_the_editor_refuses_is_reported_not_an_internal_error(tiny
         assert any("not inserted" in m.message for m in client.messages)
     finally:
         await client.shutdown_session()
+
+
+async def test_the_time_cap_inserts_what_was_produced(default_client):
+    default_client.set_configuration({"logitls": {"generate": {"timeoutSeconds": 1}}})
+    default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+    await asyncio.sleep(0.2)
+    uri = "file:///generate/capped.txt"
+    open_document(default_client, uri, "Once upon a time")
+    try:
+        result = await run_generate(default_client, generate_args(uri, 0, 16, maxNewTokens=1000))
+    finally:
+        default_client.set_configuration({"logitls": {}})
+    assert result["stop"] == "timeout" and result["applied"] is True
+    assert 0 < len(result["text"])
+    assert [e.new_text for e in edits_for(default_client, uri)] == [result["text"]]
+    assert any("generate.timeoutSeconds" in m.message for m in default_client.messages)

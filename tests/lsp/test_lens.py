@@ -194,3 +194,23 @@ async def test_a_completion_does_not_wait_for_a_lens_pass(default_client):
     assert len(tokens.data) > 1000
     assert any("stopped before it finished" in m.message and "lens" in m.message for m in default_client.log_messages)
     default_client.set_configuration({"logitls": {}})
+
+
+async def test_diagnostics_are_pushed_to_a_client_that_cannot_pull(tiny_models):
+    capabilities = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
+        publish_diagnostics=types.PublishDiagnosticsClientCapabilities()))
+    client = await start_session({"model": str(tiny_models["gpt2"]), "lens": {"diagnosticMinBits": 0,
+                                                                          "debounceMs": 0}},
+                                 capabilities=capabilities)
+    try:
+        uri = "file:///lens/pushed.txt"
+        open_document(client, uri, "The quick brown fox")
+        for _ in range(200):
+            if client.diagnostics.get(uri):
+                break
+            await asyncio.sleep(0.05)
+        pushed = client.diagnostics[uri]
+        assert pushed and all(d.source == "logitls" and d.message.startswith("unlikely here") for d in pushed)
+        assert len(pushed) == 3  # every token but the first, with the threshold at 0 bits
+    finally:
+        await client.shutdown_session()

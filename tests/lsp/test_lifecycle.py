@@ -188,3 +188,47 @@ async def test_initialize_answers_before_the_model_is_loaded(tiny_models):
         assert initialized_after < ready_after
     finally:
         await client.shutdown_session()
+
+
+def test_tcp_listens_on_localhost(tiny_models):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([*SERVER_COMMAND, "--tcp", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the server never listened")
+        with connection:
+            connection.sendall(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "capabilities": {}, "initializationOptions": {"model": str(tiny_models["gpt2"])}}}))
+            data = b""
+            while b"capabilities" not in data:
+                chunk = connection.recv(65536)
+                assert chunk
+                data += chunk
+        assert b'"completionProvider"' in data
+    finally:
+        process.kill()
+        process.wait()
+    assert "listening on 127.0.0.1:" in process.stderr.read().decode()
+
+
+async def test_closing_a_document_forgets_it(tiny_client):
+    uri = "file:///life/closed.txt"
+    open_document(tiny_client, uri, "hello")
+    assert (await complete(tiny_client, uri, 0, 5)).items
+    tiny_client.text_document_did_close(types.DidCloseTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    from pygls.exceptions import JsonRpcInvalidParams
+
+    with pytest.raises(JsonRpcInvalidParams, match="unknown document"):
+        await complete(tiny_client, uri, 0, 5)
