@@ -163,7 +163,7 @@ async def test_bad_input_to_the_lens(tiny_models):
             types.SemanticTokensParams(text_document=doc("file:///lens/huge.txt")))
         assert list(result.data) == []  # too long: an empty lens, said in the log
         assert any("maxDocumentTokens" in m.message for m in client.log_messages)
-        with pytest.raises(JsonRpcInvalidParams, match="too long to score"):
+        with pytest.raises(JsonRpcInvalidParams, match="cannot score this document: 401 tokens, more than lens.maxDocumentTokens"):
             await client.workspace_execute_command_async(types.ExecuteCommandParams(
                 command="logitls.documentStats", arguments=[{"textDocument": {"uri": "file:///lens/huge.txt"}}]))
         # and it keeps serving

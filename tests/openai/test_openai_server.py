@@ -135,6 +135,17 @@ async def test_lsp_hover(openai_client):
     assert rows[0] == ("1", "␣Paris", " ◀") and len(rows) == 5  # hoverAlternatives, default 5
 
 
+async def test_lsp_lens_says_it_needs_the_local_backend(openai_client):
+    uri = "file:///openai/lens.txt"
+    open_document(openai_client, uri, PARIS)
+    tokens = await openai_client.text_document_semantic_tokens_full_async(
+        types.SemanticTokensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
+    assert list(tokens.data) == []
+    assert any("needs the local backend" in m.message for m in openai_client.log_messages)
+    completion = await complete(openai_client, uri, 0, len(PARIS))  # and the rest keeps working
+    assert completion.items[0].label == "␣Paris"
+
+
 async def test_lsp_generate_inserts_the_streamed_continuation(openai_client, remote):
     uri = "file:///openai/generate.txt"
     open_document(openai_client, uri, PARIS)

@@ -9,7 +9,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
-from .lens import DocumentTooLong, document_scores
+from .lens import LensUnavailable, document_scores
 from .server import LogitlsServer, ModelUnavailable, logger
 
 COMMAND = "logitls.documentStats"
@@ -44,7 +44,7 @@ def register(server: LogitlsServer) -> None:
             return []
         try:
             _, scores = await document_scores(ls, uri)
-        except (ModelUnavailable, DocumentTooLong) as exc:
+        except (ModelUnavailable, LensUnavailable) as exc:
             logger.info("lens: no code lens for %s: %s", uri, exc)
             return []
         stats = document_stats(scores)
@@ -60,8 +60,8 @@ def register(server: LogitlsServer) -> None:
             _, scores = await document_scores(ls, uri, debounce=False)
         except ModelUnavailable as exc:
             raise JsonRpcInvalidParams(f"{COMMAND}: no model: {exc}") from exc
-        except DocumentTooLong as exc:
-            raise JsonRpcInvalidParams(f"{COMMAND}: the document is too long to score: {exc}") from exc
+        except LensUnavailable as exc:
+            raise JsonRpcInvalidParams(f"{COMMAND}: cannot score this document: {exc}") from exc
         stats = document_stats(scores)
         ls.tell(lens_title(stats).removeprefix("logitls: "))
         return stats.to_json()

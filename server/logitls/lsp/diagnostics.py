@@ -13,7 +13,7 @@ from lsprotocol import types
 
 from ..lens import spans
 from ..text import percent
-from .lens import DocumentTooLong, bucket_edges, document_scores
+from .lens import LensUnavailable, bucket_edges, document_scores
 from .positions import PositionMap
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 
@@ -50,7 +50,7 @@ async def diagnostics_for(ls: LogitlsServer, uri: str) -> list[types.Diagnostic]
         return []
     try:
         text, scores = await document_scores(ls, uri)
-    except (ModelUnavailable, DocumentTooLong) as exc:
+    except (ModelUnavailable, LensUnavailable) as exc:
         logger.info("lens: no diagnostics for %s: %s", uri, exc)
         return []
     return surprise_diagnostics(ls, text, scores)

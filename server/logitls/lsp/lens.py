@@ -21,7 +21,11 @@ from .worker import PRIORITY_BACKGROUND
 
 
 
-class DocumentTooLong(Exception):
+class LensUnavailable(Exception):
+    """No lens for this document: it is too long, or the backend cannot score whole documents."""
+
+
+class DocumentTooLong(LensUnavailable):
     pass
 
 
@@ -54,11 +58,13 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
     me = asyncio.current_task()
 
     def run(engine, should_stop):
+        if getattr(engine, "remote", False):
+            # A remote server scores a prompt ~40 ms a token (llama-cpp-python's echo): a lens pass
+            # over a page would take minutes. Completion, hover and generate still work.
+            raise LensUnavailable("the surprisal lens needs the local backend (backend: local)")
         n_tokens = len(engine.tokenizer(text)["input_ids"]) if text else 0
         if n_tokens > lens.max_document_tokens:
             raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
-        if not hasattr(engine, "document_scores"):  # a backend that scores only its context window
-            return engine.token_scores(text, document=uri, should_stop=should_stop)
         return engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
                                       chunk_size=engine_chunk(engine))
 
@@ -94,4 +100,4 @@ def forget(ls: LogitlsServer, uri: str) -> None:
         current.task.cancel()
 
 
-__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "ModelUnavailable", "forget"]
+__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable", "forget"]

@@ -12,7 +12,7 @@ import itertools
 from lsprotocol import types
 
 from ..lens import BUCKET_NAMES, visible_spans
-from .lens import DocumentTooLong, bucket_edges, document_scores
+from .lens import LensUnavailable, bucket_edges, document_scores
 from .positions import PositionMap
 from .server import LogitlsServer, ModelUnavailable, logger
 
@@ -63,7 +63,7 @@ def register(server: LogitlsServer) -> None:
             return []
         try:
             text, scores = await document_scores(ls, uri)
-        except (ModelUnavailable, DocumentTooLong) as exc:
+        except (ModelUnavailable, LensUnavailable) as exc:
             logger.info("lens: no colours for %s: %s", uri, exc)
             return []
         within = None
