@@ -110,3 +110,33 @@ def test_a_keystroke_feeds_only_the_changed_tail(tiny_engine):
     finally:
         del tiny_engine.model.forward
     assert sum(fed) <= 2 < kept_before  # one or two new tokens, not the whole text
+
+
+def test_scoring_on_prefill_keeps_the_cache_for_the_next_keystroke(tiny_engine):
+    """With score_prefill, a whole-document pass after a completion's prefill feeds (almost) nothing again."""
+    text = "The quick brown fox jumps over the lazy dog. " * 3
+    tiny_engine.configure(max_context_tokens=0, alternatives=tiny_engine.alternatives,
+                          cached_documents=tiny_engine.cached_documents, score_prefill=True)
+    fed = []
+    original = tiny_engine.model.forward
+
+    def counting_forward(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[1])
+        return original(*args, **kwargs)
+
+    try:
+        tiny_engine.next_tokens(text, 3, document="scored")
+        tiny_engine.model.forward = counting_forward
+        scores = tiny_engine.document_scores(text, document="scored")
+        assert fed == []  # every score was computed while completing
+        fed.clear()
+        tiny_engine.next_tokens(text + "The", 3, document="scored")  # a keystroke: one token, unscored
+        assert fed == [1]
+        tiny_engine.document_scores(text + "The", document="scored")
+        assert fed == [1, 2]  # the lens re-feeds just the last two tokens to score the new one
+        assert all(s.prob is not None for s in scores.tokens[1:])
+    finally:
+        tiny_engine.model.forward = original
+        del tiny_engine.model.forward
+        tiny_engine.configure(max_context_tokens=0, alternatives=tiny_engine.alternatives,
+                              cached_documents=tiny_engine.cached_documents, score_prefill=False)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-BLOCK = 256  # tokens of room added at a time
+BLOCK = 128  # tokens of room added at a time (at most ~160 tokens of slack per document)
 
 
 class GrowableLayer(DynamicLayer):
@@ -24,7 +24,7 @@ class GrowableLayer(DynamicLayer):
         self._length = 0
 
     def _grow(self, needed: int, like_keys: torch.Tensor, like_values: torch.Tensor) -> None:
-        capacity = -(-(needed + BLOCK // 2) // BLOCK) * BLOCK
+        capacity = -(-(needed + BLOCK // 4) // BLOCK) * BLOCK
         keys = like_keys.new_empty((*like_keys.shape[:2], capacity, like_keys.shape[-1]))
         values = like_values.new_empty((*like_values.shape[:2], capacity, like_values.shape[-1]))
         if self._length:

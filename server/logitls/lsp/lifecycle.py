@@ -91,10 +91,13 @@ async def load_model(server: LogitlsServer) -> None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
-        return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
-                           trust_remote_code=settings.trust_remote_code,
-                           max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
-                           cached_documents=settings.cached_documents)
+        engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
+                             trust_remote_code=settings.trust_remote_code,
+                             max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
+                             cached_documents=settings.cached_documents)
+        engine.configure(max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
+                         cached_documents=settings.cached_documents, score_prefill=settings.lens.enabled)
+        return engine
 
     try:
         engine = await server.worker.submit(load, key="model-load", priority=-1)
@@ -168,8 +171,11 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
         return
 
     def configure(_should_stop):
-        engine.configure(max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
-                         cached_documents=settings.cached_documents)
+        options = {"max_context_tokens": settings.max_context_tokens, "alternatives": settings.hover_alternatives,
+                   "cached_documents": settings.cached_documents}
+        if hasattr(engine, "score_prefill"):  # the local engine; a remote backend has no lens
+            options["score_prefill"] = settings.lens.enabled
+        engine.configure(**options)
 
     asyncio.ensure_future(server.worker.submit(configure, key="configure", priority=-1))
 

@@ -65,6 +65,7 @@ class ModelWorker:
             if job.cancelled.is_set():
                 self._settle(job, exception=JobCancelled("superseded"))
                 continue
+            started = time.monotonic()
             try:
                 result = job.fn(job.should_stop)
             except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting handler
@@ -77,6 +78,7 @@ class ModelWorker:
             else:
                 self._settle(job, result=result)
             finally:
+                logger.debug("model job %s: %.1f ms", job.key, (time.monotonic() - started) * 1000)
                 with self._lock:
                     if job.key is not None and self._latest.get(job.key) is job:
                         del self._latest[job.key]
