@@ -4,7 +4,6 @@ editor would show: the completion menu with probabilities, a hover, and the inse
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 from lsprotocol import types
@@ -20,43 +19,14 @@ def _menu(items) -> str:
 
 
 async def run_demo(model: str, max_new_tokens: int) -> int:
-    from pygls.lsp.client import LanguageClient
+    from .editor_session import EditorSession
 
-    client = LanguageClient("logitls-demo", "1")
-    messages: list[str] = []
-    ready = asyncio.Event()
-    edits: list[types.TextEdit] = []
-
-    @client.feature("logitls/status")
-    def status(params):
-        state = params["state"] if isinstance(params, dict) else params.state
-        if state in ("ready", "failed"):
-            ready.set()
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def show_message(params: types.ShowMessageParams):
-        messages.append(params.message)
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def log_message(params: types.LogMessageParams):
-        pass
-
-    @client.feature(types.WORKSPACE_APPLY_EDIT)
-    def apply_edit(params: types.ApplyWorkspaceEditParams):
-        for change in params.edit.document_changes or []:
-            edits.extend(change.edits)
-        return types.ApplyWorkspaceEditResult(applied=True)
-
+    session = EditorSession("logitls-demo")
+    client, messages = session.client, session.messages
     started = time.monotonic()
-    await client.start_io(sys.executable, "-m", "logitls", "serve")
-    capabilities = types.ClientCapabilities(
-        workspace=types.WorkspaceClientCapabilities(workspace_edit=types.WorkspaceEditClientCapabilities(
-            document_changes=True)))
-    await client.initialize_async(types.InitializeParams(capabilities=capabilities,
-                                                         initialization_options={"model": model}))
-    client.initialized(types.InitializedParams())
+    await session.start({"model": model})
     print(f"initialize answered in {time.monotonic() - started:.2f} s; the model loads in the background…")
-    await asyncio.wait_for(ready.wait(), 600)
+    await asyncio.wait_for(session.ready.wait(), 600)
     if messages:
         print("\n".join(messages))
         return 1
@@ -88,9 +58,7 @@ async def run_demo(model: str, max_new_tokens: int) -> int:
         print(f"  logitls.generate inserted ({took:.1f} s, stopped by {result['stop']}):")
         print("    " + (prompt + "⟦" + result["text"] + "⟧").replace("\n", "\n    "))
         print()
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    await session.stop()
     return 0
 
 

@@ -224,7 +224,7 @@ def json_schema() -> dict[str, Any]:
     }
 
 
-def flat_settings() -> list[tuple[str, dict[str, Any]]]:
+def flat_settings(schema: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(dotted wire name, schema entry) for every leaf setting: for tables and editor manifests."""
     rows: list[tuple[str, dict[str, Any]]] = []
 
@@ -235,7 +235,7 @@ def flat_settings() -> list[tuple[str, dict[str, Any]]]:
             else:
                 rows.append((prefix + name, entry))
 
-    walk(json_schema()["properties"], "")
+    walk((schema or json_schema())["properties"], "")
     return rows
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from lsprotocol import types
 
 from conftest import open_document

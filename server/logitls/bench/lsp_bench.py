@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -26,28 +25,13 @@ def peak_rss_mb(pid: int) -> float | None:
 
 async def _bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
                  keys: int) -> dict[str, Any]:
-    from pygls.lsp.client import LanguageClient
+    from ..editor_session import EditorSession
 
-    client = LanguageClient("logitls-bench", "1")
-    ready = asyncio.Event()
-
-    @client.feature("logitls/status")
-    def status(params):
-        state = params["state"] if isinstance(params, dict) else params.state
-        if state in ("ready", "failed"):
-            ready.set()
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def log_message(params):
-        pass
-
+    session = EditorSession("logitls-bench")
+    client = session.client
     started = time.perf_counter()
-    await client.start_io(sys.executable, "-m", "logitls", "serve")
-    await client.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(),
-        initialization_options={"model": model, "dtype": dtype, "threads": threads, "inline": {"enabled": False}}))
-    initialize_ms = (time.perf_counter() - started) * 1000
-    client.initialized(types.InitializedParams())
+    initialize_ms = await session.start({"model": model, "dtype": dtype, "threads": threads,
+                                         "inline": {"enabled": False}})
     uri = "file:///bench/document.py"
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text="import os")))
@@ -90,10 +74,8 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
             text_document=types.TextDocumentItem(uri=long_uri, language_id="python", version=1, text=long_text)))
         await client.text_document_completion_async(types.CompletionParams(
             text_document=types.TextDocumentIdentifier(uri=long_uri), position=end_of(long_text)))
-    rss = peak_rss_mb(client._server.pid)
-    await client.shutdown_async(None)
-    client.exit(None)
-    await client.stop()
+    rss = peak_rss_mb(session.pid)
+    await session.stop()
     return {"initialize_ms": initialize_ms, "first_completion_ms": first_completion_ms,
             "lsp_keystroke_ms": statistics.median(times), "peak_rss_mb": rss}
 
