@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from lsprotocol import types
 
 from conftest import open_document
 
+
+
+def shown_numbers(value: str) -> tuple[float, int]:
+    match = re.search(r"p = ([\d.e+-]+) .*?, rank (\d+) of", value)
+    return float(match.group(1)), int(match.group(2))
+
+
+def assert_same_numbers(value: str, score) -> None:
+    """Probability to 4 digits; rank exact near the top, within a few places deep in the tail, where
+    fp32 kernels in two processes can order near-equal tokens differently."""
+    prob, rank = shown_numbers(value)
+    assert prob == pytest.approx(score.prob, rel=1e-3)
+    assert abs(rank - score.rank) <= (0 if score.rank <= 100 else max(2, score.rank // 1000))
 
 
 def hover(client, uri: str, line: int, character: int):
@@ -25,8 +40,8 @@ async def test_hover_numbers_equal_the_engines(tiny_client, tiny_gpt2_engine):
     assert result.range == types.Range(start=types.Position(line=0, character=fox.start),
                                        end=types.Position(line=0, character=fox.end))
     value = result.contents.value
-    assert f"p = {fox.prob:.4g}" in value
-    assert f"rank {fox.rank} of {tiny_gpt2_engine.vocab_size}" in value
+    assert_same_numbers(value, fox)
+    assert f" of {tiny_gpt2_engine.vocab_size}," in value
     assert f"{fox.surprisal_bits:.2f} bits" in value
     rows = re.findall(r"^\| (\d+) \| `([^`]*)`", value, flags=re.M)
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]
@@ -48,7 +63,7 @@ async def test_hover_ranges_are_utf16_on_a_multibyte_line(tiny_client, tiny_gpt2
     result = await hover(tiny_client, uri, 0, 12)  # UTF-16: 'w' of world (the emoji counts 2)
     assert result.range.start == types.Position(line=0, character=10)  # the space before world
     assert result.range.end == types.Position(line=0, character=16)
-    assert f"p = {world.prob:.4g}" in result.contents.value
+    assert_same_numbers(result.contents.value, world)
 
 
 async def test_hover_past_the_end_of_the_text_is_empty(tiny_client):
@@ -77,4 +92,4 @@ async def test_hover_far_from_the_end_of_a_long_document(tiny_client, tiny_gpt2_
     assert scores.truncated
     early = scores.tokens[5]
     result = await hover(tiny_client, uri, 0, early.start)
-    assert f"p = {early.prob:.4g}" in result.contents.value and f"rank {early.rank} of" in result.contents.value
+    assert_same_numbers(result.contents.value, early)

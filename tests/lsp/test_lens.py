@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
 import pytest
 import torch
@@ -17,6 +18,13 @@ BUCKETS = ["likely", "plausible", "unlikely", "surprising"]
 
 def doc(uri):
     return types.TextDocumentIdentifier(uri=uri)
+
+
+def rank_range(row, token_id: int, tolerance: float = 1e-4) -> range:
+    """The ranks a token can have when log-probabilities are known to `tolerance` (fp32 kernels differ a
+    little between processes; deep in the tail, many tokens lie within 1e-6 of each other)."""
+    target = row[token_id].item()
+    return range(int((row > target + tolerance).sum()) + 1, int((row > target - tolerance).sum()) + 2)
 
 
 def decode(data, text: str):
@@ -98,7 +106,8 @@ async def test_surprise_diagnostic_with_a_lowered_threshold(default_client, defa
     assert len(zebra) == 1
     score = next(s for s in default_engine.document_scores(text).tokens if s.token.text == " zebra")
     assert zebra[0].severity == types.DiagnosticSeverity.Information
-    assert zebra[0].message.startswith(f"unlikely here: p={score.prob:.2g} (rank {score.rank}, ")
+    assert zebra[0].message.startswith(f"unlikely here: p={score.prob:.2g} (rank ")
+    assert abs(zebra[0].data["rank"] - score.rank) <= 2 and zebra[0].data["prob"] == pytest.approx(score.prob, rel=1e-3)
     assert "the model expected ' Paris' (77.3%)" in zebra[0].message
     default_client.set_configuration({"logitls": {}})
 
@@ -132,20 +141,21 @@ async def test_numbers_agree_across_features_and_a_full_forward_pass(default_cli
     with torch.inference_mode():
         logprobs = torch.log_softmax(default_engine.model(torch.tensor([ids])).logits[0].float(), -1)
     row = logprobs[len(ids) - 2]
-    rank = int((row > row[ids[-1]]).sum()) + 1
+    ranks = rank_range(row, ids[-1])
     prob = math.exp(row[ids[-1]].item())
     hover = await default_client.text_document_hover_async(types.HoverParams(
         text_document=doc(uri), position=types.Position(line=0, character=27)))
-    assert f"p = {prob:.4g}" in hover.contents.value and f"rank {rank} of" in hover.contents.value
+    shown = re.search(r"p = ([\d.e+-]+) .*, rank (\d+) of", hover.contents.value)
+    assert float(shown.group(1)) == pytest.approx(prob, rel=1e-3) and int(shown.group(2)) in ranks
     default_client.set_configuration({"logitls": {"lens": {"diagnosticMinBits": 1}}})
     default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
     await asyncio.sleep(0.2)
     report = await default_client.text_document_diagnostic_async(types.DocumentDiagnosticParams(text_document=doc(uri)))
     [zebra] = [d for d in report.items if d.range.start.character == 25]
-    assert zebra.data["rank"] == rank and zebra.data["prob"] == pytest.approx(prob, rel=1e-4)
+    assert zebra.data["rank"] in ranks and zebra.data["prob"] == pytest.approx(prob, rel=1e-4)
     default_client.set_configuration({"logitls": {}})
     tokens = await default_client.text_document_semantic_tokens_full_async(types.SemanticTokensParams(text_document=doc(uri)))
-    assert decode(tokens.data, text)[-1] == ("zebra", BUCKETS[sum(rank > e for e in (10, 100, 1000))])
+    assert decode(tokens.data, text)[-1] == ("zebra", BUCKETS[sum(ranks[0] > e for e in (10, 100, 1000))])
 
 
 async def test_bad_input_to_the_lens(tiny_models):
