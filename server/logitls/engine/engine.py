@@ -241,7 +241,8 @@ class Engine:
                     state.scores.extend([None] * (position + 1 - len(state.scores)))
                 del state.scores[position + 1 :]
                 state.scores.extend(self._scores(logits[: len(targets)], targets))
-            state.last_logits = logits[-1]
+            # A copy, not a view: a view would keep the whole chunk's logits (25 MB) alive with the document.
+            state.last_logits = logits[-1].clone()
             position += len(chunk)
 
     def _scores(self, logits: torch.Tensor, targets: list[int]) -> list[_Score]:
