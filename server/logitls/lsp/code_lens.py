@@ -9,8 +9,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
-from .lens import LensUnavailable, document_scores
-from .server import LogitlsServer, ModelUnavailable, logger
+from .lens import LensUnavailable, document_scores, scores_if_enabled
+from .server import LogitlsServer, ModelUnavailable
 
 COMMAND = "logitls.documentStats"
 
@@ -39,15 +39,10 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
     async def code_lens(ls: LogitlsServer, params: types.CodeLensParams) -> list[types.CodeLens]:
         uri = params.text_document.uri
-        if not (ls.settings.lens.enabled and ls.settings.lens.code_lens):
-            ls.snapshot(uri)
+        scored = await scores_if_enabled(ls, uri, ls.settings.lens.code_lens, "code lens")
+        if scored is None:
             return []
-        try:
-            _, scores = await document_scores(ls, uri)
-        except (ModelUnavailable, LensUnavailable) as exc:
-            logger.info("lens: no code lens for %s: %s", uri, exc)
-            return []
-        stats = document_stats(scores)
+        stats = document_stats(scored[1])
         top = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
         return [types.CodeLens(range=top, command=types.Command(
             title=lens_title(stats), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]

@@ -13,9 +13,9 @@ from lsprotocol import types
 
 from ..lens import spans
 from ..text import percent
-from .lens import LensUnavailable, bucket_edges, document_scores
+from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .server import JobCancelled, LogitlsServer, logger
 
 SEVERITIES = {"hint": types.DiagnosticSeverity.Hint, "information": types.DiagnosticSeverity.Information,
               "warning": types.DiagnosticSeverity.Warning}
@@ -45,15 +45,8 @@ def surprise_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Dia
 
 
 async def diagnostics_for(ls: LogitlsServer, uri: str) -> list[types.Diagnostic]:
-    if not (ls.settings.lens.enabled and ls.settings.lens.diagnostics):
-        ls.snapshot(uri)
-        return []
-    try:
-        text, scores = await document_scores(ls, uri)
-    except (ModelUnavailable, LensUnavailable) as exc:
-        logger.info("lens: no diagnostics for %s: %s", uri, exc)
-        return []
-    return surprise_diagnostics(ls, text, scores)
+    scored = await scores_if_enabled(ls, uri, ls.settings.lens.diagnostics, "diagnostics")
+    return [] if scored is None else surprise_diagnostics(ls, *scored)
 
 
 def _pull_supported(ls: LogitlsServer) -> bool:

@@ -94,6 +94,19 @@ async def document_scores(ls: LogitlsServer, uri: str, *, debounce: bool = True)
         raise JsonRpcContentModified("the document changed; the lens will be computed for the new version") from exc
 
 
+async def scores_if_enabled(ls: LogitlsServer, uri: str, feature_on: bool, what: str) -> tuple[str, Any] | None:
+    """(text, scores) for a lens feature, or None when it is off or there is nothing to score (said
+    in the log). An unknown document is an error either way."""
+    if not (ls.settings.lens.enabled and feature_on):
+        ls.snapshot(uri)
+        return None
+    try:
+        return await document_scores(ls, uri)
+    except (ModelUnavailable, LensUnavailable) as exc:
+        logger.info("lens: no %s for %s: %s", what, uri, exc)
+        return None
+
+
 def forget(ls: LogitlsServer, uri: str) -> None:
     current = ls.lens_passes.pop(uri, None)
     if current is not None:

@@ -12,9 +12,9 @@ import itertools
 from lsprotocol import types
 
 from ..lens import BUCKET_NAMES, visible_spans
-from .lens import LensUnavailable, bucket_edges, document_scores
+from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
-from .server import LogitlsServer, ModelUnavailable, logger
+from .server import LogitlsServer
 
 LEGEND = types.SemanticTokensLegend(token_types=list(BUCKET_NAMES), token_modifiers=[])
 
@@ -58,14 +58,10 @@ def register(server: LogitlsServer) -> None:
     last: dict[str, tuple[str, list[int]]] = {}
 
     async def tokens_for(ls: LogitlsServer, uri: str, within_range: types.Range | None = None) -> list[int] | None:
-        if not ls.settings.lens.enabled:
-            ls.snapshot(uri)  # an unknown document is still an error
+        scored = await scores_if_enabled(ls, uri, True, "colours")
+        if scored is None:
             return []
-        try:
-            text, scores = await document_scores(ls, uri)
-        except (ModelUnavailable, LensUnavailable) as exc:
-            logger.info("lens: no colours for %s: %s", uri, exc)
-            return []
+        text, scores = scored
         within = None
         if within_range is not None:
             positions = PositionMap(text, ls.position_encoding)
