@@ -160,10 +160,20 @@ class Engine:
 
     def tokenize(self, text: str) -> TokenizedText:
         """The ids the model is fed for `text` (with the tokenizer's own special tokens), with offsets."""
-        encoded = self.tokenizer(text, return_offsets_mapping=True)
-        ids = list(encoded["input_ids"])
-        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        ids, offsets = self._encode(text)
         return TokenizedText(ids, [self.token(i) for i in ids], offsets)
+
+    def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and their character offsets in `text` (none for the empty text)."""
+        if not text:
+            return [], []
+        encoded = self.tokenizer(text, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+    def _scored_tokens(self, ids: list[int], offsets: list[tuple[int, int]],
+                       scores: list[_Score | None]) -> list[TokenScore]:
+        return [self._token_score(index, token_id, offsets[index], scores[index] if index < len(scores) else None)
+                for index, token_id in enumerate(ids)]
 
     def _window_start(self, n_tokens: int, room: int) -> int:
         """Where to cut a too-long token list so that what is left fits in `room` tokens.
@@ -293,18 +303,14 @@ class Engine:
 
         The first token of the scored window has no score unless the tokenizer itself adds a BOS.
         """
-        encoded = self.tokenizer(text, return_offsets_mapping=True) if text else {"input_ids": [], "offset_mapping": []}
-        all_ids = list(encoded["input_ids"])
+        all_ids, all_offsets = self._encode(text)
         if not all_ids:
             return TextScores([], False, 0)
         start = self._window_start(len(all_ids), self.context_window)
-        ids = all_ids[start:]
-        offsets = encoded["offset_mapping"][start:]
+        ids, offsets = all_ids[start:], all_offsets[start:]
         state = self._state(document)
         self._advance(state, ids, want_scores=True, should_stop=should_stop)
-        scored = [self._token_score(index, token_id, tuple(offsets[index]), state.scores[index]
-                                    if index < len(state.scores) else None) for index, token_id in enumerate(ids)]
-        return TextScores(scored, start > 0, offsets[0][0] if start > 0 else 0)
+        return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0, offsets[0][0] if start > 0 else 0)
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
@@ -317,9 +323,7 @@ class Engine:
         window starts where completion's window starts, so both share the document's KV cache;
         the earlier windows are computed afresh each pass.
         """
-        encoded = self.tokenizer(text, return_offsets_mapping=True) if text else {"input_ids": [], "offset_mapping": []}
-        ids = list(encoded["input_ids"])
-        offsets = [tuple(o) for o in encoded["offset_mapping"]]
+        ids, offsets = self._encode(text)
         window = self.context_window
         last_start = self._window_start(len(ids), window)
         stride = max(1, min(stride or window // 2, window))
@@ -333,9 +337,7 @@ class Engine:
             self._advance(state, ids[begin:end], want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
             window_scores = state.scores[: end - begin] + [None] * max(0, end - begin - len(state.scores))
             scores.extend(window_scores[len(scores) - begin:])
-        tokens = [self._token_score(index, token_id, offsets[index], scores[index] if index < len(scores) else None)
-                  for index, token_id in enumerate(ids)]
-        return TextScores(tokens, last_start > 0, 0)
+        return TextScores(self._scored_tokens(ids, offsets, scores), last_start > 0, 0)
 
     def _token_score(self, index: int, token_id: int, offsets: tuple[int, int], score: _Score | None) -> TokenScore:
         begin, end = offsets
