@@ -34,14 +34,27 @@ bench: setup
 # -- a real llama.cpp server for tests/openai (backend "openai") -------------------------------------
 # llama-cpp-python builds from source (about 4 min on 2 cores, CPU only) and pip keeps the built wheel
 # in its cache. Its own stamp: built once per venv, kept when the main set-up above is redone.
-LLAMA_STAMP := $(VENV)/.llama-cpp-python-0.3.36
-LLAMA_CMAKE_ARGS := -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF \
+LLAMA_STAMP := $(VENV)/.llama-cpp-python-0.3.36-portable
+# Portable: GGML_NATIVE would compile for this CPU (AMX on some Xeons here, which a process may not be
+# allowed to use: SIGILL on the first evaluation). AVX2 level, named explicitly: every machine of this
+# kind (AMD EPYC, Intel Xeon) has it, and a cached wheel must run on whichever CPU the next session gets.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF \
+	-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF \
+	-DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
 
 test: $(LLAMA_STAMP)
 
+# pip's own wheel cache is keyed by the source, not by CMAKE_ARGS: a wheel once built natively would be
+# reused. Build with --no-cache-dir into a folder named by the flags' checksum and install from there.
+LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logitls/wheels/llama-cpp-python-0.3.36-$(shell echo '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+
 $(LLAMA_STAMP): | $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install 'llama-cpp-python[server]==0.3.36'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  { rm -rf $(LLAMA_WHEELS).tmp && CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-cache-dir --no-deps \
+	      -w $(LLAMA_WHEELS).tmp 'llama-cpp-python==0.3.36' && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); }
+	$(PIP) install --find-links $(LLAMA_WHEELS) 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 clean:
