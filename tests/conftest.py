@@ -101,7 +101,14 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
         # pygls hands an unknown notification's params over as a named tuple
         client.statuses.append(params if isinstance(params, dict) else params._asdict())
 
-    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    client.held = []
+
+    @client.feature("logitls/test/held")
+    def _held(params):
+        client.held.append(params if isinstance(params, dict) else params._asdict())
+
+    # LOGITLS_TEST_HOOKS: the model thread can be held mid-job (hold_model_thread), no timing needed
+    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1"))
     client.initialize_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or client_capabilities("visual-studio-code"),
         initialization_options=init_options or {},
@@ -123,6 +130,47 @@ async def wait_for_status(client, states, timeout: float = 120.0, after: int = 0
                 return status["state"]
         await asyncio.sleep(0.05)
     raise TimeoutError(f"server never reached {states}; statuses: {client.statuses}")
+
+
+def hold_model_thread(client, at_check: int = 0, key_contains: str = "") -> int:
+    """Hold the next model job (whose key contains `key_contains`) at its `at_check`-th stop check
+    (0: before it starts) until release_model_thread; returns a mark for wait_until_held."""
+    client.protocol.notify("logitls/test/hold", {"atCheck": at_check, "keyContains": key_contains})
+    return len(client.held)
+
+
+async def wait_until_held(client, mark: int, timeout: float = 120.0) -> dict:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(client.held) <= mark:
+        if loop.time() > deadline:
+            raise TimeoutError("the model thread was never held")
+        await asyncio.sleep(0.01)
+    return client.held[mark]
+
+
+def release_model_thread(client) -> None:
+    client.protocol.notify("logitls/test/release", {})
+
+
+async def server_status(client) -> dict:
+    from lsprotocol import types
+
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.status"))
+
+
+async def wait_until_queued(client, jobs: int = 1, timeout: float = 60.0) -> None:
+    """Until at least `jobs` requests wait in the server's model queue (behind a held job)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await server_status(client))["queuedJobs"] < jobs:
+        if loop.time() > deadline:
+            raise TimeoutError(f"fewer than {jobs} jobs ever queued")
+        await asyncio.sleep(0.01)
 
 
 def open_document(client, uri: str, text: str, version: int = 1, language: str = "plaintext") -> None:

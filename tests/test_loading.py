@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,11 +20,13 @@ def test_default_model_is_converted_once_into_the_cache(default_engine):
 
 
 def test_a_killed_conversion_leaves_no_half_model(tmp_path):
-    env = dict(os.environ, LOGITLS_CACHE_DIR=str(tmp_path))
+    # The hook stops the converter with every file written but not yet renamed into place.
+    env = dict(os.environ, LOGITLS_CACHE_DIR=str(tmp_path), LOGITLS_TEST_STOP_BEFORE_RENAME="1")
     code = "from logitls.engine.loading import convert_gguf, default_gguf; convert_gguf(default_gguf())"
     process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
     assert "converting" in process.stderr.readline()  # progress is shown on stderr
-    time.sleep(4)  # into the dequantization, before the rename
+    while "staged" not in (line := process.stderr.readline()):
+        assert line, "the converter ended without reaching the rename"
     process.send_signal(signal.SIGKILL)
     process.wait()
     converted = tmp_path / "converted"
@@ -36,12 +37,29 @@ def test_a_killed_conversion_leaves_no_half_model(tmp_path):
     assert list(converted.iterdir()) == []
 
 
-def test_remote_code_is_never_trusted_implicitly(tiny_models):
-    loaded = load_model(str(tiny_models["gpt2"]), device="cpu")
-    assert loaded.model.config.name_or_path.endswith("tiny-gpt2")
-    import inspect
+def _model_with_remote_code(folder, marker):
+    """A model folder whose config names Python code to run (auto_map), as hub models with custom
+    architectures do; importing that code leaves `marker` behind."""
+    import json
 
-    assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
+    folder.mkdir()
+    code = f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import PretrainedConfig\n" \
+           "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n"
+    (folder / "configuration_evil.py").write_text(code)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                                           "AutoModelForCausalLM": "configuration_evil.EvilConfig"}}))
+
+
+def test_remote_code_is_never_trusted_implicitly(tiny_models, tmp_path):
+    folder, marker = tmp_path / "remote-code-model", tmp_path / "code-ran"
+    _model_with_remote_code(folder, marker)
+    with pytest.raises(ModelLoadError):
+        load_model(str(folder), device="cpu")
+    assert not marker.exists()  # the shipped code never ran
+    with pytest.raises(Exception):  # trusted on request: the code runs (and this toy model then fails)
+        load_model(str(folder), device="cpu", trust_remote_code=True)
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from conftest import NOTEBOOK_TEXT, open_document, start_session
+from conftest import (NOTEBOOK_TEXT, hold_model_thread, open_document, release_model_thread, start_session,
+                      wait_until_held, wait_until_queued)
 
 
 
@@ -106,19 +107,15 @@ async def test_cancelling_the_progress_stops_and_inserts_nothing(default_client)
     uri = "file:///generate/cancel-progress.txt"
     open_document(default_client, uri, "Once upon a time")
     before = set(default_client.progress_reports)
+    mark = hold_model_thread(default_client, at_check=3, key_contains=uri)
     task = asyncio.ensure_future(run_generate(default_client, generate_args(uri, 0, 16, maxNewTokens=400)))
-    token = None
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        new = [t for t in set(default_client.progress_reports) - before
-               if default_client.progress_reports[t]
-               and getattr(default_client.progress_reports[t][0], "title", "") == "logitls: generating"]
-        if new:
-            token = new[0]
-            break
-    assert token is not None
-    await asyncio.sleep(0.5)
-    default_client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+    await wait_until_held(default_client, mark)  # a few tokens into the generation
+    new = [t for t in set(default_client.progress_reports) - before
+           if default_client.progress_reports[t]
+           and getattr(default_client.progress_reports[t][0], "title", "") == "logitls: generating"]
+    assert len(new) == 1
+    default_client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=new[0]))
+    release_model_thread(default_client)
     result = await asyncio.wait_for(task, 30)
     assert result["applied"] is False and result["stop"] == "cancelled"
     assert edits_for(default_client, uri) == []
@@ -127,12 +124,14 @@ async def test_cancelling_the_progress_stops_and_inserts_nothing(default_client)
 async def test_cancel_request_stops_generation(default_client):
     uri = "file:///generate/cancel-request.txt"
     open_document(default_client, uri, "Once upon a time")
+    mark = hold_model_thread(default_client, at_check=3, key_contains=uri)
     request = asyncio.wrap_future(default_client.protocol.send_request(
         types.WORKSPACE_EXECUTE_COMMAND,
         types.ExecuteCommandParams(command="logitls.generate", arguments=generate_args(uri, 0, 16, maxNewTokens=400)),
         msg_id="generate-to-cancel"))
-    await asyncio.sleep(1.5)
+    await wait_until_held(default_client, mark)
     default_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="generate-to-cancel"))
+    release_model_thread(default_client)
     with pytest.raises(JsonRpcRequestCancelled):
         await asyncio.wait_for(request, 20)
     # the model thread is free again at once: a completion answers without waiting for 400 tokens
@@ -145,13 +144,15 @@ async def test_cancel_request_stops_generation(default_client):
 async def test_an_edit_during_generation_is_not_overwritten(default_client):
     uri = "file:///generate/stale.txt"
     open_document(default_client, uri, "Once upon a time")
+    mark = hold_model_thread(default_client, at_check=3, key_contains=uri)
     task = asyncio.ensure_future(run_generate(default_client, generate_args(uri, 0, 16, maxNewTokens=60)))
-    await asyncio.sleep(0.5)
+    await wait_until_held(default_client, mark)
     default_client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangePartial(
             range=types.Range(start=types.Position(line=0, character=16), end=types.Position(line=0, character=16)),
             text=" there was")]))
+    release_model_thread(default_client)
     result = await asyncio.wait_for(task, 60)
     assert result["applied"] is False and result["stop"] == "document-changed"
     assert edits_for(default_client, uri) == []
@@ -189,3 +190,20 @@ async def test_the_time_cap_inserts_what_was_produced(default_client):
     assert 0 < len(result["text"])
     assert [e.new_text for e in edits_for(default_client, uri)] == [result["text"]]
     assert any("generate.timeoutSeconds" in m.message for m in default_client.messages)
+
+
+async def test_a_superseded_generate_is_server_cancelled_not_client_cancelled(tiny_client):
+    """Only the client's own $/cancelRequest earns RequestCancelled: a newer generate on the same
+    document supersedes the older one, which answers ServerCancelled (-32802)."""
+    uri = "file:///generate/superseded.txt"
+    open_document(tiny_client, uri, "hello there")
+    mark = hold_model_thread(tiny_client, at_check=2, key_contains=uri)
+    first = asyncio.ensure_future(run_generate(tiny_client, generate_args(uri, 0, 11, maxNewTokens=20)))
+    await wait_until_held(tiny_client, mark)
+    second = asyncio.ensure_future(run_generate(tiny_client, generate_args(uri, 0, 11, maxNewTokens=3)))
+    await wait_until_queued(tiny_client)
+    release_model_thread(tiny_client)
+    with pytest.raises(JsonRpcException) as raised:
+        await asyncio.wait_for(first, 60)
+    assert raised.value.code == -32802 and "superseded" in raised.value.message
+    assert (await asyncio.wait_for(second, 60))["applied"] is True

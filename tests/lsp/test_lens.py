@@ -11,7 +11,8 @@ import torch
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from conftest import open_document, start_session
+from conftest import (hold_model_thread, open_document, release_model_thread, start_session, wait_until_held,
+                      wait_until_queued)
 
 BUCKETS = ["likely", "plausible", "unlikely", "surprising"]
 
@@ -192,12 +193,17 @@ async def test_a_completion_does_not_wait_for_a_lens_pass(default_client):
     default_client.set_configuration({"logitls": {"logLevel": "debug", "lens": {"debounceMs": 0}}})
     default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
     await asyncio.sleep(0.2)
+    # Armed before the open: the pass the open starts (pushed diagnostics) is the one held.
+    mark = hold_model_thread(default_client, at_check=2, key_contains=f"{uri}', 'lens")
     open_document(default_client, uri, text, language="python")
     lens_task = asyncio.ensure_future(default_client.text_document_semantic_tokens_full_async(
         types.SemanticTokensParams(text_document=doc(uri))))
-    await asyncio.sleep(1.0)  # the pass is scoring the first chunks
-    completion = await default_client.text_document_completion_async(types.CompletionParams(
-        text_document=doc(uri), position=types.Position(line=0, character=4)))
+    await wait_until_held(default_client, mark)  # the pass has scored its first chunks
+    completion = asyncio.ensure_future(default_client.text_document_completion_async(types.CompletionParams(
+        text_document=doc(uri), position=types.Position(line=0, character=4))))
+    await wait_until_queued(default_client)
+    release_model_thread(default_client)
+    completion = await completion
     assert completion.items
     assert not lens_task.done()  # the completion was answered mid-pass
     tokens = await asyncio.wait_for(lens_task, 300)

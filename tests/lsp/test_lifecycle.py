@@ -11,7 +11,8 @@ import time
 import pytest
 from lsprotocol import types
 
-from conftest import SERVER_COMMAND, open_document, start_session, wait_for_status
+from conftest import (SERVER_COMMAND, hold_model_thread, open_document, release_model_thread, server_status,
+                      start_session, wait_for_status, wait_until_held)
 
 
 
@@ -231,3 +232,80 @@ async def test_closing_a_document_forgets_it(tiny_client):
 
     with pytest.raises(JsonRpcInvalidParams, match="unknown document"):
         await complete(tiny_client, uri, 0, 5)
+
+
+async def test_a_load_that_fails_while_settings_change_still_settles(tiny_models):
+    """A settings change during a load (even one that needs no reload, like topN) must not leave the
+    server waiting for a load that already ended: the failure is reported, and fixing the model loads."""
+    client = await start_session({"model": "/no/such/model"}, wait_ready=False)
+    try:
+        mark = hold_model_thread(client, at_check=0, key_contains="model-load")
+        # The load was queued at `initialized`; arm the hold before it runs, or it has failed already.
+        if not any(s["state"] == "failed" for s in client.statuses):
+            client.set_configuration({"logitls": {"model": "/no/such/model", "topN": 4}})
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+            await server_status(client)  # the change has been taken in
+            release_model_thread(client)
+        assert await wait_for_status(client, ("ready", "failed"), timeout=60) == "failed"
+        open_document(client, "file:///life/settling.txt", "hello")
+        assert list((await asyncio.wait_for(complete(client, "file:///life/settling.txt", 0, 5), 10)).items) == []
+        seen = len(client.statuses)
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 4}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        assert await wait_for_status(client, ("ready", "failed"), after=seen, timeout=60) == "ready"
+        assert len((await complete(client, "file:///life/settling.txt", 0, 5)).items) == 4
+    finally:
+        release_model_thread(client)
+        await client.shutdown_session()
+
+
+async def test_settings_changed_during_a_load_reach_the_new_model(tiny_models):
+    client = await start_session({"model": str(tiny_models["gpt2"]), "cachedDocuments": 4}, wait_ready=False)
+    try:
+        mark = hold_model_thread(client, at_check=0, key_contains="model-load")
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "cachedDocuments": 1}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await server_status(client)
+        release_model_thread(client)
+        assert await wait_for_status(client, ("ready", "failed")) == "ready"
+        for name in ("a", "b", "c"):
+            open_document(client, f"file:///life/{name}.txt", "hello world")
+            assert (await complete(client, f"file:///life/{name}.txt", 0, 11)).items
+        assert (await server_status(client))["cachedDocuments"] == ["file:///life/c.txt"]
+    finally:
+        release_model_thread(client)
+        await client.shutdown_session()
+
+
+async def test_closing_a_document_forgets_everything_it_held(tiny_models):
+    """Closing frees the document's KV cache and lens state, even while its lens pass is mid-way:
+    the pass stops and cannot put the cache back after the close."""
+    client = await start_session({"model": str(tiny_models["gpt2"]), "lens": {"debounceMs": 0}})
+    try:
+        uri = "file:///life/closing.txt"
+        open_document(client, "file:///life/kept.txt", "hello world")
+        assert (await complete(client, "file:///life/kept.txt", 0, 11)).items
+        # Armed before the open: the pass that the open starts (pushed diagnostics) is the one held.
+        mark = hold_model_thread(client, at_check=1, key_contains=f"{uri}', 'lens")
+        open_document(client, uri, " ".join(f"word{i}" for i in range(20)))  # one window, two chunks
+        tokens = asyncio.ensure_future(client.text_document_semantic_tokens_full_async(
+            types.SemanticTokensParams(text_document=types.TextDocumentIdentifier(uri=uri))))
+        await wait_until_held(client, mark)  # the lens pass is scoring the closing document
+        before = await server_status(client)
+        assert before["documentRecords"] == 2 and uri in before["cachedDocuments"]
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+        release_model_thread(client)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(tokens, 30)  # closed mid-pass: an error answer, not colours for a gone text
+        after = await server_status(client)
+        for _ in range(100):
+            if uri not in after["cachedDocuments"]:
+                break
+            await asyncio.sleep(0.05)
+            after = await server_status(client)
+        assert after["openDocuments"] == ["file:///life/kept.txt"]
+        assert after["documentRecords"] == 1 and after["cachedDocuments"] == ["file:///life/kept.txt"]
+    finally:
+        release_model_thread(client)
+        await client.shutdown_session()

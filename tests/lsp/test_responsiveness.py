@@ -9,7 +9,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
-from conftest import open_document
+from conftest import hold_model_thread, open_document, release_model_thread, wait_until_held
 
 
 LONG_TEXT = "\n".join(f"def function_{i}(value):\n    return value * {i} + sum(range({i}))" for i in range(120))
@@ -27,13 +27,17 @@ def completion_at_end(client, uri: str, text: str, msg_id: str | None = None):
 async def test_a_newer_completion_supersedes_an_older_one(default_client):
     uri = "file:///typing/supersede.py"
     open_document(default_client, uri, LONG_TEXT, language="python")
+    mark = hold_model_thread(default_client, at_check=2, key_contains=uri)
     first = asyncio.ensure_future(completion_at_end(default_client, uri, LONG_TEXT))
-    await asyncio.sleep(0.3)  # the first is now prefilling a few thousand tokens
+    held = await wait_until_held(default_client, mark)  # the first is now two chunks into its prefill
+    assert "supersede.py" in held["key"]
     short_text = "import numpy as"
     default_client.text_document_did_change(types.DidChangeTextDocumentParams(
         text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
         content_changes=[types.TextDocumentContentChangeWholeDocument(text=short_text)]))
-    second = await completion_at_end(default_client, uri, short_text)
+    second = asyncio.ensure_future(completion_at_end(default_client, uri, short_text))
+    release_model_thread(default_client)
+    second = await second
     assert second.items[0].text_edit.new_text == " np"  # describes version 2, not version 1
     superseded = await first
     assert superseded.items == [] or list(superseded.items) == []
@@ -44,9 +48,11 @@ async def test_cancel_request_stops_a_long_computation(default_client):
     default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
     uri = "file:///typing/cancel.py"
     open_document(default_client, uri, LONG_TEXT, language="python")
+    mark = hold_model_thread(default_client, at_check=2, key_contains=uri)
     request = completion_at_end(default_client, uri, LONG_TEXT, msg_id="long-completion")
-    await asyncio.sleep(0.3)
+    await wait_until_held(default_client, mark)  # two prefill chunks done, more to go
     default_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-completion"))
+    release_model_thread(default_client)
     with pytest.raises(JsonRpcRequestCancelled):
         await asyncio.wait_for(request, 60)
     open_document(default_client, "file:///typing/next.txt", "The capital of France is")

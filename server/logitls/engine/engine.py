@@ -202,6 +202,10 @@ class Engine:
     def forget_all(self) -> None:
         self._documents.clear()
 
+    def cached_documents_keys(self) -> list[str]:
+        """The documents whose KV cache is held, least recently used first."""
+        return list(self._documents)
+
     @torch.inference_mode()
     def _advance(self, state: DocumentState, ids: list[int], want_scores: bool, should_stop: StopCheck | None,
                  chunk_size: int = PREFILL_CHUNK, score_bulk: bool = False) -> None:

@@ -14,6 +14,7 @@ import glob
 import hashlib
 import importlib.util
 import os
+import signal
 import shutil
 import sys
 import tempfile
@@ -112,6 +113,10 @@ def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        if os.environ.get("LOGITLS_TEST_STOP_BEFORE_RENAME") == "1":
+            # Test hook: freeze with everything written but not yet in place, the worst moment to be killed.
+            progress("staged")
+            os.kill(os.getpid(), signal.SIGSTOP)
         try:
             os.rename(staging, target)
         except OSError:

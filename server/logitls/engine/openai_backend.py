@@ -162,6 +162,9 @@ class OpenAIBackend:
         """Only the last hover's scores are kept per document: the server's prompt cache does the rest."""
         self._scored.pop(document, None)
 
+    def cached_documents_keys(self) -> list[str]:
+        return list(self._scored)
+
     def forget_all(self) -> None:
         """Called before a reload: close the connections (they reopen if this backend is used again)."""
         self._scored.clear()

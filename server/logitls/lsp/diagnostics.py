@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from ..lens import spans
 from ..text import percent
@@ -61,24 +62,25 @@ def register(server: LogitlsServer) -> None:
     async def pull(ls: LogitlsServer, params: types.DocumentDiagnosticParams) -> types.FullDocumentDiagnosticReport:
         return types.FullDocumentDiagnosticReport(items=await diagnostics_for(ls, params.text_document.uri))
 
-    pending: dict[str, asyncio.Task] = {}
-
     async def publish(ls: LogitlsServer, uri: str) -> None:
         try:
             items = await diagnostics_for(ls, uri)
-        except (JobCancelled, Exception) as exc:  # noqa: BLE001 - a newer version will publish
-            logger.debug("lens: diagnostics for %s not published: %s", uri, exc)
+        except (JobCancelled, JsonRpcContentModified) as exc:
+            logger.debug("lens: diagnostics for %s not published: %s", uri, exc)  # a newer version will publish
+            return
+        except JsonRpcInvalidParams:
+            return  # closed meanwhile
+        except Exception:  # noqa: BLE001 - a bug: say so where users look, and keep serving
+            logger.exception("lens: diagnostics for %s failed", uri)
             return
         _, version = ls.snapshot(uri)
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=items,
                                                                             version=version))
 
     def schedule(ls: LogitlsServer, uri: str) -> None:
-        if _pull_supported(ls):
+        if _pull_supported(ls) or not ls.documents.is_open(uri):
             return  # the client asks when it wants them
-        if (task := pending.pop(uri, None)) is not None:
-            task.cancel()
-        pending[uri] = asyncio.ensure_future(publish(ls, uri))
+        ls.documents(uri).replace_task("publish-diagnostics", asyncio.ensure_future(publish(ls, uri)))
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def opened(ls: LogitlsServer, params: types.DidOpenTextDocumentParams) -> None:
@@ -87,9 +89,3 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def changed(ls: LogitlsServer, params: types.DidChangeTextDocumentParams) -> None:
         schedule(ls, params.text_document.uri)
-
-    def closed(uri: str) -> None:
-        if (task := pending.pop(uri, None)) is not None:
-            task.cancel()
-
-    server.close_hooks.append(closed)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
 from .lifecycle import begin_progress
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
@@ -25,6 +25,13 @@ from .worker import PRIORITY_COMMAND
 COMMAND = "logitls.generate"
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
          '"maxNewTokens": N (optional)}')
+
+
+class JsonRpcServerCancelled(JsonRpcException):
+    """LSP 3.17's ServerCancelled: the server, not the client, gave up on the request."""
+
+    CODE = -32802
+    MESSAGE = "Server Cancelled"
 
 
 @dataclass
@@ -108,6 +115,7 @@ def register(server: LogitlsServer) -> None:
             return "".join(pieces), reason
 
         result: dict[str, Any] = {"text": "", "applied": False, "stop": "cancelled"}
+        request_future = ls._current_request_future()
         try:
             produced, reason = await ls.run_model(run, key=(request.uri, "generate"), priority=PRIORITY_COMMAND,
                                                   stop_when=progress_cancelled)
@@ -115,7 +123,11 @@ def register(server: LogitlsServer) -> None:
             logger.info("generate: cancelled, nothing inserted")
             if progress_cancelled():
                 return result
-            raise JsonRpcRequestCancelled("generation cancelled; nothing inserted") from exc
+            if request_future is not None and request_future.cancelled():
+                raise JsonRpcRequestCancelled("generation cancelled; nothing inserted") from exc
+            # The client did not cancel: a newer generate on this document, or its close, did.
+            raise JsonRpcServerCancelled("superseded by a newer logitls.generate on this document, or the document "
+                                         "was closed; nothing inserted") from exc
         except ModelUnavailable as exc:
             ls.tell(f"cannot generate: {exc}", types.MessageType.Error)
             result["stop"] = "no-model"

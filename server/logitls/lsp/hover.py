@@ -5,6 +5,7 @@ from __future__ import annotations
 from lsprotocol import types
 
 from ..text import percent, visible
+from .lens import LensUnavailable, document_scores
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 
 
@@ -60,6 +61,18 @@ def _scores(engine, text: str, uri: str, should_stop):
     return engine.token_scores(text, document=uri, should_stop=should_stop)
 
 
+async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
+    """The lens pass's scores for this version of the document, shared rather than computed again
+    (on a long document that is every earlier window); None where the lens cannot serve."""
+    if not ls.settings.lens.enabled:
+        return None
+    try:
+        scored_text, scores = await document_scores(ls, uri, debounce=False)
+    except LensUnavailable:
+        return None
+    return scores if scored_text == text else None
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -68,13 +81,16 @@ def register(server: LogitlsServer) -> None:
         positions, offset = ls.offset_at(text, params.position)
         alternatives = ls.settings.hover_alternatives
         try:
-            scores, vocab_size = await ls.run_model(
-                lambda engine, stop: (_scores(engine, _scored_text(engine, text, offset), uri, stop),
-                                      engine.vocab_size if getattr(engine, "vocab_size_known", True) else None),
-                key=(uri, "hover"))
+            scores = await _lens_scores(ls, uri, text)
+            if scores is None:
+                scores = await ls.run_model(
+                    lambda engine, stop: _scores(engine, _scored_text(engine, text, offset), uri, stop),
+                    key=(uri, "hover"))
         except (ModelUnavailable, JobCancelled) as exc:
             logger.debug("hover: none (%s)", exc)
             return None
+        engine = ls.engine
+        vocab_size = engine.vocab_size if engine is not None and getattr(engine, "vocab_size_known", True) else None
         score = token_at(scores, offset)
         if score is None:
             return None

@@ -69,7 +69,8 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
                                       chunk_size=engine_chunk(engine))
 
     while True:
-        current = ls.lens_passes.get(uri)
+        record = ls.documents.peek(uri)
+        current = record.lens_pass if record is not None else None
         if current is None or current.task is not me:
             raise JobCancelled("superseded by a newer version of the document")
         try:
@@ -83,11 +84,12 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
 async def document_scores(ls: LogitlsServer, uri: str, *, debounce: bool = True) -> tuple[str, Any]:
     """(text, scores) of the document as it is now; shares a pass already under way for this version."""
     text, version = ls.snapshot(uri)
-    current = ls.lens_passes.get(uri)
+    record = ls.documents(uri)
+    current = record.lens_pass
     if current is None or current.version != version or current.text != text:
         # A fresh context: the shared pass must not stop because the request that started it was cancelled.
         task = asyncio.get_running_loop().create_task(_score(ls, uri, text, debounce), context=contextvars.Context())
-        current = ls.lens_passes[uri] = LensPass(version, text, task)
+        current = record.lens_pass = LensPass(version, text, task)
     try:
         return text, await asyncio.shield(current.task)
     except JobCancelled as exc:
@@ -107,10 +109,4 @@ async def scores_if_enabled(ls: LogitlsServer, uri: str, feature_on: bool, what:
         return None
 
 
-def forget(ls: LogitlsServer, uri: str) -> None:
-    current = ls.lens_passes.pop(uri, None)
-    if current is not None:
-        current.task.cancel()
-
-
-__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable", "forget"]
+__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable"]

@@ -19,6 +19,7 @@ from lsprotocol import types
 from ..settings import Settings, merge_settings
 from .server import LogitlsServer, logger
 
+STATUS_COMMAND = "logitls.status"
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 MESSAGE_TYPES = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
                  logging.INFO: types.MessageType.Info, logging.DEBUG: types.MessageType.Log}
@@ -76,7 +77,14 @@ def update_settings(server: LogitlsServer, wire: object, origin: str) -> Setting
 
 
 async def load_model(server: LogitlsServer) -> None:
-    """(Re)load the model named by the settings on the worker thread."""
+    """(Re)load the model named by the settings on the worker thread.
+
+    Only the newest load settles the server's state: an older one that finishes later (superseded
+    by a settings change that needs a reload) changes nothing. Settings that changed during the
+    load without needing one (topN, lens, …) reach the new engine as it arrives.
+    """
+    server.load_generation += 1
+    generation = server.load_generation
     settings = server.settings
     server.model_settled.clear()
     server.set_status("loading", f"Loading {settings.model}…")
@@ -91,34 +99,30 @@ async def load_model(server: LogitlsServer) -> None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
-        engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
-                             trust_remote_code=settings.trust_remote_code,
-                             max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
-                             cached_documents=settings.cached_documents)
-        engine.configure(max_context_tokens=settings.max_context_tokens, alternatives=settings.hover_alternatives,
-                         cached_documents=settings.cached_documents, score_prefill=settings.lens.enabled)
-        return engine
+        return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
+                           trust_remote_code=settings.trust_remote_code)
 
+    message = "Model failed to load"
     try:
         engine = await server.worker.submit(load, key="model-load", priority=-1)
     except Exception as exc:  # noqa: BLE001 - ModelLoadError, or anything transformers raises
+        if generation != server.load_generation:
+            return  # superseded: the newer load reports
         from ..engine.loading import ModelLoadError
 
         reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-        if server.settings is not settings:
-            return  # superseded by a newer load
         server.engine = None
         server.model_error = f"the model {settings.model!r} failed to load: {reason}"
         logger.error("%s", server.model_error)
         server.tell(f"{server.model_error}. Fix the `logitls.model` setting; completions are empty until then.",
                     types.MessageType.Error)
         server.set_status("failed", reason)
-        message = "Model failed to load"
     else:
-        if server.settings is not settings and server.settings.needs_reload(settings):
-            return  # the settings changed while loading: a newer load is on its way
+        if generation != server.load_generation:
+            return  # superseded: the newer load reports
         server.engine = engine
         server.model_error = None
+        apply_runtime_settings(server)  # queued ahead of any request: the settings of now, not of the load's start
         took = time.monotonic() - started
         logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
                     engine.loaded.device, engine.loaded.dtype, took)
@@ -126,7 +130,7 @@ async def load_model(server: LogitlsServer) -> None:
         message = f"Model ready ({took:.1f} s)"
     finally:
         if token is not None:
-            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=locals().get("message")))
+            server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
     server.model_settled.set()
 
 
@@ -177,7 +181,8 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
             options["score_prefill"] = settings.lens.enabled
         engine.configure(**options)
 
-    asyncio.ensure_future(server.worker.submit(configure, key="configure", priority=-1))
+    # Priority -1: ahead of every request already queued for the model.
+    server.worker.enqueue(configure, key="configure", priority=-1)
 
 
 def register(server: LogitlsServer) -> None:
@@ -228,11 +233,28 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: LogitlsServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
-        for hook in ls.close_hooks:
-            hook(uri)
+        ls.documents.forget(uri)
+        if ls.engine is not None:
+            # Queued after any job still running for it: those stop at their next check (the document
+            # is closed), so none can put the KV cache back once this has run.
+            engine = ls.engine
+            ls.worker.enqueue(lambda _stop: engine.forget(uri), priority=-1)
+
+    @server.command(STATUS_COMMAND)
+    def status(ls: LogitlsServer, *args) -> dict:
+        """What the server holds now: for status bars, and for "why is it using this much memory?".
+        Answered from the event loop, without waiting for the model thread."""
         engine = ls.engine
-        if engine is not None:
-            asyncio.ensure_future(ls.worker.submit(lambda _stop: engine.forget(uri), priority=-1))
+        cached: list[str] = []
+        for _ in range(3):  # the model thread may change the list mid-copy: try again
+            try:
+                cached = list(engine.cached_documents_keys()) if engine is not None else []
+                break
+            except RuntimeError:
+                continue
+        return {"state": ls.model_state, "model": ls.settings.model, "error": ls.model_error,
+                "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
+                "cachedDocuments": cached, "queuedJobs": ls.worker.queued()}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:

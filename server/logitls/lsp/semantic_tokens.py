@@ -55,7 +55,6 @@ def _delta(old: list[int], new: list[int]) -> types.SemanticTokensEdit:
 
 def register(server: LogitlsServer) -> None:
     result_ids = itertools.count(1)
-    last: dict[str, tuple[str, list[int]]] = {}
 
     async def tokens_for(ls: LogitlsServer, uri: str, within_range: types.Range | None = None) -> list[int] | None:
         scored = await scores_if_enabled(ls, uri, True, "colours")
@@ -72,16 +71,17 @@ def register(server: LogitlsServer) -> None:
     async def full(ls: LogitlsServer, params: types.SemanticTokensParams) -> types.SemanticTokens:
         data = await tokens_for(ls, params.text_document.uri)
         result_id = str(next(result_ids))
-        last[params.text_document.uri] = (result_id, data)
+        ls.documents(params.text_document.uri).semantic_tokens = (result_id, data)
         return types.SemanticTokens(data=data, result_id=result_id)
 
     @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL_DELTA)
     async def full_delta(ls: LogitlsServer, params: types.SemanticTokensDeltaParams):
         uri = params.text_document.uri
         data = await tokens_for(ls, uri)
-        previous = last.get(uri)
+        record = ls.documents(uri)
+        previous = record.semantic_tokens
         result_id = str(next(result_ids))
-        last[uri] = (result_id, data)
+        record.semantic_tokens = (result_id, data)
         if previous is None or previous[0] != params.previous_result_id:
             return types.SemanticTokens(data=data, result_id=result_id)
         return types.SemanticTokensDelta(edits=[_delta(previous[1], data)], result_id=result_id)
@@ -92,5 +92,3 @@ def register(server: LogitlsServer) -> None:
         ls.offset_at(text, params.range.start)  # InvalidParams for a range outside the document
         ls.offset_at(text, params.range.end)
         return types.SemanticTokens(data=await tokens_for(ls, params.text_document.uri, params.range))
-
-    server.close_hooks.append(lambda uri: last.pop(uri, None))

@@ -17,6 +17,7 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..settings import Settings
+from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
 from .worker import PRIORITY_INTERACTIVE, JobCancelled, ModelWorker
 
@@ -39,8 +40,8 @@ class LogitlsServer(LanguageServer):
         self.model_error: str | None = None
         self.model_settled = asyncio.Event()  # set once a load has succeeded or failed
         self.shutdown_requested = False
-        self.lens_passes: dict[str, Any] = {}  # uri -> the lens pass for its latest version (lsp/lens.py)
-        self.close_hooks: list[Callable[[str], None]] = []  # features forgetting what a closed document held
+        self.load_generation = 0  # bumped by each model load: only the newest one settles the state
+        self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)
 
     # -- documents and positions ------------------------------------------------------------
 
@@ -67,7 +68,8 @@ class LogitlsServer(LanguageServer):
     async def wait_for_model(self) -> Any:
         if not self.model_settled.is_set():
             try:
-                await asyncio.wait_for(asyncio.shield(self.model_settled.wait()), self.settings.model_wait_seconds)
+                # No shield: a timed-out wait must not leave its waiter behind until the load settles.
+                await asyncio.wait_for(self.model_settled.wait(), self.settings.model_wait_seconds)
             except asyncio.TimeoutError as exc:
                 raise ModelUnavailable("the model is still loading") from exc
         if self.engine is None:
@@ -75,20 +77,24 @@ class LogitlsServer(LanguageServer):
         return self.engine
 
     async def run_model(self, fn: Callable[[Any, Callable[[], bool]], Any], *, key: Hashable | None,
-                        priority: int = PRIORITY_INTERACTIVE, timeout: float | None = None,
+                        priority: int = PRIORITY_INTERACTIVE,
                         stop_when: Callable[[], bool] | None = None) -> Any:
         """Run fn(engine, should_stop) on the model thread once a model is there.
 
-        Raises ModelUnavailable when there is none, JobCancelled when superseded.
+        A key `(uri, feature)` ties the job to a document: a newer job with the same key supersedes
+        it, and closing the document stops it (so it cannot put a KV cache back after the close).
+        Raises ModelUnavailable when there is no model, JobCancelled when superseded or stopped.
         """
         request = self._current_request_future()
         engine = await self.wait_for_model()
+        uri = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else None
 
         def stopped() -> bool:
-            return (request is not None and request.cancelled()) or (stop_when is not None and stop_when())
+            return ((request is not None and request.cancelled()) or (stop_when is not None and stop_when())
+                    or (uri is not None and not self.documents.is_open(uri)))
 
         return await self.worker.submit(lambda should_stop: fn(engine, should_stop), key=key,
-                                        priority=priority, timeout=timeout, stop_when=stopped)
+                                        priority=priority, stop_when=stopped)
 
     def _current_request_future(self) -> Any:
         """The future pygls cancels on `$/cancelRequest` for the request being handled.
@@ -113,12 +119,16 @@ class LogitlsServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=f"logitls: {message}"))
 
 
+# InvalidParams, RequestCancelled, ContentModified, ServerCancelled
+EXPECTED_ERROR_CODES = {JsonRpcInvalidParams.CODE, JsonRpcRequestCancelled.CODE, -32801, -32802}
+
+
 class _ExpectedErrorFilter(logging.Filter):
     """pygls logs every error answer with a traceback; bad params and cancellations are answers, not bugs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (JsonRpcInvalidParams, JsonRpcRequestCancelled))
+        return getattr(exc, "code", None) not in EXPECTED_ERROR_CODES
 
 
 def quiet_expected_errors() -> None:
@@ -126,10 +136,11 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens
+    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens, test_hooks
 
     server = LogitlsServer()
-    for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens):
+    for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens,
+                    test_hooks):
         feature.register(server)
     return server
 

@@ -39,12 +39,10 @@ class _Job:
     future: asyncio.Future = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     cancelled: threading.Event = field(compare=False, default_factory=threading.Event)
-    deadline: float | None = field(compare=False, default=None)
     stop_when: Callable[[], bool] | None = field(compare=False, default=None)
 
     def should_stop(self) -> bool:
-        return (self.cancelled.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
-                or (self.stop_when is not None and self.stop_when()))
+        return self.cancelled.is_set() or (self.stop_when is not None and self.stop_when())
 
 
 class ModelWorker:
@@ -53,6 +51,7 @@ class ModelWorker:
         self._sequence = itertools.count()
         self._latest: dict[Hashable, _Job] = {}
         self._lock = threading.Lock()
+        self.hold = CheckpointHold()
         # A daemon thread: losing the client must end the process even mid-forward-pass.
         self._thread = threading.Thread(target=self._run, name="logitls-model", daemon=True)
         self._thread.start()
@@ -62,12 +61,19 @@ class ModelWorker:
             job = self._queue.get()
             if job.future.done():
                 continue
-            if job.cancelled.is_set():
+            checkpoint = self.hold.for_job(job.key)
+            checkpoint()
+            if job.should_stop():  # superseded, cancelled, or its document closed while it waited
                 self._settle(job, exception=JobCancelled("superseded"))
                 continue
             started = time.monotonic()
+
+            def should_stop(job: _Job = job) -> bool:
+                checkpoint()
+                return job.should_stop()
+
             try:
-                result = job.fn(job.should_stop)
+                result = job.fn(should_stop)
             except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting handler
                 # Whatever a stopped job raised (the engine's own Cancelled), callers see one type.
                 if job.should_stop():
@@ -97,24 +103,20 @@ class ModelWorker:
         except RuntimeError:
             pass  # the event loop is gone: the server is shutting down
 
-    async def submit(
+    def enqueue(
         self,
         fn: Callable[[Callable[[], bool]], Any],
         *,
         key: Hashable | None = None,
         priority: int = PRIORITY_INTERACTIVE,
-        timeout: float | None = None,
         stop_when: Callable[[], bool] | None = None,
-    ) -> Any:
-        """Run fn(should_stop) on the model thread and return its result.
+    ) -> asyncio.Future:
+        """Queue fn(should_stop) for the model thread now; the future holds its result.
 
-        `timeout` makes should_stop() true after that many seconds (the job decides what a
-        timeout means: the generate command keeps what it has). Cancelling the awaiting task
-        stops the job.
+        A job with the key of a queued or running one supersedes it.
         """
         loop = asyncio.get_running_loop()
-        job = _Job(priority, next(self._sequence), fn, key, loop.create_future(), loop,
-                   deadline=None if timeout is None else time.monotonic() + timeout, stop_when=stop_when)
+        job = _Job(priority, next(self._sequence), fn, key, loop.create_future(), loop, stop_when=stop_when)
         if key is not None:
             with self._lock:
                 older = self._latest.get(key)
@@ -124,11 +126,26 @@ class ModelWorker:
                 if not older.future.done():
                     older.future.set_exception(JobCancelled("superseded by a newer request"))
         self._queue.put(job)
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            job.cancelled.set()
-            raise
+        job.future.add_done_callback(lambda future: future.cancelled() and job.cancelled.set())
+        return job.future
+
+    async def submit(
+        self,
+        fn: Callable[[Callable[[], bool]], Any],
+        *,
+        key: Hashable | None = None,
+        priority: int = PRIORITY_INTERACTIVE,
+        stop_when: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Run fn(should_stop) on the model thread and return its result.
+
+        Cancelling the awaiting task stops the job.
+        """
+        return await self.enqueue(fn, key=key, priority=priority, stop_when=stop_when)
+
+    def queued(self) -> int:
+        with self._queue.mutex:
+            return sum(not job.future.done() for job in self._queue.queue)
 
     def interactive_waiting(self) -> bool:
         """True while a job more urgent than background work waits: background jobs yield to it."""
@@ -140,3 +157,47 @@ class ModelWorker:
             job = self._latest.get(key)
         if job is not None:
             job.cancelled.set()
+
+
+class CheckpointHold:
+    """A test hook (`LOGITLS_TEST_HOOKS=1`): hold the model thread at a job's n-th stop check.
+
+    Tests of cancellation and superseding need a job that is observably mid-computation; a sleep
+    that hopes to land during a prefill passes or fails with the CPU's speed. Armed, the hold stops
+    the next job (whose key contains a given text) at its n-th check (0: before it starts), reports it through `on_held`, and waits
+    for `release()`. Disarmed (always, in normal use) a checkpoint is one attribute read.
+    """
+
+    def __init__(self) -> None:
+        self._armed_at: int | None = None
+        self._key_contains = ""
+        self._released = threading.Event()
+        self.on_held: Callable[[Hashable | None, int], None] = lambda key, n: None
+
+    def arm(self, at_check: int, key_contains: str = "") -> None:
+        self._released.clear()
+        self._key_contains = key_contains
+        self._armed_at = at_check
+
+    def release(self) -> None:
+        self._armed_at = None
+        self._released.set()
+
+    def for_job(self, key: Hashable | None) -> Callable[[], None]:
+        at = self._armed_at
+        if at is None or self._key_contains not in repr(key):
+            return _no_checkpoint
+        self._armed_at = None  # one job is held per arming
+        checks = itertools.count()
+
+        def checkpoint() -> None:
+            n = next(checks)
+            if n == at:
+                self.on_held(key, n)
+                self._released.wait()
+
+        return checkpoint
+
+
+def _no_checkpoint() -> None:
+    pass
