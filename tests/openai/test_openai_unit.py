@@ -293,3 +293,56 @@ def test_llama_cpp_python_echo_is_read_shifted_by_one():
     assert france.logprob == -2.521 and france.rank == 2
     assert [a.text for a in france.alternatives][:3] == [" the", " France", " Spain"]
     assert is_.logprob == -0.432 and is_.rank == 1
+
+
+# -- the top-n cap: only the number a server states as its limit ------------------------------------
+
+def capped(message: str, cap: int):
+    """A server that refuses more than `cap` logprobs with `message` (a 400, OpenAI's error shape)."""
+    def answer(body):
+        if body["logprobs"] > cap:
+            return httpx.Response(400, json={"error": {"message": message, "type": "invalid_request_error"}})
+        return httpx.Response(200, json=completion({f" t{i}": -0.1 * (i + 1) for i in range(body["logprobs"])}))
+    return answer
+
+
+@pytest.mark.parametrize("message, cap", [
+    ("Requested sample logprobs of 26, which is greater than max allowed: 20", 20),  # vLLM
+    ("Requested sample logprobs of 26, which is greater than max allowed: 20 (parameter=logprobs, value=26)", 20),
+    ("Cannot request more than 5 logprobs.", 5),  # older vLLM
+    ("26 is greater than the maximum of 1 - 'logprobs'", 1),  # Together
+    ("Invalid value for 'logprobs': must be less than or equal to 5.", 5),  # OpenAI
+    ("logprobs must be at most 8 (server http://10.0.0.1:8000/v1, worker 192.168.3.2)", 8),
+    ("Invalid 'logprobs': integer above maximum value. Expected a value <= 12, but got 26 instead.", 12),
+])
+def test_the_cap_is_the_number_the_server_states_as_its_limit(message, cap):
+    fake, messages = Fake(**{"/v1/completions": capped(message, cap)}), []
+    engine = backend(fake, messages)
+    assert len(engine.next_tokens("a", 26).choices) == cap
+    assert engine.top_n_cap == cap
+    assert [p["logprobs"] for p in fake.posts()] == [26, cap]
+    assert len(messages) == 1 and f"at most {cap} " in messages[0][1]
+
+
+def test_numbers_in_a_url_or_address_never_become_the_cap():
+    # A refusal that names no limit, but the endpoint's address: try OpenAI's 5 once, not 1 (from /v1, .1).
+    fake, messages = Fake(**{"/v1/completions": capped(
+        "logprobs are limited on http://10.0.0.1:8000/v1 (ask the admin)", 5)}), []
+    engine = backend(fake, messages)
+    assert len(engine.next_tokens("a", 10).choices) == 5
+    assert engine.top_n_cap == 5 and [p["logprobs"] for p in fake.posts()] == [10, 5]
+
+
+def test_a_logprobs_refusal_that_states_no_limit_does_not_lower_the_cap_for_good():
+    # Refused whatever k is asked (logprobs switched off, say): one guess at 5, then the error; no cap kept.
+    refuse = lambda body: httpx.Response(400, json={"error": {"message": "logprobs are not available on "
+                                                                         "http://10.0.0.1:8000/v1"}})
+    fake, messages = Fake(**{"/v1/completions": refuse}), []
+    engine = backend(fake, messages)
+    assert engine.next_tokens("a", 10).choices == []
+    assert engine.top_n_cap is None
+    assert [p["logprobs"] for p in fake.posts()] == [10, 5]
+    assert [level for level, _ in messages] == ["error"] and "HTTP 400" in messages[0][1]
+    assert engine.next_tokens("a", 3).choices == []
+    assert [p["logprobs"] for p in fake.posts()][2:] == [3]  # at or below 5: no guess, asked once
+

@@ -6,8 +6,9 @@ server such as llama.cpp's or vLLM's, so the language server and the CLI need no
 they talk to:
 
 - next tokens: `max_tokens: 1, temperature: 0, logprobs: k`; the top-k of the first position.
-  A server that caps k (vLLM's `--max-logprobs`, OpenAI's 5) answers 400; the cap is read from the
-  message (else 5), kept, and stated once through `notify`;
+  A server that caps k (vLLM's `--max-logprobs`, OpenAI's 5) answers 400; the cap is the limit the
+  message states (`stated_limit`: known phrasings only, never any number in it, such as the URL's),
+  else 5 tried once; kept once the server answers, and stated once through `notify`;
 - per-token scores (hover): `echo: true, logprobs: k, max_tokens: 1` (never 0: llama-cpp-python
   reads 0 as "no limit"); the echoed prompt tokens carry their log-probabilities and top-k. A server
   that does not echo prompt log-probabilities (llama.cpp's own `llama-server`) is detected on the
@@ -50,6 +51,16 @@ DEFAULT_CAP = 5  # top logprobs when a server refuses more and does not say its 
 POLL_SECONDS = 0.02
 SPECIAL = re.compile(r"^(<\|[^|]*\|>|<s>|</s>|<unk>|<pad>|\[(BOS|EOS|PAD|UNK)\])$")
 CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length", re.IGNORECASE)
+# How servers state their top-logprobs limit in a refusal; the number is the group. Only these phrasings
+# count: other numbers in the message (the requested count, a URL's /v1, an address's octets) never do.
+_N = r"(\d+)(?![\d.]*\d)"  # a whole number, not the start of 10.0.0.1 or 1.5
+LIMIT_PHRASES = [re.compile(p, re.IGNORECASE) for p in (
+    r"max(?:imum)?\s+allowed\s*(?:is|:|=)?\s*" + _N,  # vLLM: "... which is greater than max allowed: 20"
+    r"cannot request more than\s+" + _N,  # older vLLM: "Cannot request more than 5 logprobs."
+    r"(?:greater than|more than|above|exceeds?)\s+the\s+max(?:imum)?(?:\s+value)?\s*(?:of|is|:)?\s*" + _N,  # Together
+    r"max(?:imum)?\s+(?:value\s+)?(?:for\s+\S+\s+)?is\s+" + _N,  # "The maximum value for logprobs is 5"
+    r"(?:at most|no more than|not more than|less than or equal to|<=|≤)\s*" + _N,  # OpenAI, llama.cpp-style
+)]
 
 
 class Cancelled(Exception):
@@ -80,6 +91,15 @@ class RemoteModel:
     dtype: str  # the kind of server, as detected: "llama-cpp-python", "llama.cpp", "vllm", "openai-compatible"
     model: Any = None
     tokenizer: Any = None
+
+
+def stated_limit(message: str) -> int | None:
+    """The top-logprobs limit a server's refusal states, or None when it states none."""
+    for phrase in LIMIT_PHRASES:
+        match = phrase.search(message)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def _base_url(endpoint: str) -> str:
@@ -406,20 +426,33 @@ class OpenAIBackend:
         return self._call(lambda: self._next_tokens(text, n), should_stop, NextTokens([], 0, False))
 
     async def _top_logprobs(self, text: str, n: int, extra: dict) -> tuple[dict, int, int]:
-        """A completion asking for n top logprobs, lowered to the server's cap when it refuses n."""
+        """A completion asking for n top logprobs, lowered to the server's cap when it refuses n.
+
+        The cap is the limit the refusal states (`stated_limit`); a refusal about logprobs that states
+        none is retried once at OpenAI's 5, and that guess is kept only if the server then answers."""
+        asked, guessed, before = n, False, self.top_n_cap
         while True:
             k = min(n, self.top_n_cap) if self.top_n_cap else n
             try:
                 choice, offset = await self._fitting(text, lambda t: {"prompt": t, "logprobs": k, **extra})
-                return choice, offset, k
             except BackendError as exc:
-                if exc.kind != "request" or "logprob" not in str(exc).lower() or k <= 1:
+                if exc.kind != "request" or "logprob" not in f"{exc.body} {exc}".lower():
                     raise
-                numbers = [int(x) for x in re.findall(r"\d+", str(exc)) if 0 < int(x) < k]
-                self.top_n_cap = max(numbers) if numbers else min(DEFAULT_CAP, k - 1)
+                stated = stated_limit(exc.body or str(exc))
+                if stated is not None and 0 < stated < k:
+                    self.top_n_cap, asked = stated, k
+                elif stated is None and not guessed and k > DEFAULT_CAP:
+                    self.top_n_cap, asked, guessed = DEFAULT_CAP, k, True
+                else:
+                    if guessed:
+                        self.top_n_cap = before  # the guess did not help: the refusal was about something else
+                    raise
+                continue
+            if self.top_n_cap != before:
                 self._tell_once("cap", "info", f"the inference server at {self.base_url} returns at most "
                                 f"{self.top_n_cap} next tokens per request: the completion menu and hover show at "
-                                f"most {self.top_n_cap} (asked for {k}).")
+                                f"most {self.top_n_cap} (asked for {asked}).")
+            return choice, offset, k
 
     async def _next_tokens(self, text: str, n: int) -> NextTokens:
         choice, offset, _ = await self._top_logprobs(text, n, {"max_tokens": 1, "temperature": 0})
