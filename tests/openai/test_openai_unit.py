@@ -272,29 +272,6 @@ def test_should_stop_abandons_a_request_that_is_waiting():
         engine.next_tokens("x", 3, should_stop=lambda: time.monotonic() - started > 0.2)
     assert time.monotonic() - started < 1.5
 
-
-def test_llama_cpp_python_echo_is_read_shifted_by_one():
-    # llama-cpp-python 0.3.36's real answer for this prompt (echo, logprobs 3, max_tokens 1): the prompt
-    # tokens only, and entry i holds the distribution after token i.
-    answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
-                           "logprobs": {"text_offset": [0, 3, 11, 14, 21],
-                                        "token_logprobs": [None, -9.5999, -10.4624, -11.2255, -11.7948],
-                                        "tokens": ["The", " capital", " of", " France", " is"],
-                                        "top_logprobs": [None,
-                                                         {" of": -0.412, " city": -2.308, "ized": -2.773, " capital": -9.5999},
-                                                         {" the": -1.988, " France": -2.521, " Spain": -3.553, " of": -10.46},
-                                                         {" is": -0.432, ",": -2.480, " lies": -2.545, " France": -11.2},
-                                                         {" Paris": -0.264, " the": -2.804, " London": -4.40, " is": -11.79}]}}]}
-    engine = backend(Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=answer)}), [], alternatives=3)
-    first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
-    assert first.prob is None and first.alternatives == []
-    assert capital.prob is None and capital.rank is None  # no distribution after "The" came back at all
-    assert of.logprob == -0.412 and of.rank == 1
-    assert france.logprob == -2.521 and france.rank == 2
-    assert [a.text for a in france.alternatives][:3] == [" the", " France", " Spain"]
-    assert is_.logprob == -0.432 and is_.rank == 1
-
-
 # -- the top-n cap: only the number a server states as its limit ------------------------------------
 
 def capped(message: str, cap: int):
@@ -346,3 +323,96 @@ def test_a_logprobs_refusal_that_states_no_limit_does_not_lower_the_cap_for_good
     assert engine.next_tokens("a", 3).choices == []
     assert [p["logprobs"] for p in fake.posts()][2:] == [3]  # at or below 5: no guess, asked once
 
+
+# -- llama-cpp-python's echo and the hover it gives ---------------------------------------------
+
+# llama-cpp-python 0.3.x for a model without BOS (the embedded SmolLM2): entry i of the echo holds the
+# distribution AFTER token i, and entry 0 is blanked to null (OpenAI's "first token" convention), so
+# the distribution that predicts token 1 never comes back in the echo.
+LLAMA_CPP_PYTHON_ECHO = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
+                                      "logprobs": {"text_offset": [0, 3, 11, 14, 21],
+                                                   "token_logprobs": [None, -9.5999, -10.4624, -11.2255, -11.7948],
+                                                   "tokens": ["The", " capital", " of", " France", " is"],
+                                                   "top_logprobs": [None,
+                                                                    {" of": -0.412, " city": -2.308, "ized": -2.773, " capital": -9.5999},
+                                                                    {" the": -1.988, " France": -2.521, " Spain": -3.553, " of": -10.46},
+                                                                    {" is": -0.432, ",": -2.480, " lies": -2.545, " France": -11.2},
+                                                                    {" Paris": -0.264, " the": -2.804, " London": -4.40, " is": -11.79}]}}]}
+# The same server asked for the next token after "The" alone (no echo): the distribution that predicts token 1.
+AFTER_THE = {" first": -2.1, " following": -2.9, " best": -3.2, " most": -3.4}
+
+
+def llama_cpp_python(body):
+    if body.get("echo"):
+        return httpx.Response(200, json=LLAMA_CPP_PYTHON_ECHO)
+    assert body["prompt"] == "The" and body["max_tokens"] == 1
+    top = dict(list(AFTER_THE.items())[: body["logprobs"]])
+    return httpx.Response(200, json=completion(top, " first"))
+
+
+def capped_at_3(fake) -> OpenAIBackend:
+    engine = backend(fake, [], alternatives=3)
+    engine.top_n_cap = 3  # what the canned answers were asked for
+    return engine
+
+
+def test_the_second_token_gets_the_distribution_the_echo_leaves_out():
+    fake = Fake(**{"/v1/completions": llama_cpp_python})
+    engine = capped_at_3(fake)
+    first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
+    assert first.prob is None and first.alternatives == []
+    # " capital" is below every alternative the server listed after "The": known only as p < the last one
+    assert capital.prob is None and capital.rank is None
+    assert [a.text for a in capital.alternatives] == [" first", " following", " best"]
+    assert of.logprob == -0.412 and of.rank == 1
+    assert france.logprob == -2.521 and france.rank == 2
+    assert is_.logprob == -0.432 and is_.rank == 1
+    # the spurious self-entry llama-cpp-python adds to each distribution is not an alternative
+    assert " capital" not in [a.text for a in of.alternatives]
+    assert [p.get("echo", False) for p in fake.posts()] == [True, False]
+
+
+def test_llama_cpp_python_with_a_bos_model_echoes_unshifted():
+    # With BOS first (most Llama GGUFs), entry i predicts token i and the echo goes on to the generated token.
+    answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
+                           "logprobs": {"text_offset": [0, 3, 11, 14, 21, 24],
+                                        "token_logprobs": [None, -7.0, -0.4, -2.5, -0.43, -0.26],
+                                        "tokens": ["The", " capital", " of", " France", " is", " Paris"],
+                                        "top_logprobs": [None,
+                                                         {" first": -2.1, " following": -2.9, " best": -3.2, " capital": -7.0},
+                                                         {" of": -0.4, " city": -2.3, "ized": -2.8},
+                                                         {" the": -1.9, " France": -2.5, " Spain": -3.5},
+                                                         {" is": -0.43, ",": -2.48, " lies": -2.5},
+                                                         {" Paris": -0.26, " the": -2.8, " London": -4.4}]}}]}
+    fake = Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=answer)})
+    engine = capped_at_3(fake)
+    first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
+    assert first.prob is None and first.alternatives == []
+    assert capital.logprob == -7.0 and capital.rank is None  # known, but below the 3 listed
+    assert [a.text for a in capital.alternatives] == [" first", " following", " best"]
+    assert of.rank == 1 and france.logprob == -2.5 and france.rank == 2 and is_.logprob == -0.43
+    assert len(fake.posts()) == 1  # nothing blanked that is needed: no second request
+
+
+def test_hover_below_the_listed_alternatives_says_so_with_the_bound():
+    from logitls.lsp.hover import hover_markdown
+
+    engine = capped_at_3(Fake(**{"/v1/completions": llama_cpp_python}))
+    first, capital, *_ = engine.token_scores("The capital of France is").tokens
+    text = hover_markdown(capital, None)
+    assert "first token" not in text
+    assert "below the 3 alternatives" in text and "p < 4.1%" in text  # the 3rd: exp(-3.2)
+    assert "| 1 | `␣first` | 12.2% |" in text and "| 3 | `␣best` | 4.1% |" in text
+    # the hover shows fewer rows than the server listed: the bound stays the last listed one's
+    short = hover_markdown(capital, None, limit=2)
+    assert "| 2 | `␣following` |" in short and "| 3 |" not in short and "p < 4.1%" in short
+    assert "first token" in hover_markdown(first, None)
+
+
+def test_hover_on_a_later_token_the_server_gave_nothing_for_is_not_called_the_first():
+    from logitls.engine.types import Token, TokenScore
+    from logitls.lsp.hover import hover_markdown
+
+    missing = TokenScore(3, Token(7, " France"), 14, 21, None, None, None, [])
+    text = hover_markdown(missing, None)
+    assert "first token" not in text and "no probability" in text

@@ -10,9 +10,12 @@ they talk to:
   message states (`stated_limit`: known phrasings only, never any number in it, such as the URL's),
   else 5 tried once; kept once the server answers, and stated once through `notify`;
 - per-token scores (hover): `echo: true, logprobs: k, max_tokens: 1` (never 0: llama-cpp-python
-  reads 0 as "no limit"); the echoed prompt tokens carry their log-probabilities and top-k. A server
-  that does not echo prompt log-probabilities (llama.cpp's own `llama-server`) is detected on the
-  first hover; hover then answers nothing, and `notify` says why, once;
+  reads 0 as "no limit"); the echoed prompt tokens carry their log-probabilities and top-k. When
+  the echo is shifted by one (llama-cpp-python with a model without BOS) its blanked first entry
+  held the distribution that predicts token 1: that one is asked for separately (the next tokens
+  after token 0). A server that does not echo prompt log-probabilities (llama.cpp's own
+  `llama-server`) is detected on the first hover; hover then answers nothing, and `notify` says
+  why, once;
 - greedy: `temperature: 0, stream: true` (server-sent events), one step per streamed chunk.
 
 HTTP goes through one `httpx.AsyncClient` (connection reuse, timeouts) on a private event loop in
@@ -149,6 +152,8 @@ class OpenAIBackend:
         self.model_context = 0  # unknown: the server cuts or refuses; we cut from the left on refusal
         self.top_n_cap: int | None = None
         self.echo_supported: bool | None = None  # None: not probed yet
+        self._echo_shifted: bool | None = None  # see _echo_is_shifted; None: not seen yet
+        self._after_first: dict[tuple[str, int], Any] = {}  # (first token's text, k) -> the distribution after it
         self._scored: dict[str, tuple[str, TextScores]] = {}  # document -> (text, scores) of its last hover
         self.remote = True  # callers that pay per scored token (hover) send only the text they need
         self.down: str | None = None  # the kind of failure currently reported, None when healthy
@@ -185,6 +190,7 @@ class OpenAIBackend:
     def forget_all(self) -> None:
         """Called before a reload: close the connections (they reopen if this backend is used again)."""
         self._scored.clear()
+        self._after_first.clear()
         self.close()
 
     def close(self) -> None:
@@ -454,7 +460,9 @@ class OpenAIBackend:
                                 f"most {self.top_n_cap} (asked for {asked}).")
             return choice, offset, k
 
-    async def _next_tokens(self, text: str, n: int) -> NextTokens:
+    async def _next_distribution(self, text: str, n: int) -> tuple[Any, int]:
+        """The top-n next tokens after `text` as the server sent them (for `_choices`), and the offset
+        where the text the server saw starts."""
         choice, offset, _ = await self._top_logprobs(text, n, {"max_tokens": 1, "temperature": 0})
         logprobs = choice.get("logprobs")
         if not isinstance(logprobs, dict):
@@ -462,12 +470,13 @@ class OpenAIBackend:
                                f"with its completion: {str(choice)[:120]!r}")
         if isinstance(logprobs.get("content"), list):  # llama-server: chat-style entries
             first = logprobs["content"][0] if logprobs["content"] else {}
-            top = first.get("top_logprobs") if isinstance(first, dict) else None
-        else:
-            tops = logprobs.get("top_logprobs") or [None]
-            top = tops[0]
-        choices = self._choices(top)[:n]
-        return NextTokens(choices, 0, offset > 0)
+            return (first.get("top_logprobs") if isinstance(first, dict) else None), offset
+        tops = logprobs.get("top_logprobs") or [None]
+        return tops[0], offset
+
+    async def _next_tokens(self, text: str, n: int) -> NextTokens:
+        top, offset = await self._next_distribution(text, n)
+        return NextTokens(self._choices(top)[:n], 0, offset > 0)
 
     # -- per-token scores (hover) -------------------------------------------------------------------
 
@@ -488,7 +497,7 @@ class OpenAIBackend:
         return result
 
     async def _token_scores(self, text: str) -> TextScores:
-        choice, offset, _ = await self._top_logprobs(
+        choice, offset, k = await self._top_logprobs(
             text, max(10, self.alternatives), {"echo": True, "max_tokens": 1, "temperature": 0})
         window = text[offset:]
         generated = str(choice.get("text", ""))
@@ -508,28 +517,34 @@ class OpenAIBackend:
         tops = list(logprobs.get("top_logprobs") or [])
         tops += [None] * (len(tokens) - len(tops))
         joined = "".join(tokens)
-        # llama-cpp-python (0.3.x) echoes the prompt tokens only, and its entry i holds the distribution
-        # AFTER token i (the one that predicts token i + 1), with token_logprobs[i] read from it: shift by one.
-        shifted = self.server_kind == "llama-cpp-python" or len(joined) <= len(window) < len(generated)
+        shifted = self._echo_is_shifted(window, joined, generated)
         offsets = logprobs.get("text_offset")
         if joined.startswith(window) or not isinstance(offsets, list):
             offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]  # exact when pieces are whole
+        starts = [o if isinstance(o, int) else None for o in offsets[:len(tokens)]]
+        starts += [None] * (len(tokens) - len(starts))
+        if shifted and len(tokens) > 1 and tops[0] is None and starts[1] and starts[1] < len(window):
+            # The distribution that predicts token 1 is the one after token 0, which the echo blanks
+            # (OpenAI's null for the first entry): ask for it, the next tokens after token 0 alone.
+            tops[0] = await self._after_first_token(window[:starts[1]], k)
         scores: list[TokenScore] = []
         for index, piece in enumerate(tokens):
-            start = offsets[index] if index < len(offsets) and isinstance(offsets[index], int) else None
+            start = starts[index]
             if start is None or start >= len(window):
                 break  # the generated token, and anything after the prompt
             end = min(start + len(piece), len(window))
             token = self.token(piece)
+            # Every entry may hold one token beyond the top k (llama-cpp-python and vLLM add the echoed
+            # token's own): a true value of that distribution, but not one of its top k.
+            distribution = (tops[index - 1] if index > 0 else None) if shifted else tops[index]
+            listed = self._choices(distribution)
+            alternatives = listed[:k]
             if shifted:
-                distribution = tops[index - 1] if index > 0 else None
-                lp = distribution.get(piece) if isinstance(distribution, dict) else None
+                lp = next((c.logprob for c in listed if c.text == piece), None)
             else:
-                distribution = tops[index]
                 lp = token_logprobs[index] if index < len(token_logprobs) else None
-            if not isinstance(lp, (int, float)) or isinstance(lp, bool):
+            if not isinstance(lp, (int, float)) or isinstance(lp, bool) or math.isnan(lp):
                 lp = None
-            alternatives = self._choices(distribution)[: max(10, self.alternatives)]
             if lp is None:
                 # The first token (nothing before it), or one below every alternative the server listed.
                 scores.append(TokenScore(len(scores), token, start + offset, end + offset, None, None, None,
@@ -537,11 +552,35 @@ class OpenAIBackend:
                 continue
             better = [a for a in alternatives if a.logprob > lp]
             # The rank is exact only when the token is among the alternatives (or beats them all).
-            listed = any(a.id == token.id for a in alternatives) or len(better) < len(alternatives)
-            rank = len(better) + 1 if listed else None
+            known = any(a.id == token.id for a in alternatives) or len(better) < len(alternatives)
+            rank = len(better) + 1 if known else None
             scores.append(TokenScore(len(scores), token, start + offset, end + offset, math.exp(lp), float(lp), rank,
                                      alternatives))
         return TextScores(scores, offset > 0, offset)
+
+    def _echo_is_shifted(self, window: str, joined: str, generated: str) -> bool:
+        """Whether echo entry i holds the distribution AFTER token i (the one predicting token i + 1).
+
+        llama-cpp-python (0.3.x) pairs token i with the logits at position i of what it evaluated: with
+        a BOS token first, those predict token i (as OpenAI's format means) and the echo goes on to the
+        generated token; without BOS they come after token i, and the echo stops at the prompt's end,
+        as the generated token was never evaluated. So an echo that covers the prompt only, while a
+        token was generated, is shifted; one that covers the generated token is not. When nothing was
+        generated (end of sequence), what the last echo showed holds."""
+        if len(generated) > len(window):
+            self._echo_shifted = len(joined) <= len(window)
+        if self._echo_shifted is None:
+            return self.server_kind == "llama-cpp-python"
+        return self._echo_shifted
+
+    async def _after_first_token(self, prefix: str, k: int) -> Any:
+        """The next-token distribution after `prefix` (one token: the scored text's first), kept per prefix."""
+        key = (prefix, k)
+        if key not in self._after_first:
+            self._after_first[key] = (await self._next_distribution(prefix, k))[0]
+            while len(self._after_first) > max(8, self.cached_documents):
+                self._after_first.pop(next(iter(self._after_first)))
+        return self._after_first[key]
 
     # -- greedy -----------------------------------------------------------------------------------
 
