@@ -93,8 +93,9 @@ class Settings:
     api_model: str = setting("auto", "Model name sent to the server (backend `openai`); `auto` takes the first "
                                      "model the server lists at `/v1/models`.")
     api_key_env: str = setting("LOGITLS_API_KEY", "Name of the environment variable holding the server's API key, "
-                                                  "sent as a Bearer token (backend `openai`). The key itself never "
-                                                  "goes in settings; an unset variable sends no key.")
+                                                  "sent as a Bearer token (backend `openai`) to an `https://` "
+                                                  "endpoint, or over `http://` to this machine only. The key itself "
+                                                  "never goes in settings; an unset variable sends no key.")
     api_timeout_seconds: float = setting(30.0, "Seconds one request to the server may take (backend `openai`); "
                                                "connection errors and 5xx answers are retried with backoff.",
                                          minimum=0.5, maximum=3600)

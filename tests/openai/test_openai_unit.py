@@ -42,9 +42,9 @@ class Fake:
         return [body for path, body, _ in self.requests if path == "/v1/completions"]
 
 
-def backend(fake, messages: list, **options) -> OpenAIBackend:
+def backend(fake, messages: list, endpoint: str = "http://fake.test:1234", **options) -> OpenAIBackend:
     options.setdefault("backoff", 0.001)
-    return OpenAIBackend.connect("http://fake.test:1234", transport=httpx.MockTransport(fake),
+    return OpenAIBackend.connect(endpoint, transport=httpx.MockTransport(fake),
                                  notify=lambda level, message: messages.append((level, message)), **options)
 
 
@@ -70,12 +70,32 @@ def test_next_tokens_request_and_parse():
 def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
     monkeypatch.setenv("MY_TEAM_KEY", "sk-secret")
     fake, messages = Fake(**{"/v1/completions": ok}), []
-    backend(fake, messages, api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    backend(fake, messages, "https://fake.test:1234", api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
     assert all(headers["authorization"] == "Bearer sk-secret" for _, _, headers in fake.requests)
     monkeypatch.delenv("MY_TEAM_KEY")
     fake2 = Fake(**{"/v1/completions": ok})
-    backend(fake2, [], api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    backend(fake2, [], "https://fake.test:1234", api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
     assert all("authorization" not in headers for _, _, headers in fake2.requests)
+
+
+@pytest.mark.parametrize("endpoint, sent", [
+    ("http://127.0.0.1:8080/v1", True), ("http://localhost:8000", True), ("http://[::1]:8000/v1", True),
+    ("http://127.3.4.5:8000", True), ("https://gpu.example.org/v1", True),
+    ("http://gpu.example.org/v1", False), ("http://10.0.0.1:8000/v1", False), ("gpu.example.org:8000", False),
+    ("http://localhost.evil.example/v1", False), ("http://127.0.0.1.nip.io/v1", False),
+])
+def test_the_key_never_goes_in_plain_text_off_this_machine(monkeypatch, endpoint, sent):
+    monkeypatch.setenv("MY_TEAM_KEY", "sk-secret")
+    fake, messages = Fake(**{"/v1/completions": ok}), []
+    engine = backend(fake, messages, endpoint, api_key_env="MY_TEAM_KEY")
+    assert engine.next_tokens("a", 2).choices  # the request itself still goes (a server without a key answers)
+    assert all(("authorization" in headers) == sent for _, _, headers in fake.requests)
+    warnings = [m for level, m in messages if level == "warning"]
+    if sent:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "MY_TEAM_KEY" in warnings[0] and "https" in warnings[0]
+        assert "sk-secret" not in warnings[0]
 
 
 def test_401_is_told_once_with_the_variable_name_and_results_are_empty():

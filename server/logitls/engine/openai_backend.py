@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import json
 import math
 import os
 import queue
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator
 
@@ -105,6 +107,20 @@ def stated_limit(message: str) -> int | None:
     return None
 
 
+def _private_channel(url: str) -> bool:
+    """Whether a key may travel to `url`: https anywhere, plain http only to this machine (loopback)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        return True
+    host = (parsed.hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _base_url(endpoint: str) -> str:
     url = endpoint.strip().rstrip("/")
     if not re.match(r"^https?://", url):
@@ -158,6 +174,7 @@ class OpenAIBackend:
         self.remote = True  # callers that pay per scored token (hover) send only the text they need
         self.down: str | None = None  # the kind of failure currently reported, None when healthy
         self._told: set[str] = set()
+        self.key_withheld = False  # a key was set but not sent: plain http off this machine
         self.eos_ids = {EOS_ID}
         self.eos_token = Token(EOS_ID, "", special=True)
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
@@ -213,6 +230,11 @@ class OpenAIBackend:
                 threading.Thread(target=loop.run_forever, name="logitls-http", daemon=True).start()
                 headers = {}
                 key = os.environ.get(self.api_key_env) if self.api_key_env else None
+                if key and not _private_channel(self.base_url):
+                    key, self.key_withheld = None, True
+                    self._tell_once("plain-key", "warning", f"the API key in {self.api_key_env} is not sent to "
+                                    f"{self.base_url}: plain http to another machine would show it to anyone on "
+                                    f"the way. Use an https:// endpoint (or a tunnel to 127.0.0.1).")
                 if key:
                     headers["Authorization"] = f"Bearer {key}"
 
@@ -285,9 +307,10 @@ class OpenAIBackend:
         detail = str(detail)[:300]
         if status in (401, 403):
             env = f"the environment variable {self.api_key_env}" if self.api_key_env else "no API key variable"
+            state = ("set, but not sent over plain http to another machine: use https" if self.key_withheld
+                     else "set" if os.environ.get(self.api_key_env or "") else "unset")
             return BackendError("auth", f"the inference server at {self.base_url} refused the API key (HTTP {status}; "
-                                f"key read from {env}, {'set' if os.environ.get(self.api_key_env or '') else 'unset'}):"
-                                f" {detail}", status, text)
+                                f"key read from {env}, {state}): {detail}", status, text)
         if status == 404:
             return BackendError("not-found", f"the inference server at {self.base_url} has no model "
                                 f"{self.model_name or self.requested_model!r} or no /v1/completions (HTTP 404): "
