@@ -148,3 +148,56 @@ def test_vscode_contributes_every_setting_with_the_schema_default():
         assert (prop["type"], prop["default"]) == (entry["type"], entry["default"]), name
         assert prop.get("enum") == entry.get("enum"), name
     assert properties["logitls.server.command"]["default"] == "logitls serve"
+
+
+# Settings that run code or decide where a secret goes: never from a repository's workspace settings.
+MACHINE_ONLY = {"trustRemoteCode", "endpoint", "apiKeyEnv"}
+
+
+def test_settings_that_run_code_or_send_secrets_are_scoped_to_the_machine():
+    schema = dict(_leaves(json_schema()["properties"]))
+    assert {name for name, entry in schema.items() if entry.get("scope") == "machine"} == MACHINE_ONLY
+    assert schema["model"]["scope"] == "machine-overridable"  # a trusted workspace may pick its model
+    on_disk = dict(_leaves(json.loads((CLIENT / "schema.json").read_text(encoding="utf-8"))["properties"]))
+    assert {name: entry.get("scope") for name, entry in on_disk.items()} == \
+        {name: entry.get("scope") for name, entry in schema.items()}
+
+
+def test_vscode_takes_the_scopes_and_restricts_them_in_untrusted_workspaces():
+    package = json.loads((CLIENT / "vscode/package.json").read_text(encoding="utf-8"))
+    properties = package["contributes"]["configuration"]["properties"]
+    for name, entry in _leaves(json_schema()["properties"]):
+        assert properties[f"logitls.{name}"].get("scope") == entry.get("scope"), name
+    # what starts the server is the extension's own: the user's settings only
+    assert properties["logitls.server.command"]["scope"] == properties["logitls.server.venv"]["scope"] == "machine"
+    trust = package["capabilities"]["untrustedWorkspaces"]
+    assert trust["supported"] == "limited"
+    assert set(trust["restrictedConfigurations"]) == {
+        key for key, prop in properties.items() if prop.get("scope") in ("machine", "machine-overridable")}
+    assert {"logitls.trustRemoteCode", "logitls.endpoint", "logitls.apiKeyEnv", "logitls.model",
+            "logitls.server.command", "logitls.server.venv"} <= set(trust["restrictedConfigurations"])
+
+
+def test_a_scope_set_in_settings_py_reaches_every_file_that_carries_it(scratch, monkeypatch):
+    real = json_schema()
+
+    def topn_machine():
+        schema = copy.deepcopy(real)
+        schema["properties"]["topN"]["scope"] = "machine"
+        return schema
+
+    monkeypatch.setattr(generate, "json_schema", topn_machine)
+    assert {p.name for p in generate.out_of_date()} == {"schema.json", "package.json", "README.md"}
+    generate.main([])
+    package = json.loads((scratch / "client-config/vscode/package.json").read_text())
+    assert package["contributes"]["configuration"]["properties"]["logitls.topN"]["scope"] == "machine"
+    assert "logitls.topN" in package["capabilities"]["untrustedWorkspaces"]["restrictedConfigurations"]
+    assert "User settings only" in next(line for line in (scratch / "README.md").read_text().splitlines()
+                                        if line.startswith("| `topN` |"))
+
+
+def test_an_unknown_scope_is_refused():
+    from logitls.settings import setting
+
+    with pytest.raises(ValueError, match="scope"):
+        setting(1, "x", scope="workspace")
