@@ -7,7 +7,7 @@
 (`server/logitls/settings.py`). Derived from it:
 
 - client-config/schema.json                          the JSON Schema itself (`logitls schema`)
-- client-config/vscode/package.json                   `contributes.configuration`
+- client-config/vscode/package.json                   `contributes.configuration`, `capabilities`
 - client-config/helix/languages.toml                  the `[language-server.logitls.config.logitls]` tables
 - client-config/sublime/LSP-logitls.sublime-settings  `settings.logitls`
 - README.md                                           the settings table between its markers
@@ -185,13 +185,23 @@ def render_helix(_current: str = "") -> str:
     return "\n".join(lines)
 
 
+def _split_machine(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The defaults split in two: settings scoped to the machine, and the rest."""
+    machine = {name: entry["default"] for name, entry in props.items() if entry.get("scope") == "machine"}
+    rest = {name: entry for name, entry in props.items() if entry.get("scope") != "machine"}
+    return machine, defaults(rest)
+
+
 def render_sublime(_current: str = "") -> str:
+    # The server reads machine-scoped settings (trustRemoteCode, endpoint, apiKeyEnv) from
+    # initializationOptions only: a project's settings (`settings`, workspace/configuration) cannot set them.
+    machine, rest = _split_machine(json_schema()["properties"])
     data = {
         "enabled": True,
         "command": ["logitls", "serve"],
         "selector": "text.plain | text.html.markdown | text.git.commit",
-        "initializationOptions": {},
-        "settings": {"logitls": defaults()},
+        "initializationOptions": {"logitls": machine},
+        "settings": {"logitls": rest},
         # the surprisal lens's token types (GLTR's rank buckets) as scopes colour schemes know
         "semantic_tokens": {"likely": "markup.inserted.logitls", "plausible": "markup.changed.logitls",
                             "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls"},

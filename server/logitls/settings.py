@@ -170,7 +170,7 @@ def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
+def _merge(current: Any, wire: Any, path: str, problems: list[str], at_start: bool = True) -> Any:
     if not isinstance(wire, dict):
         problems.append(f"{path or 'logitls settings'} must be an object, got {wire!r}")
         return current
@@ -187,7 +187,13 @@ def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
             continue  # editors send null for "not set": keep what we have
         try:
             if f.metadata.get("group"):
-                changes[f.name] = _merge(getattr(current, f.name), value, where, problems)
+                changes[f.name] = _merge(getattr(current, f.name), value, where, problems, at_start)
+            elif not at_start and f.metadata.get("scope") == "machine":
+                if value != getattr(current, f.name):
+                    problems.append(f"ignored {where} = {value!r}: a setting that runs code or decides where a "
+                                    f"secret goes is read once, when the editor starts the server (its "
+                                    f"initializationOptions), never from workspace settings; set it there and "
+                                    f"restart the server")
             else:
                 changes[f.name] = _check(value, hints[f.name], f.metadata, where)
         except ValueError as exc:
@@ -195,13 +201,19 @@ def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
     return dataclasses.replace(current, **changes)
 
 
-def merge_settings(current: Settings, wire: Any) -> tuple[Settings, list[str]]:
+def merge_settings(current: Settings, wire: Any, *, at_start: bool = True) -> tuple[Settings, list[str]]:
     """Apply settings from the editor over `current`. Invalid values keep the current value and are
-    reported in the returned list of problems."""
+    reported in the returned list of problems.
+
+    `at_start` False is for settings that arrive after `initialize` (workspace/configuration,
+    didChangeConfiguration). Some editors fill those from a project's own files without asking (Emacs:
+    eglot-workspace-configuration in .dir-locals.el is a safe local variable), so a change there to a
+    setting scoped to the machine (`trustRemoteCode`, `endpoint`, `apiKeyEnv`) is not applied; it is
+    reported as a problem that starts with "ignored"."""
     problems: list[str] = []
     if wire is None:
         return current, problems
-    return _merge(current, wire, "", problems), problems
+    return _merge(current, wire, "", problems, at_start), problems
 
 
 def json_schema() -> dict[str, Any]:
