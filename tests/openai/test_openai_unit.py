@@ -392,6 +392,20 @@ def test_the_second_token_gets_the_distribution_the_echo_leaves_out():
     assert [p.get("echo", False) for p in fake.posts()] == [True, False]
 
 
+def test_when_that_request_fails_the_other_tokens_keep_their_scores():
+    def echo_only(body):
+        if body.get("echo"):
+            return httpx.Response(200, json=LLAMA_CPP_PYTHON_ECHO)
+        return httpx.Response(400, json={"error": {"message": "bad prompt"}})
+
+    from logitls.lsp.hover import hover_markdown
+
+    first, capital, of, france, is_ = capped_at_3(Fake(**{"/v1/completions": echo_only})).token_scores(
+        "The capital of France is").tokens
+    assert capital.prob is None and capital.alternatives == [] and of.rank == 1 and is_.rank == 1
+    assert "no probability" in hover_markdown(capital, None)
+
+
 def test_llama_cpp_python_with_a_bos_model_echoes_unshifted():
     # With BOS first (most Llama GGUFs), entry i predicts token i and the echo goes on to the generated token.
     answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",

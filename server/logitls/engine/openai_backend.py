@@ -600,7 +600,10 @@ class OpenAIBackend:
         """The next-token distribution after `prefix` (one token: the scored text's first), kept per prefix."""
         key = (prefix, k)
         if key not in self._after_first:
-            self._after_first[key] = (await self._next_distribution(prefix, k))[0]
+            try:
+                self._after_first[key] = (await self._next_distribution(prefix, k))[0]
+            except BackendError:
+                return None  # token 1 goes without: the echo's scores of the others still stand
             while len(self._after_first) > max(8, self.cached_documents):
                 self._after_first.pop(next(iter(self._after_first)))
         return self._after_first[key]
