@@ -7,7 +7,7 @@
 (`server/logitls/settings.py`). Derived from it:
 
 - client-config/schema.json                          the JSON Schema itself (`logitls schema`)
-- client-config/vscode/package.json                   `contributes.configuration`
+- client-config/vscode/package.json                   `contributes.configuration`, `capabilities`
 - client-config/helix/languages.toml                  the `[language-server.logitls.config.logitls]` tables
 - client-config/sublime/LSP-logitls.sublime-settings  `settings.logitls`
 - README.md                                           the settings table between its markers
@@ -37,19 +37,19 @@ VSCODE_CLIENT_SETTINGS: dict[str, dict[str, Any]] = {
     "logitls.server.command": {
         "type": "string",
         "default": "logitls serve",
-        "scope": "machine-overridable",
+        "scope": "machine",
         "markdownDescription": "Command line that starts the language server (split on spaces; quote a part "
                                "that holds spaces). The program is looked up in `#logitls.server.venv#` first, "
-                               "then on `PATH`.",
+                               "then on `PATH`. User settings only: a workspace cannot choose what runs.",
         "order": 0,
     },
     "logitls.server.venv": {
         "type": "string",
         "default": "",
-        "scope": "machine-overridable",
+        "scope": "machine",
         "markdownDescription": "A Python virtual environment that has logitls installed (for example "
                                "`~/logitls/.venv`); its `bin/` (`Scripts\\` on Windows) is searched before `PATH`. "
-                               "Empty: `PATH` only.",
+                               "Empty: `PATH` only. User settings only: a workspace cannot choose what runs.",
         "order": 1,
     },
     "logitls.trace.server": {
@@ -85,7 +85,7 @@ def vscode_configuration() -> dict[str, Any]:
     for order, (name, entry) in enumerate(flat_settings(json_schema()), start=10):
         prop: dict[str, Any] = {"type": entry["type"], "default": entry["default"],
                                 "markdownDescription": entry["description"]}
-        for key in ("enum", "minimum", "maximum"):
+        for key in ("enum", "minimum", "maximum", "scope"):
             if key in entry:
                 prop[key] = entry[key]
         prop["order"] = order
@@ -93,8 +93,22 @@ def vscode_configuration() -> dict[str, Any]:
     return {"title": "logitls", "properties": properties}
 
 
+def vscode_capabilities() -> dict[str, Any]:
+    """Restricted Mode (an untrusted workspace): the extension runs, and every setting scoped to the
+    machine is taken from the user's settings only, whatever the workspace's settings say."""
+    restricted = sorted(name for name, prop in vscode_configuration()["properties"].items()
+                        if prop.get("scope") in ("machine", "machine-overridable"))
+    return {"untrustedWorkspaces": {
+        "supported": "limited",
+        "description": "In an untrusted workspace these settings come from your user settings only: "
+                       + ", ".join(name.removeprefix("logitls.") for name in restricted) + ".",
+        "restrictedConfigurations": restricted,
+    }}
+
+
 def render_package_json(current: str) -> str:
     data = json.loads(current)
+    data["capabilities"] = vscode_capabilities()
     data.setdefault("contributes", {})["configuration"] = vscode_configuration()
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -107,7 +121,10 @@ def readme_table() -> str:
             kind = " \\| ".join(f"`{v}`" for v in entry["enum"])
         elif "minimum" in entry or "maximum" in entry:
             kind += f" ({entry.get('minimum', '')}–{entry.get('maximum', '')})"
-        rows.append(f"| `{name}` | {kind} | `{_value(entry)}` | {_md_escape(entry['description'])} |")
+        where = {"machine": " *User settings only (VS Code: scope `machine`).*",
+                 "machine-overridable": " *A trusted workspace may set it (VS Code: scope `machine-overridable`).*",
+                 }.get(entry.get("scope", ""), "")
+        rows.append(f"| `{name}` | {kind} | `{_value(entry)}` | {_md_escape(entry['description'])}{where} |")
     return "\n".join(rows)
 
 
@@ -168,13 +185,23 @@ def render_helix(_current: str = "") -> str:
     return "\n".join(lines)
 
 
+def _split_machine(props: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The defaults split in two: settings scoped to the machine, and the rest."""
+    machine = {name: entry["default"] for name, entry in props.items() if entry.get("scope") == "machine"}
+    rest = {name: entry for name, entry in props.items() if entry.get("scope") != "machine"}
+    return machine, defaults(rest)
+
+
 def render_sublime(_current: str = "") -> str:
+    # The server reads machine-scoped settings (trustRemoteCode, endpoint, apiKeyEnv) from
+    # initializationOptions only: a project's settings (`settings`, workspace/configuration) cannot set them.
+    machine, rest = _split_machine(json_schema()["properties"])
     data = {
         "enabled": True,
         "command": ["logitls", "serve"],
         "selector": "text.plain | text.html.markdown | text.git.commit",
-        "initializationOptions": {},
-        "settings": {"logitls": defaults()},
+        "initializationOptions": {"logitls": machine},
+        "settings": {"logitls": rest},
         # the surprisal lens's token types (GLTR's rank buckets) as scopes colour schemes know
         "semantic_tokens": {"likely": "markup.inserted.logitls", "plausible": "markup.changed.logitls",
                             "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls"},

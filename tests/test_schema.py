@@ -136,8 +136,12 @@ def test_sublime_settings_parse_and_hold_every_setting():
     assert sublime["command"] == ["logitls", "serve"]
     assert sublime["selector"]
     settings = sublime["settings"]["logitls"]
-    assert dict(_flatten(settings)) == _schema_defaults()
-    assert merge_settings(Settings(), settings) == (Settings(), [])
+    at_start = sublime["initializationOptions"]["logitls"]
+    assert {**dict(_flatten(settings)), **dict(_flatten(at_start))} == _schema_defaults()
+    # the settings the server takes at start only are where Sublime sends them at start
+    assert set(at_start) == MACHINE_ONLY and not set(settings) & MACHINE_ONLY
+    assert merge_settings(Settings(), at_start) == (Settings(), [])
+    assert merge_settings(Settings(), settings, at_start=False) == (Settings(), [])
 
 
 def test_vscode_contributes_every_setting_with_the_schema_default():
@@ -148,3 +152,78 @@ def test_vscode_contributes_every_setting_with_the_schema_default():
         assert (prop["type"], prop["default"]) == (entry["type"], entry["default"]), name
         assert prop.get("enum") == entry.get("enum"), name
     assert properties["logitls.server.command"]["default"] == "logitls serve"
+
+
+# Settings that run code or decide where a secret goes: never from a repository's workspace settings.
+MACHINE_ONLY = {"trustRemoteCode", "endpoint", "apiKeyEnv"}
+
+
+def test_settings_that_run_code_or_send_secrets_are_scoped_to_the_machine():
+    schema = dict(_leaves(json_schema()["properties"]))
+    assert {name for name, entry in schema.items() if entry.get("scope") == "machine"} == MACHINE_ONLY
+    assert schema["model"]["scope"] == "machine-overridable"  # a trusted workspace may pick its model
+    on_disk = dict(_leaves(json.loads((CLIENT / "schema.json").read_text(encoding="utf-8"))["properties"]))
+    assert {name: entry.get("scope") for name, entry in on_disk.items()} == \
+        {name: entry.get("scope") for name, entry in schema.items()}
+
+
+def test_vscode_takes_the_scopes_and_restricts_them_in_untrusted_workspaces():
+    package = json.loads((CLIENT / "vscode/package.json").read_text(encoding="utf-8"))
+    properties = package["contributes"]["configuration"]["properties"]
+    for name, entry in _leaves(json_schema()["properties"]):
+        assert properties[f"logitls.{name}"].get("scope") == entry.get("scope"), name
+    # what starts the server is the extension's own: the user's settings only
+    assert properties["logitls.server.command"]["scope"] == properties["logitls.server.venv"]["scope"] == "machine"
+    trust = package["capabilities"]["untrustedWorkspaces"]
+    assert trust["supported"] == "limited"
+    assert set(trust["restrictedConfigurations"]) == {
+        key for key, prop in properties.items() if prop.get("scope") in ("machine", "machine-overridable")}
+    assert {"logitls.trustRemoteCode", "logitls.endpoint", "logitls.apiKeyEnv", "logitls.model",
+            "logitls.server.command", "logitls.server.venv"} <= set(trust["restrictedConfigurations"])
+
+
+def test_a_scope_set_in_settings_py_reaches_every_file_that_carries_it(scratch, monkeypatch):
+    real = json_schema()
+
+    def topn_machine():
+        schema = copy.deepcopy(real)
+        schema["properties"]["topN"]["scope"] = "machine"
+        return schema
+
+    monkeypatch.setattr(generate, "json_schema", topn_machine)
+    assert {p.name for p in generate.out_of_date()} == {"schema.json", "package.json", "README.md",
+                                                        "LSP-logitls.sublime-settings"}
+    generate.main([])
+    package = json.loads((scratch / "client-config/vscode/package.json").read_text())
+    assert package["contributes"]["configuration"]["properties"]["logitls.topN"]["scope"] == "machine"
+    assert "logitls.topN" in package["capabilities"]["untrustedWorkspaces"]["restrictedConfigurations"]
+    assert "User settings only" in next(line for line in (scratch / "README.md").read_text().splitlines()
+                                        if line.startswith("| `topN` |"))
+
+
+def test_an_unknown_scope_is_refused():
+    from logitls.settings import setting
+
+    with pytest.raises(ValueError, match="scope"):
+        setting(1, "x", scope="workspace")
+
+
+def test_machine_settings_are_taken_at_start_only():
+    # At initialize (what the editor starts the server with, from the user's own configuration): applied.
+    started, problems = merge_settings(Settings(), {"trustRemoteCode": True, "endpoint": "https://team.example/v1",
+                                                    "topN": 3})
+    assert (started.trust_remote_code, started.endpoint, started.top_n, problems) == \
+        (True, "https://team.example/v1", 3, [])
+    # Later (workspace/configuration, didChangeConfiguration: in Emacs, a repository's .dir-locals.el):
+    # a change to a machine-scoped setting is ignored and said so; the others apply.
+    wire = {"trustRemoteCode": False, "endpoint": "https://elsewhere.example", "apiKeyEnv": "GITHUB_TOKEN",
+            "model": "someone/model", "topN": 4}
+    later, problems = merge_settings(Settings(), wire, at_start=False)
+    assert (later.trust_remote_code, later.endpoint, later.api_key_env) == (False, Settings().endpoint,
+                                                                          Settings().api_key_env)
+    assert (later.model, later.top_n) == ("someone/model", 4)  # model: machine-overridable, a workspace may
+    assert sorted(p.split(" =")[0] for p in problems) == ["ignored apiKeyEnv", "ignored endpoint"]
+    assert merge_settings(Settings(), {"trustRemoteCode": True}, at_start=False)[0].trust_remote_code is False
+    # the same value again (an editor that sends at start and answers the pull alike) is no problem
+    assert merge_settings(started, {"trustRemoteCode": True, "endpoint": "https://team.example/v1"},
+                          at_start=False) == (started, [])

@@ -159,10 +159,32 @@ def _engine_for_demo(args: argparse.Namespace):
                        trust_remote_code=args.trust_remote_code)
 
 
+def _tcp_token(args: argparse.Namespace) -> str | None:
+    """The token a TCP client must send (--token-file, else LOGITLS_TOKEN), or None."""
+    if args.token_file:
+        try:
+            token = open(args.token_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from exc
+        if not token:
+            raise UsageError(f"--token-file {args.token_file} is empty")
+        return token
+    return os.environ.get("LOGITLS_TOKEN", "").strip() or None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The language server. stdout carries JSON-RPC only; logs go to stderr (and the editor's log)."""
     import logging
 
+    token = None
+    if args.tcp:
+        from .lsp.tcp import is_loopback
+
+        token = _tcp_token(args)
+        if not is_loopback(args.host) and token is None:
+            raise UsageError(f"--host {args.host} can be reached from other machines, and whoever connects "
+                             f"drives the server (its settings can make it run code): give --token-file "
+                             f"(or LOGITLS_TOKEN) too, or keep the default 127.0.0.1")
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="logitls %(levelname)s: %(message)s")
     logging.getLogger("logitls").setLevel(logging.INFO)
     from .lsp.server import create_server, quiet_expected_errors
@@ -171,8 +193,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     server = create_server()
     if args.tcp:
-        print(f"logitls: listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
-        server.start_tcp(args.host, args.port)
+        from .lsp.tcp import serve_tcp
+
+        serve_tcp(server, args.host, args.port, token=token)
     else:
         server.start_io()
     return 0 if server.shutdown_requested or not args.strict_exit else 1
@@ -250,9 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("serve", help="run the language server (stdio by default)")
     p.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
-    p.add_argument("--tcp", action="store_true", help="listen for one client over TCP instead")
-    p.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=2087)
+    p.add_argument("--tcp", action="store_true",
+                   help="listen for one client over TCP instead; the server exits when it disconnects")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1: this machine only; "
+                   "any other needs a token)")
+    p.add_argument("--port", type=int, default=2087, help="TCP port (default 2087; 0: any free one, printed)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="TCP: a file holding a token the client must send as initializationOptions.token "
+                        "(default: the LOGITLS_TOKEN environment variable; none: no token)")
     p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
     p.set_defaults(run=cmd_serve)
 

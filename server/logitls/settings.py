@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 
+# Where an editor may take a setting from (VS Code's configuration scopes). Unset: anywhere, a
+# repository's workspace settings (`.vscode/settings.json`) included. "machine": the user's own settings
+# only, never a workspace's: for settings that run code or decide where a secret goes. "machine-overridable":
+# the user's settings, which a trusted workspace may override, an untrusted one (VS Code's Restricted
+# Mode) not. Both kinds are listed as restricted configurations for Restricted Mode.
+SCOPES = ("machine", "machine-overridable")
+
+
 def setting(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-            maximum: float | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum})
+            maximum: float | None = None, scope: str | None = None) -> Any:
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum,
+                                            "scope": scope})
 
 
 def group(factory: type, doc: str) -> Any:
@@ -66,13 +77,15 @@ class LensSettings:
 @dataclass(frozen=True)
 class Settings:
     model: str = setting("default", "The model: `default` (the embedded SmolLM2-135M-Instruct), a local "
-                                    "`save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.")
+                                    "`save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.",
+                         scope="machine-overridable")
     dtype: str = setting("float32", "Weights' precision. Probabilities are always computed in float32.",
                          choices=("float32", "bfloat16", "float16"))
     device: str = setting("auto", "Where the model runs; `auto` takes a GPU when torch sees one.",
                           choices=("auto", "cpu", "cuda", "mps"))
     threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", minimum=0, maximum=256)
-    trust_remote_code: bool = setting(False, "Run Python code shipped with a hub model. Off unless you set it.")
+    trust_remote_code: bool = setting(False, "Run Python code shipped with a hub model. Off unless you set it.",
+                                      scope="machine")
     top_n: int = setting(10, "Next tokens offered in the completion menu.", minimum=1, maximum=1000)
     max_context_tokens: int = setting(0, "Tokens of text before the cursor the model sees at most; 0 means "
                                          "the model's own context window.", minimum=0, maximum=1_000_000)
@@ -89,12 +102,15 @@ class Settings:
                                     "(an OpenAI-compatible `/v1/completions` server such as llama.cpp's or vLLM's, "
                                     "at `endpoint`).", choices=("local", "openai"))
     endpoint: str = setting("http://127.0.0.1:8080/v1", "Base URL of the OpenAI-compatible server (backend `openai`); "
-                                                       "`/v1` is added when missing.")
+                                                       "`/v1` is added when missing. The documents' text, and the "
+                                                       "API key, go there.", scope="machine")
     api_model: str = setting("auto", "Model name sent to the server (backend `openai`); `auto` takes the first "
                                      "model the server lists at `/v1/models`.")
     api_key_env: str = setting("LOGITLS_API_KEY", "Name of the environment variable holding the server's API key, "
-                                                  "sent as a Bearer token (backend `openai`). The key itself never "
-                                                  "goes in settings; an unset variable sends no key.")
+                                                  "sent as a Bearer token (backend `openai`) to an `https://` "
+                                                  "endpoint, or over `http://` to this machine only. The key itself "
+                                                  "never goes in settings; an unset variable sends no key.",
+                               scope="machine")
     api_timeout_seconds: float = setting(30.0, "Seconds one request to the server may take (backend `openai`); "
                                                "connection errors and 5xx answers are retried with backoff.",
                                          minimum=0.5, maximum=3600)
@@ -154,7 +170,7 @@ def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
+def _merge(current: Any, wire: Any, path: str, problems: list[str], at_start: bool = True) -> Any:
     if not isinstance(wire, dict):
         problems.append(f"{path or 'logitls settings'} must be an object, got {wire!r}")
         return current
@@ -171,7 +187,13 @@ def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
             continue  # editors send null for "not set": keep what we have
         try:
             if f.metadata.get("group"):
-                changes[f.name] = _merge(getattr(current, f.name), value, where, problems)
+                changes[f.name] = _merge(getattr(current, f.name), value, where, problems, at_start)
+            elif not at_start and f.metadata.get("scope") == "machine":
+                if value != getattr(current, f.name):
+                    problems.append(f"ignored {where} = {value!r}: a setting that runs code or decides where a "
+                                    f"secret goes is read once, when the editor starts the server (its "
+                                    f"initializationOptions), never from workspace settings; set it there and "
+                                    f"restart the server")
             else:
                 changes[f.name] = _check(value, hints[f.name], f.metadata, where)
         except ValueError as exc:
@@ -179,13 +201,19 @@ def _merge(current: Any, wire: Any, path: str, problems: list[str]) -> Any:
     return dataclasses.replace(current, **changes)
 
 
-def merge_settings(current: Settings, wire: Any) -> tuple[Settings, list[str]]:
+def merge_settings(current: Settings, wire: Any, *, at_start: bool = True) -> tuple[Settings, list[str]]:
     """Apply settings from the editor over `current`. Invalid values keep the current value and are
-    reported in the returned list of problems."""
+    reported in the returned list of problems.
+
+    `at_start` False is for settings that arrive after `initialize` (workspace/configuration,
+    didChangeConfiguration). Some editors fill those from a project's own files without asking (Emacs:
+    eglot-workspace-configuration in .dir-locals.el is a safe local variable), so a change there to a
+    setting scoped to the machine (`trustRemoteCode`, `endpoint`, `apiKeyEnv`) is not applied; it is
+    reported as a problem that starts with "ignored"."""
     problems: list[str] = []
     if wire is None:
         return current, problems
-    return _merge(current, wire, "", problems), problems
+    return _merge(current, wire, "", problems, at_start), problems
 
 
 def json_schema() -> dict[str, Any]:
@@ -210,6 +238,8 @@ def json_schema() -> dict[str, Any]:
                 entry["minimum"] = meta["minimum"]
             if meta["maximum"] is not None:
                 entry["maximum"] = meta["maximum"]
+            if meta["scope"] is not None:
+                entry["scope"] = meta["scope"]  # not JSON Schema: VS Code's keyword, which others ignore
             out[camel(f.name)] = entry
         return out
 

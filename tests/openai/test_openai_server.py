@@ -64,6 +64,20 @@ def test_backend_token_scores_from_echo(remote, default_engine):
     assert paris.logprob == pytest.approx(local[(paris.start, paris.end)].logprob, abs=0.1)
 
 
+def test_the_second_token_has_the_distribution_after_the_first(remote, default_engine):
+    # llama-cpp-python's echo (this model has no BOS) leaves out the distribution after token 0: asked for apart
+    remote_capital = remote.token_scores(PARIS).tokens[1]
+    local_capital = default_engine.token_scores(PARIS).tokens[1]
+    assert remote_capital.token.text == local_capital.token.text == " capital"
+    assert remote_capital.alternatives, "no distribution after 'The'"
+    assert [a.text for a in remote_capital.alternatives[:2]] == [a.text for a in local_capital.alternatives[:2]]
+    assert remote_capital.alternatives[0].logprob == pytest.approx(local_capital.alternatives[0].logprob, abs=0.15)
+    if remote_capital.prob is None:  # below the server's top k: so it is locally
+        assert local_capital.rank > len(remote_capital.alternatives)
+    else:
+        assert remote_capital.logprob == pytest.approx(local_capital.logprob, abs=0.15)
+
+
 def test_backend_greedy_matches_local_at_first(remote, default_engine):
     remote_text = remote.generate_text(PARIS, max_new_tokens=8)
     local_text = default_engine.generate_text(PARIS, max_new_tokens=8)
@@ -133,6 +147,16 @@ async def test_lsp_hover(openai_client):
     assert value.startswith("**`␣Paris`**: p = ") and "rank 1," in value and " of " not in value.split("\n")[0]
     rows = re.findall(r"^\| (\d+) \| `([^`]*)`( ◀)?", value, flags=re.M)
     assert rows[0] == ("1", "␣Paris", " ◀") and len(rows) == 5  # hoverAlternatives, default 5
+
+
+async def test_lsp_hover_on_a_token_below_the_servers_top_k(openai_client):
+    uri = "file:///openai/hover-capital.txt"
+    open_document(openai_client, uri, PARIS)
+    result = await openai_client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=6)))
+    value = result.contents.value
+    assert value.startswith("**`␣capital`**: below the ") and "p < " in value and "first token" not in value
+    assert len(re.findall(r"^\| \d+ \| `", value, flags=re.M)) == 5  # hoverAlternatives
 
 
 async def test_lsp_lens_says_it_needs_the_local_backend(openai_client):

@@ -42,9 +42,9 @@ class Fake:
         return [body for path, body, _ in self.requests if path == "/v1/completions"]
 
 
-def backend(fake, messages: list, **options) -> OpenAIBackend:
+def backend(fake, messages: list, endpoint: str = "http://fake.test:1234", **options) -> OpenAIBackend:
     options.setdefault("backoff", 0.001)
-    return OpenAIBackend.connect("http://fake.test:1234", transport=httpx.MockTransport(fake),
+    return OpenAIBackend.connect(endpoint, transport=httpx.MockTransport(fake),
                                  notify=lambda level, message: messages.append((level, message)), **options)
 
 
@@ -70,12 +70,32 @@ def test_next_tokens_request_and_parse():
 def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
     monkeypatch.setenv("MY_TEAM_KEY", "sk-secret")
     fake, messages = Fake(**{"/v1/completions": ok}), []
-    backend(fake, messages, api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    backend(fake, messages, "https://fake.test:1234", api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
     assert all(headers["authorization"] == "Bearer sk-secret" for _, _, headers in fake.requests)
     monkeypatch.delenv("MY_TEAM_KEY")
     fake2 = Fake(**{"/v1/completions": ok})
-    backend(fake2, [], api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
+    backend(fake2, [], "https://fake.test:1234", api_key_env="MY_TEAM_KEY").next_tokens("a", 2)
     assert all("authorization" not in headers for _, _, headers in fake2.requests)
+
+
+@pytest.mark.parametrize("endpoint, sent", [
+    ("http://127.0.0.1:8080/v1", True), ("http://localhost:8000", True), ("http://[::1]:8000/v1", True),
+    ("http://127.3.4.5:8000", True), ("https://gpu.example.org/v1", True),
+    ("http://gpu.example.org/v1", False), ("http://10.0.0.1:8000/v1", False), ("gpu.example.org:8000", False),
+    ("http://localhost.evil.example/v1", False), ("http://127.0.0.1.nip.io/v1", False),
+])
+def test_the_key_never_goes_in_plain_text_off_this_machine(monkeypatch, endpoint, sent):
+    monkeypatch.setenv("MY_TEAM_KEY", "sk-secret")
+    fake, messages = Fake(**{"/v1/completions": ok}), []
+    engine = backend(fake, messages, endpoint, api_key_env="MY_TEAM_KEY")
+    assert engine.next_tokens("a", 2).choices  # the request itself still goes (a server without a key answers)
+    assert all(("authorization" in headers) == sent for _, _, headers in fake.requests)
+    warnings = [m for level, m in messages if level == "warning"]
+    if sent:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "MY_TEAM_KEY" in warnings[0] and "https" in warnings[0]
+        assert "sk-secret" not in warnings[0]
 
 
 def test_401_is_told_once_with_the_variable_name_and_results_are_empty():
@@ -272,24 +292,161 @@ def test_should_stop_abandons_a_request_that_is_waiting():
         engine.next_tokens("x", 3, should_stop=lambda: time.monotonic() - started > 0.2)
     assert time.monotonic() - started < 1.5
 
+# -- the top-n cap: only the number a server states as its limit ------------------------------------
 
-def test_llama_cpp_python_echo_is_read_shifted_by_one():
-    # llama-cpp-python 0.3.36's real answer for this prompt (echo, logprobs 3, max_tokens 1): the prompt
-    # tokens only, and entry i holds the distribution after token i.
-    answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
-                           "logprobs": {"text_offset": [0, 3, 11, 14, 21],
-                                        "token_logprobs": [None, -9.5999, -10.4624, -11.2255, -11.7948],
-                                        "tokens": ["The", " capital", " of", " France", " is"],
-                                        "top_logprobs": [None,
-                                                         {" of": -0.412, " city": -2.308, "ized": -2.773, " capital": -9.5999},
-                                                         {" the": -1.988, " France": -2.521, " Spain": -3.553, " of": -10.46},
-                                                         {" is": -0.432, ",": -2.480, " lies": -2.545, " France": -11.2},
-                                                         {" Paris": -0.264, " the": -2.804, " London": -4.40, " is": -11.79}]}}]}
-    engine = backend(Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=answer)}), [], alternatives=3)
+def capped(message: str, cap: int):
+    """A server that refuses more than `cap` logprobs with `message` (a 400, OpenAI's error shape)."""
+    def answer(body):
+        if body["logprobs"] > cap:
+            return httpx.Response(400, json={"error": {"message": message, "type": "invalid_request_error"}})
+        return httpx.Response(200, json=completion({f" t{i}": -0.1 * (i + 1) for i in range(body["logprobs"])}))
+    return answer
+
+
+@pytest.mark.parametrize("message, cap", [
+    ("Requested sample logprobs of 26, which is greater than max allowed: 20", 20),  # vLLM
+    ("Requested sample logprobs of 26, which is greater than max allowed: 20 (parameter=logprobs, value=26)", 20),
+    ("Cannot request more than 5 logprobs.", 5),  # older vLLM
+    ("26 is greater than the maximum of 1 - 'logprobs'", 1),  # Together
+    ("Invalid value for 'logprobs': must be less than or equal to 5.", 5),  # OpenAI
+    ("logprobs must be at most 8 (server http://10.0.0.1:8000/v1, worker 192.168.3.2)", 8),
+    ("Invalid 'logprobs': integer above maximum value. Expected a value <= 12, but got 26 instead.", 12),
+])
+def test_the_cap_is_the_number_the_server_states_as_its_limit(message, cap):
+    fake, messages = Fake(**{"/v1/completions": capped(message, cap)}), []
+    engine = backend(fake, messages)
+    assert len(engine.next_tokens("a", 26).choices) == cap
+    assert engine.top_n_cap == cap
+    assert [p["logprobs"] for p in fake.posts()] == [26, cap]
+    assert len(messages) == 1 and f"at most {cap} " in messages[0][1]
+
+
+def test_numbers_in_a_url_or_address_never_become_the_cap():
+    # A refusal that names no limit, but the endpoint's address: try OpenAI's 5 once, not 1 (from /v1, .1).
+    fake, messages = Fake(**{"/v1/completions": capped(
+        "logprobs are limited on http://10.0.0.1:8000/v1 (ask the admin)", 5)}), []
+    engine = backend(fake, messages)
+    assert len(engine.next_tokens("a", 10).choices) == 5
+    assert engine.top_n_cap == 5 and [p["logprobs"] for p in fake.posts()] == [10, 5]
+
+
+def test_a_logprobs_refusal_that_states_no_limit_does_not_lower_the_cap_for_good():
+    # Refused whatever k is asked (logprobs switched off, say): one guess at 5, then the error; no cap kept.
+    refuse = lambda body: httpx.Response(400, json={"error": {"message": "logprobs are not available on "
+                                                                         "http://10.0.0.1:8000/v1"}})
+    fake, messages = Fake(**{"/v1/completions": refuse}), []
+    engine = backend(fake, messages)
+    assert engine.next_tokens("a", 10).choices == []
+    assert engine.top_n_cap is None
+    assert [p["logprobs"] for p in fake.posts()] == [10, 5]
+    assert [level for level, _ in messages] == ["error"] and "HTTP 400" in messages[0][1]
+    assert engine.next_tokens("a", 3).choices == []
+    assert [p["logprobs"] for p in fake.posts()][2:] == [3]  # at or below 5: no guess, asked once
+
+
+# -- llama-cpp-python's echo and the hover it gives ---------------------------------------------
+
+# llama-cpp-python 0.3.x for a model without BOS (the embedded SmolLM2): entry i of the echo holds the
+# distribution AFTER token i, and entry 0 is blanked to null (OpenAI's "first token" convention), so
+# the distribution that predicts token 1 never comes back in the echo.
+LLAMA_CPP_PYTHON_ECHO = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
+                                      "logprobs": {"text_offset": [0, 3, 11, 14, 21],
+                                                   "token_logprobs": [None, -9.5999, -10.4624, -11.2255, -11.7948],
+                                                   "tokens": ["The", " capital", " of", " France", " is"],
+                                                   "top_logprobs": [None,
+                                                                    {" of": -0.412, " city": -2.308, "ized": -2.773, " capital": -9.5999},
+                                                                    {" the": -1.988, " France": -2.521, " Spain": -3.553, " of": -10.46},
+                                                                    {" is": -0.432, ",": -2.480, " lies": -2.545, " France": -11.2},
+                                                                    {" Paris": -0.264, " the": -2.804, " London": -4.40, " is": -11.79}]}}]}
+# The same server asked for the next token after "The" alone (no echo): the distribution that predicts token 1.
+AFTER_THE = {" first": -2.1, " following": -2.9, " best": -3.2, " most": -3.4}
+
+
+def llama_cpp_python(body):
+    if body.get("echo"):
+        return httpx.Response(200, json=LLAMA_CPP_PYTHON_ECHO)
+    assert body["prompt"] == "The" and body["max_tokens"] == 1
+    top = dict(list(AFTER_THE.items())[: body["logprobs"]])
+    return httpx.Response(200, json=completion(top, " first"))
+
+
+def capped_at_3(fake) -> OpenAIBackend:
+    engine = backend(fake, [], alternatives=3)
+    engine.top_n_cap = 3  # what the canned answers were asked for
+    return engine
+
+
+def test_the_second_token_gets_the_distribution_the_echo_leaves_out():
+    fake = Fake(**{"/v1/completions": llama_cpp_python})
+    engine = capped_at_3(fake)
     first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
     assert first.prob is None and first.alternatives == []
-    assert capital.prob is None and capital.rank is None  # no distribution after "The" came back at all
+    # " capital" is below every alternative the server listed after "The": known only as p < the last one
+    assert capital.prob is None and capital.rank is None
+    assert [a.text for a in capital.alternatives] == [" first", " following", " best"]
     assert of.logprob == -0.412 and of.rank == 1
     assert france.logprob == -2.521 and france.rank == 2
-    assert [a.text for a in france.alternatives][:3] == [" the", " France", " Spain"]
     assert is_.logprob == -0.432 and is_.rank == 1
+    # the spurious self-entry llama-cpp-python adds to each distribution is not an alternative
+    assert " capital" not in [a.text for a in of.alternatives]
+    assert [p.get("echo", False) for p in fake.posts()] == [True, False]
+
+
+def test_when_that_request_fails_the_other_tokens_keep_their_scores():
+    def echo_only(body):
+        if body.get("echo"):
+            return httpx.Response(200, json=LLAMA_CPP_PYTHON_ECHO)
+        return httpx.Response(400, json={"error": {"message": "bad prompt"}})
+
+    from logitls.lsp.hover import hover_markdown
+
+    first, capital, of, france, is_ = capped_at_3(Fake(**{"/v1/completions": echo_only})).token_scores(
+        "The capital of France is").tokens
+    assert capital.prob is None and capital.alternatives == [] and of.rank == 1 and is_.rank == 1
+    assert "no probability" in hover_markdown(capital, None)
+
+
+def test_llama_cpp_python_with_a_bos_model_echoes_unshifted():
+    # With BOS first (most Llama GGUFs), entry i predicts token i and the echo goes on to the generated token.
+    answer = {"choices": [{"text": "The capital of France is Paris", "index": 0, "finish_reason": "length",
+                           "logprobs": {"text_offset": [0, 3, 11, 14, 21, 24],
+                                        "token_logprobs": [None, -7.0, -0.4, -2.5, -0.43, -0.26],
+                                        "tokens": ["The", " capital", " of", " France", " is", " Paris"],
+                                        "top_logprobs": [None,
+                                                         {" first": -2.1, " following": -2.9, " best": -3.2, " capital": -7.0},
+                                                         {" of": -0.4, " city": -2.3, "ized": -2.8},
+                                                         {" the": -1.9, " France": -2.5, " Spain": -3.5},
+                                                         {" is": -0.43, ",": -2.48, " lies": -2.5},
+                                                         {" Paris": -0.26, " the": -2.8, " London": -4.4}]}}]}
+    fake = Fake(**{"/v1/completions": lambda body: httpx.Response(200, json=answer)})
+    engine = capped_at_3(fake)
+    first, capital, of, france, is_ = engine.token_scores("The capital of France is").tokens
+    assert first.prob is None and first.alternatives == []
+    assert capital.logprob == -7.0 and capital.rank is None  # known, but below the 3 listed
+    assert [a.text for a in capital.alternatives] == [" first", " following", " best"]
+    assert of.rank == 1 and france.logprob == -2.5 and france.rank == 2 and is_.logprob == -0.43
+    assert len(fake.posts()) == 1  # nothing blanked that is needed: no second request
+
+
+def test_hover_below_the_listed_alternatives_says_so_with_the_bound():
+    from logitls.lsp.hover import hover_markdown
+
+    engine = capped_at_3(Fake(**{"/v1/completions": llama_cpp_python}))
+    first, capital, *_ = engine.token_scores("The capital of France is").tokens
+    text = hover_markdown(capital, None)
+    assert "first token" not in text
+    assert "below the 3 alternatives" in text and "p < 4.1%" in text  # the 3rd: exp(-3.2)
+    assert "| 1 | `␣first` | 12.2% |" in text and "| 3 | `␣best` | 4.1% |" in text
+    # the hover shows fewer rows than the server listed: the bound stays the last listed one's
+    short = hover_markdown(capital, None, limit=2)
+    assert "| 2 | `␣following` |" in short and "| 3 |" not in short and "p < 4.1%" in short
+    assert "first token" in hover_markdown(first, None)
+
+
+def test_hover_on_a_later_token_the_server_gave_nothing_for_is_not_called_the_first():
+    from logitls.engine.types import Token, TokenScore
+    from logitls.lsp.hover import hover_markdown
+
+    missing = TokenScore(3, Token(7, " France"), 14, 21, None, None, None, [])
+    text = hover_markdown(missing, None)
+    assert "first token" not in text and "no probability" in text

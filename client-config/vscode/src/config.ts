@@ -7,6 +7,17 @@ export const CLIENT_ONLY_KEYS = ["server", "trace"] as const;
 
 export const DEFAULT_COMMAND = "logitls serve";
 
+/** The settings whose change restarts the server: the extension's `server.*`, and every setting scoped
+ *  to the machine (`trustRemoteCode`, `endpoint`, `apiKeyEnv`), which the server reads from its
+ *  initializationOptions only, so that no workspace can change them later. */
+export function restartSections(packageJson: unknown): string[] {
+  const properties = (packageJson as { contributes?: { configuration?: { properties?: Record<string, { scope?: string }> } } })
+    ?.contributes?.configuration?.properties ?? {};
+  const machine = Object.keys(properties)
+    .filter((key) => properties[key].scope === "machine" && !key.startsWith("logitls.server."));
+  return ["logitls.server", ...machine];
+}
+
 /** Split a command line on whitespace; single or double quotes keep a part with spaces together. */
 export function splitCommand(line: string): string[] {
   const parts: string[] = [];

@@ -3,11 +3,12 @@
 // "logitls: Generate greedy continuation" and "logitls: Restart server".
 import * as fs from "fs";
 import * as os from "os";
+import * as path from "path";
 import * as vscode from "vscode";
 import type { LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import {
-  generateOutcome, generateParams, GenerateResult, resolveServerCommand, ServerCommand, serverSettings,
-  Status, statusView,
+  generateOutcome, generateParams, GenerateResult, resolveServerCommand, restartSections, ServerCommand,
+  serverSettings, Status, statusView,
 } from "./config";
 
 export const SECTION = "logitls";
@@ -89,12 +90,14 @@ export class LogitlsExtension implements vscode.Disposable {
   }
 
   register(context: vscode.ExtensionContext): void {
+    // out/extension.js -> the extension's package.json, whose settings carry their scope
+    const restartOn = restartSections(JSON.parse(fs.readFileSync(path.join(__dirname, "..", "package.json"), "utf8")));
     this.disposables.push(
       vscode.commands.registerCommand("logitls.generateAtCursor", () => this.generateAtCursor()),
       vscode.commands.registerCommand("logitls.restartServer", () => this.restart()),
       vscode.commands.registerCommand("logitls.showLog", () => this.client?.outputChannel.show(true)),
       vscode.workspace.onDidChangeConfiguration((event) => {
-        if (event.affectsConfiguration(`${SECTION}.server`)) {
+        if (restartOn.some((section) => event.affectsConfiguration(section))) {
           void this.restart();
         }
       }),

@@ -6,12 +6,16 @@ server such as llama.cpp's or vLLM's, so the language server and the CLI need no
 they talk to:
 
 - next tokens: `max_tokens: 1, temperature: 0, logprobs: k`; the top-k of the first position.
-  A server that caps k (vLLM's `--max-logprobs`, OpenAI's 5) answers 400; the cap is read from the
-  message (else 5), kept, and stated once through `notify`;
+  A server that caps k (vLLM's `--max-logprobs`, OpenAI's 5) answers 400; the cap is the limit the
+  message states (`stated_limit`: known phrasings only, never any number in it, such as the URL's),
+  else 5 tried once; kept once the server answers, and stated once through `notify`;
 - per-token scores (hover): `echo: true, logprobs: k, max_tokens: 1` (never 0: llama-cpp-python
-  reads 0 as "no limit"); the echoed prompt tokens carry their log-probabilities and top-k. A server
-  that does not echo prompt log-probabilities (llama.cpp's own `llama-server`) is detected on the
-  first hover; hover then answers nothing, and `notify` says why, once;
+  reads 0 as "no limit"); the echoed prompt tokens carry their log-probabilities and top-k. When
+  the echo is shifted by one (llama-cpp-python with a model without BOS) its blanked first entry
+  held the distribution that predicts token 1: that one is asked for separately (the next tokens
+  after token 0). A server that does not echo prompt log-probabilities (llama.cpp's own
+  `llama-server`) is detected on the first hover; hover then answers nothing, and `notify` says
+  why, once;
 - greedy: `temperature: 0, stream: true` (server-sent events), one step per streamed chunk.
 
 HTTP goes through one `httpx.AsyncClient` (connection reuse, timeouts) on a private event loop in
@@ -29,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import json
 import math
 import os
 import queue
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator
 
@@ -50,6 +56,16 @@ DEFAULT_CAP = 5  # top logprobs when a server refuses more and does not say its 
 POLL_SECONDS = 0.02
 SPECIAL = re.compile(r"^(<\|[^|]*\|>|<s>|</s>|<unk>|<pad>|\[(BOS|EOS|PAD|UNK)\])$")
 CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length", re.IGNORECASE)
+# How servers state their top-logprobs limit in a refusal; the number is the group. Only these phrasings
+# count: other numbers in the message (the requested count, a URL's /v1, an address's octets) never do.
+_N = r"(\d+)(?![\d.]*\d)"  # a whole number, not the start of 10.0.0.1 or 1.5
+LIMIT_PHRASES = [re.compile(p, re.IGNORECASE) for p in (
+    r"max(?:imum)?\s+allowed\s*(?:is|:|=)?\s*" + _N,  # vLLM: "... which is greater than max allowed: 20"
+    r"cannot request more than\s+" + _N,  # older vLLM: "Cannot request more than 5 logprobs."
+    r"(?:greater than|more than|above|exceeds?)\s+the\s+max(?:imum)?(?:\s+value)?\s*(?:of|is|:)?\s*" + _N,  # Together
+    r"max(?:imum)?\s+(?:value\s+)?(?:for\s+\S+\s+)?is\s+" + _N,  # "The maximum value for logprobs is 5"
+    r"(?:at most|no more than|not more than|less than or equal to|<=|≤)\s*" + _N,  # OpenAI, llama.cpp-style
+)]
 
 
 class Cancelled(Exception):
@@ -80,6 +96,29 @@ class RemoteModel:
     dtype: str  # the kind of server, as detected: "llama-cpp-python", "llama.cpp", "vllm", "openai-compatible"
     model: Any = None
     tokenizer: Any = None
+
+
+def stated_limit(message: str) -> int | None:
+    """The top-logprobs limit a server's refusal states, or None when it states none."""
+    for phrase in LIMIT_PHRASES:
+        match = phrase.search(message)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _private_channel(url: str) -> bool:
+    """Whether a key may travel to `url`: https anywhere, plain http only to this machine (loopback)."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        return True
+    host = (parsed.hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _base_url(endpoint: str) -> str:
@@ -129,10 +168,13 @@ class OpenAIBackend:
         self.model_context = 0  # unknown: the server cuts or refuses; we cut from the left on refusal
         self.top_n_cap: int | None = None
         self.echo_supported: bool | None = None  # None: not probed yet
+        self._echo_shifted: bool | None = None  # see _echo_is_shifted; None: not seen yet
+        self._after_first: dict[tuple[str, int], Any] = {}  # (first token's text, k) -> the distribution after it
         self._scored: dict[str, tuple[str, TextScores]] = {}  # document -> (text, scores) of its last hover
         self.remote = True  # callers that pay per scored token (hover) send only the text they need
         self.down: str | None = None  # the kind of failure currently reported, None when healthy
         self._told: set[str] = set()
+        self.key_withheld = False  # a key was set but not sent: plain http off this machine
         self.eos_ids = {EOS_ID}
         self.eos_token = Token(EOS_ID, "", special=True)
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
@@ -168,6 +210,7 @@ class OpenAIBackend:
     def forget_all(self) -> None:
         """Called before a reload: close the connections (they reopen if this backend is used again)."""
         self._scored.clear()
+        self._after_first.clear()
         self.close()
 
     def close(self) -> None:
@@ -190,6 +233,11 @@ class OpenAIBackend:
                 threading.Thread(target=loop.run_forever, name="logitls-http", daemon=True).start()
                 headers = {}
                 key = os.environ.get(self.api_key_env) if self.api_key_env else None
+                if key and not _private_channel(self.base_url):
+                    key, self.key_withheld = None, True
+                    self._tell_once("plain-key", "warning", f"the API key in {self.api_key_env} is not sent to "
+                                    f"{self.base_url}: plain http to another machine would show it to anyone on "
+                                    f"the way. Use an https:// endpoint (or a tunnel to 127.0.0.1).")
                 if key:
                     headers["Authorization"] = f"Bearer {key}"
 
@@ -262,9 +310,10 @@ class OpenAIBackend:
         detail = str(detail)[:300]
         if status in (401, 403):
             env = f"the environment variable {self.api_key_env}" if self.api_key_env else "no API key variable"
+            state = ("set, but not sent over plain http to another machine: use https" if self.key_withheld
+                     else "set" if os.environ.get(self.api_key_env or "") else "unset")
             return BackendError("auth", f"the inference server at {self.base_url} refused the API key (HTTP {status}; "
-                                f"key read from {env}, {'set' if os.environ.get(self.api_key_env or '') else 'unset'}):"
-                                f" {detail}", status, text)
+                                f"key read from {env}, {state}): {detail}", status, text)
         if status == 404:
             return BackendError("not-found", f"the inference server at {self.base_url} has no model "
                                 f"{self.model_name or self.requested_model!r} or no /v1/completions (HTTP 404): "
@@ -409,22 +458,37 @@ class OpenAIBackend:
         return self._call(lambda: self._next_tokens(text, n), should_stop, NextTokens([], 0, False))
 
     async def _top_logprobs(self, text: str, n: int, extra: dict) -> tuple[dict, int, int]:
-        """A completion asking for n top logprobs, lowered to the server's cap when it refuses n."""
+        """A completion asking for n top logprobs, lowered to the server's cap when it refuses n.
+
+        The cap is the limit the refusal states (`stated_limit`); a refusal about logprobs that states
+        none is retried once at OpenAI's 5, and that guess is kept only if the server then answers."""
+        asked, guessed, before = n, False, self.top_n_cap
         while True:
             k = min(n, self.top_n_cap) if self.top_n_cap else n
             try:
                 choice, offset = await self._fitting(text, lambda t: {"prompt": t, "logprobs": k, **extra})
-                return choice, offset, k
             except BackendError as exc:
-                if exc.kind != "request" or "logprob" not in str(exc).lower() or k <= 1:
+                if exc.kind != "request" or "logprob" not in f"{exc.body} {exc}".lower():
                     raise
-                numbers = [int(x) for x in re.findall(r"\d+", str(exc)) if 0 < int(x) < k]
-                self.top_n_cap = max(numbers) if numbers else min(DEFAULT_CAP, k - 1)
+                stated = stated_limit(exc.body or str(exc))
+                if stated is not None and 0 < stated < k:
+                    self.top_n_cap, asked = stated, k
+                elif stated is None and not guessed and k > DEFAULT_CAP:
+                    self.top_n_cap, asked, guessed = DEFAULT_CAP, k, True
+                else:
+                    if guessed:
+                        self.top_n_cap = before  # the guess did not help: the refusal was about something else
+                    raise
+                continue
+            if self.top_n_cap != before:
                 self._tell_once("cap", "info", f"the inference server at {self.base_url} returns at most "
                                 f"{self.top_n_cap} next tokens per request: the completion menu and hover show at "
-                                f"most {self.top_n_cap} (asked for {k}).")
+                                f"most {self.top_n_cap} (asked for {asked}).")
+            return choice, offset, k
 
-    async def _next_tokens(self, text: str, n: int) -> NextTokens:
+    async def _next_distribution(self, text: str, n: int) -> tuple[Any, int]:
+        """The top-n next tokens after `text` as the server sent them (for `_choices`), and the offset
+        where the text the server saw starts."""
         choice, offset, _ = await self._top_logprobs(text, n, {"max_tokens": 1, "temperature": 0})
         logprobs = choice.get("logprobs")
         if not isinstance(logprobs, dict):
@@ -432,12 +496,13 @@ class OpenAIBackend:
                                f"with its completion: {str(choice)[:120]!r}")
         if isinstance(logprobs.get("content"), list):  # llama-server: chat-style entries
             first = logprobs["content"][0] if logprobs["content"] else {}
-            top = first.get("top_logprobs") if isinstance(first, dict) else None
-        else:
-            tops = logprobs.get("top_logprobs") or [None]
-            top = tops[0]
-        choices = self._choices(top)[:n]
-        return NextTokens(choices, 0, offset > 0)
+            return (first.get("top_logprobs") if isinstance(first, dict) else None), offset
+        tops = logprobs.get("top_logprobs") or [None]
+        return tops[0], offset
+
+    async def _next_tokens(self, text: str, n: int) -> NextTokens:
+        top, offset = await self._next_distribution(text, n)
+        return NextTokens(self._choices(top)[:n], 0, offset > 0)
 
     # -- per-token scores (hover) -------------------------------------------------------------------
 
@@ -458,7 +523,7 @@ class OpenAIBackend:
         return result
 
     async def _token_scores(self, text: str) -> TextScores:
-        choice, offset, _ = await self._top_logprobs(
+        choice, offset, k = await self._top_logprobs(
             text, max(10, self.alternatives), {"echo": True, "max_tokens": 1, "temperature": 0})
         window = text[offset:]
         generated = str(choice.get("text", ""))
@@ -478,28 +543,34 @@ class OpenAIBackend:
         tops = list(logprobs.get("top_logprobs") or [])
         tops += [None] * (len(tokens) - len(tops))
         joined = "".join(tokens)
-        # llama-cpp-python (0.3.x) echoes the prompt tokens only, and its entry i holds the distribution
-        # AFTER token i (the one that predicts token i + 1), with token_logprobs[i] read from it: shift by one.
-        shifted = self.server_kind == "llama-cpp-python" or len(joined) <= len(window) < len(generated)
+        shifted = self._echo_is_shifted(window, joined, generated)
         offsets = logprobs.get("text_offset")
         if joined.startswith(window) or not isinstance(offsets, list):
             offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]  # exact when pieces are whole
+        starts = [o if isinstance(o, int) else None for o in offsets[:len(tokens)]]
+        starts += [None] * (len(tokens) - len(starts))
+        if shifted and len(tokens) > 1 and tops[0] is None and starts[1] and starts[1] < len(window):
+            # The distribution that predicts token 1 is the one after token 0, which the echo blanks
+            # (OpenAI's null for the first entry): ask for it, the next tokens after token 0 alone.
+            tops[0] = await self._after_first_token(window[:starts[1]], k)
         scores: list[TokenScore] = []
         for index, piece in enumerate(tokens):
-            start = offsets[index] if index < len(offsets) and isinstance(offsets[index], int) else None
+            start = starts[index]
             if start is None or start >= len(window):
                 break  # the generated token, and anything after the prompt
             end = min(start + len(piece), len(window))
             token = self.token(piece)
+            # Every entry may hold one token beyond the top k (llama-cpp-python and vLLM add the echoed
+            # token's own): a true value of that distribution, but not one of its top k.
+            distribution = (tops[index - 1] if index > 0 else None) if shifted else tops[index]
+            listed = self._choices(distribution)
+            alternatives = listed[:k]
             if shifted:
-                distribution = tops[index - 1] if index > 0 else None
-                lp = distribution.get(piece) if isinstance(distribution, dict) else None
+                lp = next((c.logprob for c in listed if c.text == piece), None)
             else:
-                distribution = tops[index]
                 lp = token_logprobs[index] if index < len(token_logprobs) else None
-            if not isinstance(lp, (int, float)) or isinstance(lp, bool):
+            if not isinstance(lp, (int, float)) or isinstance(lp, bool) or math.isnan(lp):
                 lp = None
-            alternatives = self._choices(distribution)[: max(10, self.alternatives)]
             if lp is None:
                 # The first token (nothing before it), or one below every alternative the server listed.
                 scores.append(TokenScore(len(scores), token, start + offset, end + offset, None, None, None,
@@ -507,11 +578,38 @@ class OpenAIBackend:
                 continue
             better = [a for a in alternatives if a.logprob > lp]
             # The rank is exact only when the token is among the alternatives (or beats them all).
-            listed = any(a.id == token.id for a in alternatives) or len(better) < len(alternatives)
-            rank = len(better) + 1 if listed else None
+            known = any(a.id == token.id for a in alternatives) or len(better) < len(alternatives)
+            rank = len(better) + 1 if known else None
             scores.append(TokenScore(len(scores), token, start + offset, end + offset, math.exp(lp), float(lp), rank,
                                      alternatives))
         return TextScores(scores, offset > 0, offset)
+
+    def _echo_is_shifted(self, window: str, joined: str, generated: str) -> bool:
+        """Whether echo entry i holds the distribution AFTER token i (the one predicting token i + 1).
+
+        llama-cpp-python (0.3.x) pairs token i with the logits at position i of what it evaluated: with
+        a BOS token first, those predict token i (as OpenAI's format means) and the echo goes on to the
+        generated token; without BOS they come after token i, and the echo stops at the prompt's end,
+        as the generated token was never evaluated. So an echo that covers the prompt only, while a
+        token was generated, is shifted; one that covers the generated token is not. When nothing was
+        generated (end of sequence), what the last echo showed holds."""
+        if len(generated) > len(window):
+            self._echo_shifted = len(joined) <= len(window)
+        if self._echo_shifted is None:
+            return self.server_kind == "llama-cpp-python"
+        return self._echo_shifted
+
+    async def _after_first_token(self, prefix: str, k: int) -> Any:
+        """The next-token distribution after `prefix` (one token: the scored text's first), kept per prefix."""
+        key = (prefix, k)
+        if key not in self._after_first:
+            try:
+                self._after_first[key] = (await self._next_distribution(prefix, k))[0]
+            except BackendError:
+                return None  # token 1 goes without: the echo's scores of the others still stand
+            while len(self._after_first) > max(8, self.cached_documents):
+                self._after_first.pop(next(iter(self._after_first)))
+        return self._after_first[key]
 
     # -- greedy -----------------------------------------------------------------------------------
 

@@ -17,16 +17,25 @@ def token_at(scores, offset: int):
     return None
 
 
-def hover_markdown(score, vocab_size: int) -> str:
+def _row_text(choice) -> str:
+    return visible(choice.text).replace("`", "ˋ").replace("|", "\\|")
+
+
+def hover_markdown(score, vocab_size: int | None, limit: int | None = None) -> str:
+    """The hover for one scored token; `limit` caps the alternatives listed (`hoverAlternatives`)."""
     shown = visible(score.token.text).replace("`", "ˋ")
+    listed = score.alternatives if limit is None else score.alternatives[:limit]
     if score.prob is None and not score.alternatives:
-        return f"**`{shown}`**: the first token; nothing before it to condition on."
-    if score.prob is None:  # a remote backend that lists only its top-k
-        lines = [f"**`{shown}`**: not among the server's top {len(score.alternatives)}: "
-                 f"p < {percent(score.alternatives[-1].prob)}", "", "| rank | token | p |", "|---:|---|---:|"]
-        for a in score.alternatives:
-            text = visible(a.text).replace("`", "ˋ").replace("|", "\\|")
-            lines.append(f"| {a.rank} | `{text}` | {percent(a.prob)} |")
+        if score.index == 0:
+            return f"**`{shown}`**: the first token; nothing before it to condition on."
+        return f"**`{shown}`**: no probability for this token: the model's server sent none for it."
+    if score.prob is None:  # a remote backend lists only its top k, and the token is not among them
+        bound = score.alternatives[-1]  # the least likely the server listed, even when fewer are shown
+        lines = [f"**`{shown}`**: below the {len(score.alternatives)} alternatives the server listed: "
+                 f"p < {percent(bound.prob) if bound.prob >= 0.00005 else f'{bound.prob:.1e}'}, "
+                 f"rank > {len(score.alternatives)}"
+                 f"{f' of {vocab_size}' if vocab_size else ''}", "", "| rank | token | p |", "|---:|---|---:|"]
+        lines += [f"| {a.rank} | `{_row_text(a)}` | {percent(a.prob)} |" for a in listed]
         return "\n".join(lines)
     # A remote backend may know neither the vocabulary size nor a rank below its top-k alternatives.
     rank = f"rank {score.rank}" if score.rank is not None else f"rank > {len(score.alternatives)}"
@@ -37,10 +46,9 @@ def hover_markdown(score, vocab_size: int) -> str:
         "| rank | token | p |",
         "|---:|---|---:|",
     ]
-    for alternative in score.alternatives:
+    for alternative in listed:
         mark = " ◀" if alternative.id == score.token.id else ""
-        text = visible(alternative.text).replace("`", "ˋ").replace("|", "\\|")
-        lines.append(f"| {alternative.rank} | `{text}`{mark} | {percent(alternative.prob)} |")
+        lines.append(f"| {alternative.rank} | `{_row_text(alternative)}`{mark} | {percent(alternative.prob)} |")
     return "\n".join(lines)
 
 
@@ -94,11 +102,8 @@ def register(server: LogitlsServer) -> None:
         score = token_at(scores, offset)
         if score is None:
             return None
-        if len(score.alternatives) > alternatives:
-            from dataclasses import replace
-
-            score = replace(score, alternatives=score.alternatives[:alternatives])
         return types.Hover(
-            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=hover_markdown(score, vocab_size)),
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
+                                         value=hover_markdown(score, vocab_size, limit=alternatives)),
             range=positions.range(score.start, score.end),
         )

@@ -66,10 +66,10 @@ def _supports_progress(server: LogitlsServer) -> bool:
 def update_settings(server: LogitlsServer, wire: object, origin: str) -> Settings:
     """Merge settings from the editor; warn about invalid ones, which keep their previous value."""
     previous = server.settings
-    server.settings, problems = merge_settings(previous, wire)
+    server.settings, problems = merge_settings(previous, wire, at_start=origin == "initializationOptions")
     for problem in problems:
         logger.warning("%s: %s", origin, problem)
-    invalid = [p for p in problems if not p.startswith("unknown setting")]
+    invalid = [p for p in problems if not p.startswith(("unknown setting", "ignored"))]
     if invalid:
         server.tell("invalid settings: " + "; ".join(invalid), types.MessageType.Warning)
     apply_log_level(server)

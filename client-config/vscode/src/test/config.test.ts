@@ -1,8 +1,10 @@
 import { strict as assert } from "assert";
+import * as fs from "fs";
 import * as path from "path";
 import { test } from "node:test";
 import {
-  generateOutcome, generateParams, resolveServerCommand, ServerNotFound, serverSettings, splitCommand, statusView,
+  generateOutcome, generateParams, resolveServerCommand, restartSections, ServerNotFound, serverSettings, splitCommand,
+  statusView,
 } from "../config";
 
 test("splitCommand keeps quoted parts together", () => {
@@ -75,4 +77,11 @@ test("generateOutcome: quiet when inserted, says why otherwise", () => {
   assert.match(generateOutcome({ text: "", applied: false, stop: "eos" })!.message, /nothing to insert/);
   assert.equal(generateOutcome({ text: "x", applied: false, stop: "length" })!.level, "warning");
   assert.equal(generateOutcome(null)!.level, "warning");
+});
+
+test("restartSections: server.* and the settings scoped to the machine, from package.json", () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "package.json"), "utf8"));
+  assert.deepEqual(restartSections(pkg).sort(),
+    ["logitls.apiKeyEnv", "logitls.endpoint", "logitls.server", "logitls.trustRemoteCode"]);
+  assert.deepEqual(restartSections({}), ["logitls.server"]);
 });

@@ -164,6 +164,20 @@ test("Restart server stops the client and starts a new one; changing server.* re
   ext.dispose();
 });
 
+test("changing a setting the server takes at start only (scope machine) restarts it with the new value", async () => {
+  const ext = await activated();
+  for (const [key, value] of [["logitls.trustRemoteCode", true], ["logitls.endpoint", "https://team.example/v1"],
+    ["logitls.apiKeyEnv", "TEAM_KEY"]] as [string, unknown][]) {
+    const before = clients.length;
+    mock.setSetting(key, value);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(clients.length, before + 1, key);
+    const sent = clients[clients.length - 1].options.initializationOptions as Record<string, unknown>;
+    assert.equal(sent[key.slice("logitls.".length)], value, key);
+  }
+  ext.dispose();
+});
+
 test("a server that is not installed: error with Open Settings, status stopped, no client", async () => {
   mock.setSetting("logitls.server.venv", "/nonexistent-venv");
   mock.setSetting("logitls.server.command", "logitls-not-installed-anywhere serve");

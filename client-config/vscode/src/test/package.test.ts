@@ -22,7 +22,7 @@ test("every schema setting is contributed as logitls.<name> with the same type, 
   for (const [name, entry] of settings) {
     const prop = contributed[`logitls.${name}`];
     assert.ok(prop, `logitls.${name} missing from package.json (run make schema)`);
-    for (const key of ["type", "default", "enum", "minimum", "maximum"]) {
+    for (const key of ["type", "default", "enum", "minimum", "maximum", "scope"]) {
       assert.deepEqual(prop[key], entry[key], `logitls.${name}.${key}`);
     }
     assert.equal(prop.markdownDescription, entry.description);
@@ -31,6 +31,20 @@ test("every schema setting is contributed as logitls.<name> with the same type, 
   const extra = Object.keys(contributed).filter((key) => !serverKeys.has(key)).sort();
   assert.deepEqual(extra, ["logitls.server.command", "logitls.server.venv", "logitls.trace.server"]);
   assert.equal(contributed["logitls.server.command"].default, "logitls serve");
+});
+
+test("settings that run code or send a secret never come from a workspace's .vscode/settings.json", () => {
+  const contributed = pkg.contributes.configuration.properties;
+  for (const key of ["logitls.trustRemoteCode", "logitls.endpoint", "logitls.apiKeyEnv",
+    "logitls.server.command", "logitls.server.venv"]) {
+    assert.equal(contributed[key].scope, "machine", key);
+  }
+  assert.equal(contributed["logitls.model"].scope, "machine-overridable");
+  const trust = pkg.capabilities.untrustedWorkspaces;
+  assert.equal(trust.supported, "limited");
+  const scoped = Object.keys(contributed)
+    .filter((key) => ["machine", "machine-overridable"].includes(contributed[key].scope)).sort();
+  assert.deepEqual([...trust.restrictedConfigurations].sort(), scoped);
 });
 
 test("commands, keybinding and activation events", () => {
