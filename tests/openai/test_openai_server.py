@@ -91,7 +91,9 @@ def test_top1_agrees_with_the_local_backend(remote, default_engine):
         assert local[0].logprob - local[1].logprob > 0.2, prompt  # a clear favourite, or the prompt is no test
         theirs = remote.next_tokens(prompt, 5).choices
         assert theirs[0].text == local[0].text, (prompt, theirs[0], local[0])
-        assert theirs[0].logprob == pytest.approx(local[0].logprob, abs=0.15), prompt
+        # llama.cpp rounds activations to 8 bits in its Q4_1 kernels, and how much that moves a logprob
+        # depends on the SIMD level it was built for: 0.17 nats on one prompt in the portable AVX2 build.
+        assert theirs[0].logprob == pytest.approx(local[0].logprob, abs=0.25), prompt
 
 
 # -- the language server end to end -------------------------------------------------------------
