@@ -140,3 +140,66 @@ def test_scoring_on_prefill_keeps_the_cache_for_the_next_keystroke(tiny_engine):
         del tiny_engine.model.forward
         tiny_engine.configure(max_context_tokens=0, alternatives=tiny_engine.alternatives,
                               cached_documents=tiny_engine.cached_documents, score_prefill=False)
+
+
+# -- sliding-window attention: the cache forgets what falls out of the window ------------------
+
+SLIDING_TEXT = " ".join(f"word{i % 7}" for i in range(12))  # 24 tokens: past the 16-token window
+
+
+def counting_forward(engine, fed: list[int]):
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
+        return original(*args, **kwargs)
+
+    return forward
+
+
+def test_an_edit_before_the_sliding_window_equals_from_scratch(sliding_engine, monkeypatch):
+    """An edit further back than the sliding layers keep states for: the cache is rebuilt, not cropped."""
+    from logitls.engine import kv_cache
+
+    monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 2, raising=False)
+    engine = sliding_engine
+    assert len(engine.tokenizer(SLIDING_TEXT)["input_ids"]) > engine.model.config.sliding_window
+    engine.next_tokens(SLIDING_TEXT, 3, document="sliding-edit")
+    for text in (SLIDING_TEXT[:10] + " X" + SLIDING_TEXT[10:], SLIDING_TEXT[:-3], SLIDING_TEXT + " and more"):
+        cached = engine.next_tokens(text, 5, document="sliding-edit")
+        expected_lp, expected_ids = from_scratch(engine, text)
+        assert [c.id for c in cached.choices] == expected_ids.tolist()
+        assert max(abs(c.logprob - lp) for c, lp in zip(cached.choices, expected_lp.tolist())) < 1e-4
+
+
+def test_a_keystroke_past_the_sliding_window_feeds_only_the_tail(sliding_engine):
+    engine = sliding_engine
+    engine.next_tokens(SLIDING_TEXT, 3, document="sliding-tail")
+    fed: list[int] = []
+    engine.model.forward = counting_forward(engine, fed)
+    try:
+        for text in (SLIDING_TEXT + " w", SLIDING_TEXT + " wo", SLIDING_TEXT + " wor"):
+            fed.clear()
+            cached = engine.next_tokens(text, 5, document="sliding-tail")
+            assert sum(fed) <= 2  # the changed last token or two, not the whole text again
+            assert [c.id for c in cached.choices] == from_scratch(engine, text)[1].tolist()
+            assert cached.context_tokens > engine.model.config.sliding_window
+    finally:
+        del engine.model.forward
+
+
+def test_greedy_past_the_sliding_window_equals_generate(sliding_engine, monkeypatch):
+    """Decoding far past the window, with the slack trimmed away several times on the way."""
+    from logitls.engine import kv_cache
+
+    monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 2)
+    engine = sliding_engine
+    ids = engine.tokenizer(SLIDING_TEXT, return_tensors="pt").input_ids
+    reference = engine.model.generate(ids, do_sample=False, max_new_tokens=24, eos_token_id=None,
+                                      pad_token_id=0)[0, ids.shape[1]:].tolist()
+    engine.eos_ids, saved = set(), engine.eos_ids
+    try:
+        steps = [s.token.id for s in engine.greedy(SLIDING_TEXT, max_new_tokens=24, document="sliding-greedy")]
+    finally:
+        engine.eos_ids = saved
+    assert steps == reference

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .kv_cache import new_document_cache
+from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
 from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, TokenScore
 
@@ -61,15 +61,18 @@ class DocumentState:
     last_logits: torch.Tensor | None = None  # next-token logits after ids, fp32
 
     def crop(self, keep: int) -> None:
+        """Keep the first `keep` positions; or none, where the cache cannot be cropped (a sliding-window
+        layer has dropped positions that the kept prefix needs): then everything is fed again."""
         if keep >= len(self.ids):
             return
-        if keep == 0 or self.kv is None:
+        if keep == 0 or self.kv is None or not crop_cache(self.kv, len(self.ids) - keep):
             self.kv = None
-        else:
-            # transformers 5: crop(-k) drops the last k positions
-            self.kv.crop(-(len(self.ids) - keep))
+            keep = 0
         del self.ids[keep:]  # scores stay: _advance already dropped those of changed tokens
         self.last_logits = None
+
+    def can_crop(self, keep: int) -> bool:
+        return self.kv is None or keep == 0 or can_crop(self.kv, len(self.ids) - keep)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -226,7 +229,13 @@ class Engine:
             if len(state.ids) == n and state.last_logits is not None:
                 return
             start = n - 1
-        state.crop(max(start, 0))
+        start = max(start, 0)
+        if not state.can_crop(start):
+            # A sliding-window layer has lost positions the kept prefix needs: everything is fed
+            # again, which is a prefill, scored if prefills are.
+            start = 0
+            want_scores = want_scores or (score_bulk and n > BULK_TOKENS)
+        state.crop(start)
         if state.kv is None:
             state.kv = new_document_cache(self.model.config)
         if want_scores:
