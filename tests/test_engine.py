@@ -194,3 +194,30 @@ def test_document_scores_equal_token_scores_within_the_window(tiny_engine):
     a = tiny_engine.document_scores(text, document="within")
     b = tiny_engine.token_scores(text, document="within-2")
     assert [(s.token.id, s.logprob, s.rank) for s in a.tokens] == [(s.token.id, s.logprob, s.rank) for s in b.tokens]
+
+
+def counting(engine, fed: list[int]):
+    """A stand-in for model.forward that records how many tokens each call feeds."""
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
+        return original(*args, **kwargs)
+
+    return forward
+
+
+def test_document_scores_again_feeds_nothing(tiny_engine):
+    """Hover asks for the lens's scores of the same text: no window is computed twice."""
+    text = " ".join(f"word{i % 7}" for i in range(200))
+    first = tiny_engine.document_scores(text, document="again")
+    fed: list[int] = []
+    tiny_engine.model.forward = counting(tiny_engine, fed)
+    try:
+        second = tiny_engine.document_scores(text, document="again")
+    finally:
+        del tiny_engine.model.forward
+    assert fed == []
+    assert [(s.token.id, s.logprob, s.rank) for s in second.tokens] == \
+        [(s.token.id, s.logprob, s.rank) for s in first.tokens]
+    tiny_engine.forget("again")

@@ -59,6 +59,9 @@ class DocumentState:
     # scores[i]: token i given ids[:i], or None / missing where tokens were fed without scoring.
     scores: list[_Score | None] = field(default_factory=list)
     last_logits: torch.Tensor | None = None  # next-token logits after ids, fp32
+    # The scores of document_scores' windows before the last one, by their token ids: hover and the
+    # lens ask for the same text, and an edit near the end changes none of them.
+    earlier_windows: dict[tuple[int, ...], list[_Score | None]] = field(default_factory=dict)
 
     def crop(self, keep: int) -> None:
         """Keep the first `keep` positions; or none, where the cache cannot be cropped (a sliding-window
@@ -330,23 +333,37 @@ class Engine:
         half a window), and each scores only the tokens the previous windows did not, so every
         token after the first sees at least `context_window - stride` tokens of context. The last
         window starts where completion's window starts, so both share the document's KV cache;
-        the earlier windows are computed afresh each pass.
+        the earlier windows' scores are kept with the document, by their tokens, so asking again
+        (hover after the lens, an edit in the last window) computes none of them again.
         """
         ids, offsets = self._encode(text)
         window = self.context_window
         last_start = self._window_start(len(ids), window)
         stride = max(1, min(stride or window // 2, window))
         starts = list(range(0, last_start, stride)) + [last_start]
+        state = self._state(document)
+        spans = [(begin, min(begin + window, len(ids))) for begin in starts]
+        earlier = {tuple(ids[begin:end]) for begin, end in spans[:-1]}
+        state.earlier_windows = {key: value for key, value in state.earlier_windows.items() if key in earlier}
         scores: list[_Score | None] = []
-        for begin in starts:
-            end = min(begin + window, len(ids))
+        for begin, end in spans:
             if end <= len(scores):
                 continue
-            state = self._state(document) if begin == last_start else DocumentState()
-            self._advance(state, ids[begin:end], want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
-            window_scores = state.scores[: end - begin] + [None] * max(0, end - begin - len(state.scores))
+            if begin == last_start:
+                window_scores = self._window_scores(state, ids[begin:end], should_stop, chunk_size)
+            else:
+                key = tuple(ids[begin:end])
+                window_scores = state.earlier_windows.get(key)
+                if window_scores is None:
+                    window_scores = self._window_scores(DocumentState(), ids[begin:end], should_stop, chunk_size)
+                    state.earlier_windows[key] = window_scores
             scores.extend(window_scores[len(scores) - begin:])
         return TextScores(self._scored_tokens(ids, offsets, scores), last_start > 0, 0)
+
+    def _window_scores(self, state: DocumentState, ids: list[int], should_stop: StopCheck | None,
+                       chunk_size: int) -> list[_Score | None]:
+        self._advance(state, ids, want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
+        return state.scores[: len(ids)] + [None] * max(0, len(ids) - len(state.scores))
 
     def _token_score(self, index: int, token_id: int, offsets: tuple[int, int], score: _Score | None) -> TokenScore:
         begin, end = offsets
