@@ -35,7 +35,7 @@ def apply(text: str, change) -> str:
 
 def from_scratch(engine, text: str, n: int = 5):
     ids = engine.tokenizer(text)["input_ids"] or [engine.start_id]
-    ids = ids[engine._window_start(len(ids), engine.context_window):]
+    ids = ids[engine._window_start(len(ids)):]
     with torch.inference_mode():
         logits = engine.model(torch.tensor([ids])).logits[0, -1].float()
     return torch.log_softmax(logits, -1).topk(n)

@@ -174,18 +174,18 @@ def test_document_scores_slide_over_a_long_text(tiny_engine):
     scores = tiny_engine.document_scores(text, stride=stride, document="long-lens")
     assert scores.truncated and len(scores.tokens) == len(ids)
     assert scores.tokens[0].prob is None and all(s.prob is not None for s in scores.tokens[1:])
-    # token i is scored inside the window that first covers it, as the transformers guide does
-    last_start = tiny_engine._window_start(len(ids), window)
-    starts = list(range(0, last_start, stride)) + [last_start]
+    # token i is scored inside the window that first covers it, as the transformers guide does, except
+    # that the last window (completion's) scores all it can with `window - stride` tokens of context
+    last_start = tiny_engine._window_start(len(ids))
+    handover = last_start + window - stride
     covered_by = {}
-    for begin in starts:
-        for i in range(begin, min(begin + window, len(ids))):
+    for begin in range(0, last_start, stride):
+        for i in range(begin, min(begin + window, handover)):
             covered_by.setdefault(i, begin)
     for i in range(1, len(ids)):
-        begin = covered_by[i]
-        row = reference_logprobs(tiny_engine, ids[begin:i])[-1] if i > begin else None
-        if row is None:
-            continue
+        begin = covered_by.get(i, last_start)
+        assert i - begin >= window - stride or begin == 0
+        row = reference_logprobs(tiny_engine, ids[begin:i])[-1]
         assert scores.tokens[i].logprob == pytest.approx(row[ids[i]].item(), abs=1e-4)
 
 
@@ -221,3 +221,46 @@ def test_document_scores_again_feeds_nothing(tiny_engine):
     assert [(s.token.id, s.logprob, s.rank) for s in second.tokens] == \
         [(s.token.id, s.logprob, s.rank) for s in first.tokens]
     tiny_engine.forget("again")
+
+
+def test_completion_generation_and_lens_share_one_window(tiny_engine):
+    """On a document longer than the window every feature cuts it at the same token, so a keystroke
+    feeds the new tokens once, not one prefill per feature (the tiny models have a 64-token context)."""
+    from logitls.engine import Engine
+
+    engine, key = tiny_engine, "one-window"
+    options = dict(max_context_tokens=0, alternatives=engine.alternatives, cached_documents=engine.cached_documents)
+    engine.configure(**options, score_prefill=True)  # as the server does with the lens on
+    text = " ".join(f"word{i % 7}" for i in range(58))  # 116 tokens
+    edited = text + " word4"  # stays in the same quarter-window block: the window start does not move
+    engine.eos_ids, saved_eos = set(), engine.eos_ids
+    fed: list[int] = []
+    try:
+        engine.document_scores(text, document=key)  # the lens has run once
+        engine.model.forward = counting(engine, fed)
+        completion = engine.next_tokens(edited, 5, document=key)
+        assert sum(fed) <= 4, fed  # the appended word
+        fed.clear()
+        generated = [s.token.id for s in engine.greedy(edited, max_new_tokens=8, document=key)]
+        assert fed == [1] * 7  # decode steps only: the prompt's window is the one completion fed
+        fed.clear()
+        lens = engine.document_scores(edited, document=key)
+        # The generated tokens are cropped off; the appended word's tokens, fed unscored by completion
+        # (see score_bulk), are fed again with the one before them to score them: nothing else.
+        assert sum(fed) <= 4, fed
+        del engine.model.forward
+        fresh = Engine(engine.loaded)
+        fresh.eos_ids = set()
+        assert [c.id for c in completion.choices] == [c.id for c in fresh.next_tokens(edited, 5).choices]
+        assert generated == [s.token.id for s in fresh.greedy(edited, max_new_tokens=8, document="g")]
+        expected = fresh.document_scores(edited, document="l")
+        assert [s.token.id for s in lens.tokens] == [s.token.id for s in expected.tokens]
+        assert all((a.logprob is None and b.logprob is None) or abs(a.logprob - b.logprob) < 1e-4
+                   for a, b in zip(lens.tokens, expected.tokens))
+        assert completion.truncated and lens.truncated
+    finally:
+        if "forward" in vars(engine.model):
+            del engine.model.forward
+        engine.eos_ids = saved_eos
+        engine.configure(**options, score_prefill=False)
+        engine.forget(key)

@@ -31,6 +31,9 @@ BULK_TOKENS = 16  # more new tokens than this make a feed a prefill (see score_b
 # per tensor, and log-softmax, ranks and top-k make a few of them. Measured on a 2000-token prefill:
 # chunks of 256 peak ~250 MB above the weights and KV cache, 128 ~120 MB for 9% more time.
 SCORING_CHUNK = 128
+# Window tokens every feature leaves free for generation (at most a quarter window): the server's
+# larger default generation length, so inline completion and generate reuse completion's window.
+GENERATION_RESERVE = 100
 
 
 class Cancelled(Exception):
@@ -95,6 +98,7 @@ class Engine:
         alternatives: int = 10,
         cached_documents: int = 8,
         static_decode: bool | None = None,
+        generation_reserve: int = GENERATION_RESERVE,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -106,6 +110,7 @@ class Engine:
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         self.model_context = int(limit)
         self.score_prefill = False
+        self.generation_reserve = generation_reserve
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
                        cached_documents=cached_documents)
         self.static_decoders = None
@@ -126,15 +131,21 @@ class Engine:
         self.start_id = start if start is not None else self.tokenizer.eos_token_id
 
     def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int,
-                  score_prefill: bool | None = None) -> None:
+                  score_prefill: bool | None = None, generation_reserve: int | None = None) -> None:
         """Settings that apply without reloading the model.
 
         `score_prefill`: score every token next_tokens feeds, not only the last. A cold prefill costs
         ~40% more, but a whole-document pass (the lens) sharing the document's cache then never has
         to re-feed what completion fed, and never crops the cache out from under the next keystroke.
+
+        `generation_reserve`: window tokens that every feature leaves free for greedy generation
+        (capped at a quarter window), see `text_window`. A caller whose generations are longer
+        than this still gets them, from a window cut further, that shares no cache with the others.
         """
         if score_prefill is not None:
             self.score_prefill = score_prefill
+        if generation_reserve is not None:
+            self.generation_reserve = max(0, generation_reserve)
         window = min(self.model_context, max_context_tokens) if max_context_tokens > 0 else self.model_context
         if window != getattr(self, "context_window", window) or alternatives != getattr(self, "alternatives", alternatives):
             self._documents.clear()  # cached windows and stored alternatives no longer match
@@ -181,15 +192,23 @@ class Engine:
         return [self._token_score(index, token_id, offsets[index], scores[index] if index < len(scores) else None)
                 for index, token_id in enumerate(ids)]
 
-    def _window_start(self, n_tokens: int, room: int) -> int:
-        """Where to cut a too-long token list so that what is left fits in `room` tokens.
+    @property
+    def text_window(self) -> int:
+        """The most tokens of a document any feature keeps: the context window less the generation reserve."""
+        return self.context_window - min(self.generation_reserve, self.context_window // 4)
 
-        The cut moves in blocks of a quarter window, so that while a user types at the end of a
-        long document the kept window (and its KV cache) stays the same for many keystrokes.
+    def _window_start(self, n_tokens: int, room: int | None = None) -> int:
+        """Where to cut a too-long token list so that what is left fits in `room` (default `text_window`) tokens.
+
+        One rule for every feature: completion, inline completion, generate and the lens's last window
+        cut a document at the same token, so they share its KV cache. The cut moves in blocks of a
+        quarter window, so that while a user types at the end of a long document the kept window
+        (and its cache) stays the same for many keystrokes; a smaller `room` cuts on the same grid.
         """
+        room = self.text_window if room is None else max(1, room)
         if n_tokens <= room:
             return 0
-        block = max(1, room // 4)
+        block = max(1, self.text_window // 4)
         start = -(-(n_tokens - room) // block) * block
         return min(start, n_tokens - 1)
 
@@ -283,11 +302,14 @@ class Engine:
             for i in range(len(targets))
         ]
 
-    def _prepare(self, text: str, room: int | None = None) -> tuple[list[int], int, bool]:
+    def _prepare(self, text: str, new_tokens: int = 0) -> tuple[list[int], int, bool]:
+        """The window of `text` that is fed, with room for `new_tokens` generated tokens after it."""
         ids = self.tokenizer(text)["input_ids"] if text else []
         if not ids:
             return [self.start_id], 0, False
-        start = self._window_start(len(ids), room or self.context_window)
+        start = self._window_start(len(ids))
+        if len(ids) - start + new_tokens > self.context_window:  # more than the reserve: cut further
+            start = self._window_start(len(ids), self.context_window - new_tokens)
         return list(ids[start:]), start, start > 0
 
     # -- the three things callers ask for ---------------------------------------------------
@@ -318,7 +340,7 @@ class Engine:
         all_ids, all_offsets = self._encode(text)
         if not all_ids:
             return TextScores([], False, 0)
-        start = self._window_start(len(all_ids), self.context_window)
+        start = self._window_start(len(all_ids))
         ids, offsets = all_ids[start:], all_offsets[start:]
         state = self._state(document)
         self._advance(state, ids, want_scores=True, should_stop=should_stop)
@@ -331,33 +353,37 @@ class Engine:
         A document longer than the window is scored with a sliding window, as in the transformers
         perplexity guide: windows of `context_window` tokens start every `stride` tokens (default
         half a window), and each scores only the tokens the previous windows did not, so every
-        token after the first sees at least `context_window - stride` tokens of context. The last
-        window starts where completion's window starts, so both share the document's KV cache;
-        the earlier windows' scores are kept with the document, by their tokens, so asking again
-        (hover after the lens, an edit in the last window) computes none of them again.
+        token after the first sees at least `context_window - stride` tokens of context.
+
+        The last window is the one every feature uses (see `_window_start`), so it shares the
+        document's KV cache; it scores every token that has `context_window - stride` tokens before
+        it inside it, and the earlier windows end where it takes over. An edit there changes none
+        of them, and their scores are kept with the document, by their tokens: asking again (hover
+        after the lens, a keystroke at the end) computes none of them again.
         """
         ids, offsets = self._encode(text)
         window = self.context_window
-        last_start = self._window_start(len(ids), window)
+        last_start = self._window_start(len(ids))
         stride = max(1, min(stride or window // 2, window))
-        starts = list(range(0, last_start, stride)) + [last_start]
+        handover = min(len(ids), last_start + max(1, window - stride)) if last_start > 0 else 0
+        spans, covered = [], 0
+        for begin in range(0, last_start, stride):
+            end = min(begin + window, handover)
+            if end > covered:
+                spans.append((begin, end))
+                covered = end
         state = self._state(document)
-        spans = [(begin, min(begin + window, len(ids))) for begin in starts]
-        earlier = {tuple(ids[begin:end]) for begin, end in spans[:-1]}
-        state.earlier_windows = {key: value for key, value in state.earlier_windows.items() if key in earlier}
+        keys = [tuple(ids[begin:end]) for begin, end in spans]
+        state.earlier_windows = {key: state.earlier_windows[key] for key in keys if key in state.earlier_windows}
         scores: list[_Score | None] = []
-        for begin, end in spans:
-            if end <= len(scores):
-                continue
-            if begin == last_start:
-                window_scores = self._window_scores(state, ids[begin:end], should_stop, chunk_size)
-            else:
-                key = tuple(ids[begin:end])
-                window_scores = state.earlier_windows.get(key)
-                if window_scores is None:
-                    window_scores = self._window_scores(DocumentState(), ids[begin:end], should_stop, chunk_size)
-                    state.earlier_windows[key] = window_scores
+        for (begin, end), key in zip(spans, keys):
+            window_scores = state.earlier_windows.get(key)
+            if window_scores is None:
+                window_scores = self._window_scores(DocumentState(), ids[begin:end], should_stop, chunk_size)
+                state.earlier_windows[key] = window_scores
             scores.extend(window_scores[len(scores) - begin:])
+        window_scores = self._window_scores(state, ids[last_start:], should_stop, chunk_size)
+        scores.extend(window_scores[len(scores) - last_start:])
         return TextScores(self._scored_tokens(ids, offsets, scores), last_start > 0, 0)
 
     def _window_scores(self, state: DocumentState, ids: list[int], should_stop: StopCheck | None,
@@ -396,9 +422,7 @@ class Engine:
             max_new_tokens = max(0, max_length - prompt_tokens) if max_length is not None else 100
         if max_new_tokens == 0:
             return
-        # Leave room in the window for what is generated, as far as the window allows.
-        room = max(1, self.context_window - max_new_tokens)
-        ids, _, _ = self._prepare(text, room)
+        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens)
         state = self._state(document)
         self._advance(state, ids, want_scores=False, should_stop=should_stop)
         generated: list[int] = []
