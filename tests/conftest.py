@@ -15,7 +15,7 @@ NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
 NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
 
 
-def build_gpt2_tokenizer():
+def build_gpt2_tokenizer(**options):
     from transformers import GPT2TokenizerFast
 
     folder = FIXTURES / "gpt2-tokenizer"
@@ -23,7 +23,7 @@ def build_gpt2_tokenizer():
     lines = (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()
     # transformers 5 builds an EMPTY tokenizer from vocab_file/merges_file: pass the data itself.
     merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
-    return GPT2TokenizerFast(vocab=vocab, merges=merges)
+    return GPT2TokenizerFast(vocab=vocab, merges=merges, **options)
 
 
 def build_tiny_models(root: Path) -> dict[str, Path]:

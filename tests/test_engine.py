@@ -264,3 +264,57 @@ def test_completion_generation_and_lens_share_one_window(tiny_engine):
         engine.eos_ids = saved_eos
         engine.configure(**options, score_prefill=False)
         engine.forget(key)
+
+
+@pytest.fixture(scope="module")
+def bos_engine(tiny_models):
+    """The tiny Llama with a Llama-style tokenizer: it puts a BOS before every text."""
+    from conftest import build_gpt2_tokenizer
+
+    from logitls.engine import Engine
+    from logitls.engine.loading import load_model
+
+    loaded = load_model(str(tiny_models["llama"]), device="cpu")
+    loaded.tokenizer = build_gpt2_tokenizer(add_bos_token=True, bos_token="<|endoftext|>")
+    return Engine(loaded)
+
+
+def test_a_text_cut_from_the_left_keeps_the_tokenizers_bos(bos_engine):
+    engine = bos_engine
+    bos = engine.tokenizer.bos_token_id
+    text = " ".join(f"word{i % 7}" for i in range(80))
+    ids = engine.tokenizer(text)["input_ids"]
+    assert ids[0] == bos and len(ids) > engine.context_window
+    result = engine.next_tokens(text, 5, document="bos")
+    assert result.truncated
+    window = [bos] + ids[len(ids) - result.context_tokens + 1:]  # the BOS, then the text's end
+    assert [c.id for c in result.choices] == reference_logprobs(engine, window)[-1].topk(5).indices.tolist()
+
+    scores = engine.token_scores(text, document="bos-scores")
+    assert [s.token.id for s in scores.tokens] == window
+    assert scores.offset == scores.tokens[1].start > 0
+    assert scores.tokens[1].logprob == pytest.approx(reference_logprobs(engine, window)[0, window[1]].item(), abs=1e-4)
+
+    reference = engine.model.generate(torch.tensor([window]), do_sample=False, max_new_tokens=8, eos_token_id=None,
+                                      pad_token_id=0)[0, len(window):].tolist()
+    engine.eos_ids, saved = set(), engine.eos_ids
+    try:
+        assert [s.token.id for s in engine.greedy(text, max_new_tokens=8, document="bos")] == reference
+    finally:
+        engine.eos_ids = saved
+
+    first_tokens = []  # the first token of every window the lens feeds from an empty cache
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        if kwargs["cache"].get_seq_length() == 0:
+            first_tokens.append(int(kwargs["input_ids"][0, 0]))
+        return original(*args, **kwargs)
+
+    engine.model.forward = forward
+    try:
+        lens = engine.document_scores(text, document="bos-lens")
+    finally:
+        del engine.model.forward
+    assert len(first_tokens) > 1 and set(first_tokens) == {bos}
+    assert lens.tokens[-1].logprob == pytest.approx(reference_logprobs(engine, window)[-2, window[-1]].item(), abs=1e-4)

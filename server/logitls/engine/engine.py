@@ -129,6 +129,7 @@ class Engine:
         # use <|endoftext|> as the document separator).
         start = self.tokenizer.bos_token_id
         self.start_id = start if start is not None else self.tokenizer.eos_token_id
+        self.lead_ids = self._tokenizer_lead()
 
     def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int,
                   score_prefill: bool | None = None, generation_reserve: int | None = None) -> None:
@@ -197,20 +198,41 @@ class Engine:
         """The most tokens of a document any feature keeps: the context window less the generation reserve."""
         return self.context_window - min(self.generation_reserve, self.context_window // 4)
 
-    def _window_start(self, n_tokens: int, room: int | None = None) -> int:
+    def _window_start(self, n_tokens: int, room: int | None = None, lead: int = 0) -> int:
         """Where to cut a too-long token list so that what is left fits in `room` (default `text_window`) tokens.
 
         One rule for every feature: completion, inline completion, generate and the lens's last window
         cut a document at the same token, so they share its KV cache. The cut moves in blocks of a
         quarter window, so that while a user types at the end of a long document the kept window
         (and its cache) stays the same for many keystrokes; a smaller `room` cuts on the same grid.
+        The first `lead` tokens (the tokenizer's BOS) stay in front of what is kept, see `_cut`.
         """
-        room = self.text_window if room is None else max(1, room)
+        room = max(lead + 1, self.text_window if room is None else room)
         if n_tokens <= room:
             return 0
         block = max(1, self.text_window // 4)
-        start = -(-(n_tokens - room) // block) * block
+        start = lead + -(-(n_tokens - room) // block) * block
         return min(start, n_tokens - 1)
+
+    def _tokenizer_lead(self) -> list[int]:
+        """The special tokens the tokenizer puts before every text (Llama's BOS): none for GPT-2."""
+        marked = list(self.tokenizer("a")["input_ids"])
+        plain = list(self.tokenizer("a", add_special_tokens=False)["input_ids"])
+        for i in range(len(marked) - len(plain) + 1):
+            if marked[i : i + len(plain)] == plain:
+                lead = marked[:i]
+                return lead if all(t in self._special_ids for t in lead) else []
+        return []
+
+    def _lead(self, ids: list[int]) -> int:
+        n = len(self.lead_ids)
+        return n if n and list(ids[:n]) == self.lead_ids else 0
+
+    @staticmethod
+    def _cut(items: list, start: int, lead: int) -> list:
+        """items[start:], behind the first `lead` items: a window cut from a text keeps the tokenizer's
+        BOS in front, as the model saw every text in training."""
+        return list(items[:lead]) + list(items[start:]) if start > 0 else list(items)
 
     # -- the forward pass over a document state ---------------------------------------------
 
@@ -307,10 +329,11 @@ class Engine:
         ids = self.tokenizer(text)["input_ids"] if text else []
         if not ids:
             return [self.start_id], 0, False
-        start = self._window_start(len(ids))
-        if len(ids) - start + new_tokens > self.context_window:  # more than the reserve: cut further
-            start = self._window_start(len(ids), self.context_window - new_tokens)
-        return list(ids[start:]), start, start > 0
+        lead = self._lead(ids)
+        start = self._window_start(len(ids), lead=lead)
+        if len(self._cut(ids, start, lead)) + new_tokens > self.context_window:  # more than the reserve: cut further
+            start = self._window_start(len(ids), self.context_window - new_tokens, lead)
+        return self._cut(ids, start, lead), start, start > 0
 
     # -- the three things callers ask for ---------------------------------------------------
 
@@ -340,11 +363,13 @@ class Engine:
         all_ids, all_offsets = self._encode(text)
         if not all_ids:
             return TextScores([], False, 0)
-        start = self._window_start(len(all_ids))
-        ids, offsets = all_ids[start:], all_offsets[start:]
+        lead = self._lead(all_ids)
+        start = self._window_start(len(all_ids), lead=lead)
+        ids, offsets = self._cut(all_ids, start, lead), self._cut(all_offsets, start, lead)
         state = self._state(document)
         self._advance(state, ids, want_scores=True, should_stop=should_stop)
-        return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0, offsets[0][0] if start > 0 else 0)
+        return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0,
+                          all_offsets[start][0] if start > 0 else 0)
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
@@ -353,7 +378,8 @@ class Engine:
         A document longer than the window is scored with a sliding window, as in the transformers
         perplexity guide: windows of `context_window` tokens start every `stride` tokens (default
         half a window), and each scores only the tokens the previous windows did not, so every
-        token after the first sees at least `context_window - stride` tokens of context.
+        token after the first sees at least `context_window - stride` tokens of context. A window
+        that does not start the text starts with the tokenizer's BOS all the same, if it adds one.
 
         The last window is the one every feature uses (see `_window_start`), so it shares the
         document's KV cache; it scores every token that has `context_window - stride` tokens before
@@ -363,27 +389,33 @@ class Engine:
         """
         ids, offsets = self._encode(text)
         window = self.context_window
-        last_start = self._window_start(len(ids))
-        stride = max(1, min(stride or window // 2, window))
-        handover = min(len(ids), last_start + max(1, window - stride)) if last_start > 0 else 0
+        lead = self._lead(ids)
+        last_start = self._window_start(len(ids), lead=lead)
+        body = window - lead  # text tokens in a window that does not start the text
+        stride = max(1, min(stride or window // 2, body))
+        handover = min(len(ids), last_start + max(1, body - stride)) if last_start > 0 else 0
         spans, covered = [], 0
         for begin in range(0, last_start, stride):
-            end = min(begin + window, handover)
+            end = min(begin + (window if begin == 0 else body), handover)
             if end > covered:
                 spans.append((begin, end))
                 covered = end
         state = self._state(document)
-        keys = [tuple(ids[begin:end]) for begin, end in spans]
-        state.earlier_windows = {key: state.earlier_windows[key] for key in keys if key in state.earlier_windows}
+        windows = [tuple(self._cut(ids[:end], begin, lead)) for begin, end in spans]
+        state.earlier_windows = {key: state.earlier_windows[key] for key in windows if key in state.earlier_windows}
         scores: list[_Score | None] = []
-        for (begin, end), key in zip(spans, keys):
+
+        def take(window_scores: list[_Score | None], begin: int) -> None:
+            # window position `lead + k` holds text token `begin + k` (in the first window, position k)
+            scores.extend(window_scores[len(scores) - begin + (lead if begin > 0 else 0):])
+
+        for (begin, _), key in zip(spans, windows):
             window_scores = state.earlier_windows.get(key)
             if window_scores is None:
-                window_scores = self._window_scores(DocumentState(), ids[begin:end], should_stop, chunk_size)
+                window_scores = self._window_scores(DocumentState(), list(key), should_stop, chunk_size)
                 state.earlier_windows[key] = window_scores
-            scores.extend(window_scores[len(scores) - begin:])
-        window_scores = self._window_scores(state, ids[last_start:], should_stop, chunk_size)
-        scores.extend(window_scores[len(scores) - last_start:])
+            take(window_scores, begin)
+        take(self._window_scores(state, self._cut(ids, last_start, lead), should_stop, chunk_size), last_start)
         return TextScores(self._scored_tokens(ids, offsets, scores), last_start > 0, 0)
 
     def _window_scores(self, state: DocumentState, ids: list[int], should_stop: StopCheck | None,
