@@ -203,3 +203,51 @@ def test_greedy_past_the_sliding_window_equals_generate(sliding_engine, monkeypa
     finally:
         engine.eos_ids = saved
     assert steps == reference
+
+
+# -- any edit sequence, any attention: the cached answer is the fresh engine's answer ----------
+
+LONG_START = " ".join(f"line{i % 5} = value{i % 3}" for i in range(20))  # ~120 tokens: past every window
+
+
+def assert_same_as_a_fresh_engine(engine, fresh, text: str, document: str) -> None:
+    fresh.forget_all()
+    cached, expected = engine.next_tokens(text, 5, document=document), fresh.next_tokens(text, 5)
+    assert [c.id for c in cached.choices] == [c.id for c in expected.choices]
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(cached.choices, expected.choices)) < 1e-4
+    assert (cached.context_tokens, cached.truncated) == (expected.context_tokens, expected.truncated)
+    cached_scores, expected_scores = engine.token_scores(text, document=document), fresh.token_scores(text)
+    assert [s.token.id for s in cached_scores.tokens] == [s.token.id for s in expected_scores.tokens]
+    for a, b in zip(cached_scores.tokens, expected_scores.tokens):
+        assert (a.logprob is None) == (b.logprob is None)
+        if a.logprob is not None:
+            assert abs(a.logprob - b.logprob) < 1e-4
+
+
+def run_edits(engine, changes, prefix: str) -> None:
+    from logitls.engine import Engine
+
+    fresh = Engine(engine.loaded)
+    documents = [LONG_START, "The cat sat on the mat.", ""]
+    current = 0
+    for change in changes:
+        if change[0] == "switch":
+            current = change[1]
+        else:
+            documents[current] = apply(documents[current], change)
+        assert_same_as_a_fresh_engine(engine, fresh, documents[current], f"{prefix}-{current}")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(edit, min_size=1, max_size=6))
+def test_any_edits_give_a_fresh_engines_answers(tiny_engine, changes):
+    run_edits(tiny_engine, changes, "fresh-full")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(edit, min_size=1, max_size=6))
+def test_any_edits_give_a_fresh_engines_answers_with_sliding_windows(sliding_engine, monkeypatch, changes):
+    from logitls.engine import kv_cache
+
+    monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 3, raising=False)  # most edits then reach past what the cache keeps
+    run_edits(sliding_engine, changes, "fresh-sliding")
