@@ -251,3 +251,27 @@ def test_any_edits_give_a_fresh_engines_answers_with_sliding_windows(sliding_eng
 
     monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 3, raising=False)  # most edits then reach past what the cache keeps
     run_edits(sliding_engine, changes, "fresh-sliding")
+
+
+def test_layers_of_other_kinds_are_kept_and_a_cache_with_one_is_not_cropped():
+    """Only transformers' two plain layers are replaced; any other kind (a subclass, a recurrent
+    state) is kept, and a crop it might not support changes nothing: the caller re-feeds instead."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    from logitls.engine.kv_cache import GrowableLayer, SlidingLayer, _replacement, crop_cache
+
+    class OtherLayer(DynamicLayer):
+        pass
+
+    other = OtherLayer()
+    assert _replacement(other) is other
+    assert type(_replacement(DynamicLayer())) is GrowableLayer
+    assert type(_replacement(DynamicSlidingWindowLayer(sliding_window=4))) is SlidingLayer
+    cache = DynamicCache()
+    cache.layers = [GrowableLayer(), other]
+    for layer in cache.layers:
+        layer.update(torch.zeros(1, 1, 6, 2), torch.zeros(1, 1, 6, 2))
+    assert not crop_cache(cache, 2)
+    assert [layer.keys.shape[-2] for layer in cache.layers] == [6, 6]
+    cache.layers = cache.layers[:1]
+    assert crop_cache(cache, 2) and cache.layers[0].keys.shape[-2] == 4
