@@ -15,7 +15,7 @@ NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
 NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
 
 
-def build_gpt2_tokenizer():
+def build_gpt2_tokenizer(**options):
     from transformers import GPT2TokenizerFast
 
     folder = FIXTURES / "gpt2-tokenizer"
@@ -23,7 +23,7 @@ def build_gpt2_tokenizer():
     lines = (folder / "vocab.bpe").read_text(encoding="utf-8").splitlines()
     # transformers 5 builds an EMPTY tokenizer from vocab_file/merges_file: pass the data itself.
     merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
-    return GPT2TokenizerFast(vocab=vocab, merges=merges)
+    return GPT2TokenizerFast(vocab=vocab, merges=merges, **options)
 
 
 def build_tiny_models(root: Path) -> dict[str, Path]:
@@ -64,6 +64,44 @@ def tiny_engine(request, tiny_models):
     from logitls.engine import Engine
 
     return Engine.load(str(tiny_models[request.param]), device="cpu")
+
+
+def build_tiny_sliding_models(root: Path) -> dict[str, Path]:
+    """Models whose attention looks back only 16 tokens: Mistral (every layer sliding) and Gemma 2
+    (sliding and full layers alternating). Their KV cache drops what falls out of the window."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    tokenizer = build_gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=16,
+                  bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    torch.manual_seed(2)
+    mistral = MistralForCausalLM(MistralConfig(**common))
+    torch.manual_seed(3)
+    gemma2 = Gemma2ForCausalLM(Gemma2Config(**common, head_dim=8))
+    folders = {}
+    for name, model in (("mistral", mistral), ("gemma2", gemma2)):
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(20.0)
+        folder = root / f"tiny-{name}"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_sliding_models(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_sliding_models(tmp_path_factory.mktemp("sliding-models"))
+
+
+@pytest.fixture(scope="session", params=["mistral", "gemma2"])
+def sliding_engine(request, tiny_sliding_models):
+    from logitls.engine import Engine
+
+    return Engine.load(str(tiny_sliding_models[request.param]), device="cpu")
 
 
 @pytest.fixture(scope="session")

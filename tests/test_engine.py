@@ -174,18 +174,18 @@ def test_document_scores_slide_over_a_long_text(tiny_engine):
     scores = tiny_engine.document_scores(text, stride=stride, document="long-lens")
     assert scores.truncated and len(scores.tokens) == len(ids)
     assert scores.tokens[0].prob is None and all(s.prob is not None for s in scores.tokens[1:])
-    # token i is scored inside the window that first covers it, as the transformers guide does
-    last_start = tiny_engine._window_start(len(ids), window)
-    starts = list(range(0, last_start, stride)) + [last_start]
+    # token i is scored inside the window that first covers it, as the transformers guide does, except
+    # that the last window (completion's) scores all it can with `window - stride` tokens of context
+    last_start = tiny_engine._window_start(len(ids))
+    handover = last_start + window - stride
     covered_by = {}
-    for begin in starts:
-        for i in range(begin, min(begin + window, len(ids))):
+    for begin in range(0, last_start, stride):
+        for i in range(begin, min(begin + window, handover)):
             covered_by.setdefault(i, begin)
     for i in range(1, len(ids)):
-        begin = covered_by[i]
-        row = reference_logprobs(tiny_engine, ids[begin:i])[-1] if i > begin else None
-        if row is None:
-            continue
+        begin = covered_by.get(i, last_start)
+        assert i - begin >= window - stride or begin == 0
+        row = reference_logprobs(tiny_engine, ids[begin:i])[-1]
         assert scores.tokens[i].logprob == pytest.approx(row[ids[i]].item(), abs=1e-4)
 
 
@@ -194,3 +194,127 @@ def test_document_scores_equal_token_scores_within_the_window(tiny_engine):
     a = tiny_engine.document_scores(text, document="within")
     b = tiny_engine.token_scores(text, document="within-2")
     assert [(s.token.id, s.logprob, s.rank) for s in a.tokens] == [(s.token.id, s.logprob, s.rank) for s in b.tokens]
+
+
+def counting(engine, fed: list[int]):
+    """A stand-in for model.forward that records how many tokens each call feeds."""
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
+        return original(*args, **kwargs)
+
+    return forward
+
+
+def test_document_scores_again_feeds_nothing(tiny_engine):
+    """Hover asks for the lens's scores of the same text: no window is computed twice."""
+    text = " ".join(f"word{i % 7}" for i in range(200))
+    first = tiny_engine.document_scores(text, document="again")
+    fed: list[int] = []
+    tiny_engine.model.forward = counting(tiny_engine, fed)
+    try:
+        second = tiny_engine.document_scores(text, document="again")
+    finally:
+        del tiny_engine.model.forward
+    assert fed == []
+    assert [(s.token.id, s.logprob, s.rank) for s in second.tokens] == \
+        [(s.token.id, s.logprob, s.rank) for s in first.tokens]
+    tiny_engine.forget("again")
+
+
+def test_completion_generation_and_lens_share_one_window(tiny_engine):
+    """On a document longer than the window every feature cuts it at the same token, so a keystroke
+    feeds the new tokens once, not one prefill per feature (the tiny models have a 64-token context)."""
+    from logitls.engine import Engine
+
+    engine, key = tiny_engine, "one-window"
+    options = dict(max_context_tokens=0, alternatives=engine.alternatives, cached_documents=engine.cached_documents)
+    engine.configure(**options, score_prefill=True)  # as the server does with the lens on
+    text = " ".join(f"word{i % 7}" for i in range(58))  # 116 tokens
+    edited = text + " word4"  # stays in the same quarter-window block: the window start does not move
+    engine.eos_ids, saved_eos = set(), engine.eos_ids
+    fed: list[int] = []
+    try:
+        engine.document_scores(text, document=key)  # the lens has run once
+        engine.model.forward = counting(engine, fed)
+        completion = engine.next_tokens(edited, 5, document=key)
+        assert sum(fed) <= 4, fed  # the appended word
+        fed.clear()
+        generated = [s.token.id for s in engine.greedy(edited, max_new_tokens=8, document=key)]
+        assert fed == [1] * 7  # decode steps only: the prompt's window is the one completion fed
+        fed.clear()
+        lens = engine.document_scores(edited, document=key)
+        # The generated tokens are cropped off; the appended word's tokens, fed unscored by completion
+        # (see score_bulk), are fed again with the one before them to score them: nothing else.
+        assert sum(fed) <= 4, fed
+        del engine.model.forward
+        fresh = Engine(engine.loaded)
+        fresh.eos_ids = set()
+        assert [c.id for c in completion.choices] == [c.id for c in fresh.next_tokens(edited, 5).choices]
+        assert generated == [s.token.id for s in fresh.greedy(edited, max_new_tokens=8, document="g")]
+        expected = fresh.document_scores(edited, document="l")
+        assert [s.token.id for s in lens.tokens] == [s.token.id for s in expected.tokens]
+        assert all((a.logprob is None and b.logprob is None) or abs(a.logprob - b.logprob) < 1e-4
+                   for a, b in zip(lens.tokens, expected.tokens))
+        assert completion.truncated and lens.truncated
+    finally:
+        if "forward" in vars(engine.model):
+            del engine.model.forward
+        engine.eos_ids = saved_eos
+        engine.configure(**options, score_prefill=False)
+        engine.forget(key)
+
+
+@pytest.fixture(scope="module")
+def bos_engine(tiny_models):
+    """The tiny Llama with a Llama-style tokenizer: it puts a BOS before every text."""
+    from conftest import build_gpt2_tokenizer
+
+    from logitls.engine import Engine
+    from logitls.engine.loading import load_model
+
+    loaded = load_model(str(tiny_models["llama"]), device="cpu")
+    loaded.tokenizer = build_gpt2_tokenizer(add_bos_token=True, bos_token="<|endoftext|>")
+    return Engine(loaded)
+
+
+def test_a_text_cut_from_the_left_keeps_the_tokenizers_bos(bos_engine):
+    engine = bos_engine
+    bos = engine.tokenizer.bos_token_id
+    text = " ".join(f"word{i % 7}" for i in range(80))
+    ids = engine.tokenizer(text)["input_ids"]
+    assert ids[0] == bos and len(ids) > engine.context_window
+    result = engine.next_tokens(text, 5, document="bos")
+    assert result.truncated
+    window = [bos] + ids[len(ids) - result.context_tokens + 1:]  # the BOS, then the text's end
+    assert [c.id for c in result.choices] == reference_logprobs(engine, window)[-1].topk(5).indices.tolist()
+
+    scores = engine.token_scores(text, document="bos-scores")
+    assert [s.token.id for s in scores.tokens] == window
+    assert scores.offset == scores.tokens[1].start > 0
+    assert scores.tokens[1].logprob == pytest.approx(reference_logprobs(engine, window)[0, window[1]].item(), abs=1e-4)
+
+    reference = engine.model.generate(torch.tensor([window]), do_sample=False, max_new_tokens=8, eos_token_id=None,
+                                      pad_token_id=0)[0, len(window):].tolist()
+    engine.eos_ids, saved = set(), engine.eos_ids
+    try:
+        assert [s.token.id for s in engine.greedy(text, max_new_tokens=8, document="bos")] == reference
+    finally:
+        engine.eos_ids = saved
+
+    first_tokens = []  # the first token of every window the lens feeds from an empty cache
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        if kwargs["cache"].get_seq_length() == 0:
+            first_tokens.append(int(kwargs["input_ids"][0, 0]))
+        return original(*args, **kwargs)
+
+    engine.model.forward = forward
+    try:
+        lens = engine.document_scores(text, document="bos-lens")
+    finally:
+        del engine.model.forward
+    assert len(first_tokens) > 1 and set(first_tokens) == {bos}
+    assert lens.tokens[-1].logprob == pytest.approx(reference_logprobs(engine, window)[-2, window[-1]].item(), abs=1e-4)

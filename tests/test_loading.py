@@ -96,3 +96,28 @@ def test_bad_device_and_threads(tiny_models):
     load_model(str(tiny_models["gpt2"]), device="cpu", threads=1)
     assert torch.get_num_threads() == 1
     torch.set_num_threads(before)
+
+
+def test_gguf_cache_key_covers_the_whole_file(tmp_path, monkeypatch):
+    """Two fine-tunes with the same name and size differ in the middle of their tensor data."""
+    from logitls.engine import loading
+
+    monkeypatch.setenv("LOGITLS_CACHE_DIR", str(tmp_path / "cache"))
+    data = bytearray(os.urandom(3 << 20))
+    first, second = tmp_path / "a" / "model.gguf", tmp_path / "b" / "model.gguf"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_bytes(data)
+    data[len(data) // 2] ^= 0xFF
+    second.write_bytes(data)
+    assert converted_folder(first) != converted_folder(second)
+
+    hashed = []
+    original = loading._sha256_of_file
+    monkeypatch.setattr(loading, "_sha256_of_file", lambda path: hashed.append(path) or original(path))
+    key = loading._gguf_key(first)
+    assert hashed == [] and key == loading._gguf_key(first)  # remembered across calls (and restarts)
+    data[0] ^= 0xFF
+    first.write_bytes(data)  # changed in place: new mtime, hashed again
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 1))
+    assert loading._gguf_key(first) != key and hashed == [first.resolve()]

@@ -44,8 +44,9 @@ def _engine(args: argparse.Namespace):
         raise UsageError("the text is empty: give some text (or - and pipe it in)")
     from .engine import Engine
 
+    # One request per run: no window to share with other features, so none is kept free for them.
     return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                       trust_remote_code=args.trust_remote_code)
+                       trust_remote_code=args.trust_remote_code, generation_reserve=0)
 
 
 def _read_text_once(args: argparse.Namespace) -> str:
@@ -228,7 +229,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     from .engine import Engine
 
     engine = Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code, generation_reserve=0)
     scores = engine.document_scores(text, stride=args.stride or None)
     if args.html:
         Path(args.html).write_text(lens_output.render_html(path.name, text, scores), encoding="utf-8")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .kv_cache import new_document_cache
+from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
 from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, TokenScore
 
@@ -31,6 +31,9 @@ BULK_TOKENS = 16  # more new tokens than this make a feed a prefill (see score_b
 # per tensor, and log-softmax, ranks and top-k make a few of them. Measured on a 2000-token prefill:
 # chunks of 256 peak ~250 MB above the weights and KV cache, 128 ~120 MB for 9% more time.
 SCORING_CHUNK = 128
+# Window tokens every feature leaves free for generation (at most a quarter window): the server's
+# larger default generation length, so inline completion and generate reuse completion's window.
+GENERATION_RESERVE = 100
 
 
 class Cancelled(Exception):
@@ -59,17 +62,23 @@ class DocumentState:
     # scores[i]: token i given ids[:i], or None / missing where tokens were fed without scoring.
     scores: list[_Score | None] = field(default_factory=list)
     last_logits: torch.Tensor | None = None  # next-token logits after ids, fp32
+    # The scores of document_scores' windows before the last one, by their token ids: hover and the
+    # lens ask for the same text, and an edit near the end changes none of them.
+    earlier_windows: dict[tuple[int, ...], list[_Score | None]] = field(default_factory=dict)
 
     def crop(self, keep: int) -> None:
+        """Keep the first `keep` positions; or none, where the cache cannot be cropped (a sliding-window
+        layer has dropped positions that the kept prefix needs): then everything is fed again."""
         if keep >= len(self.ids):
             return
-        if keep == 0 or self.kv is None:
+        if keep == 0 or self.kv is None or not crop_cache(self.kv, len(self.ids) - keep):
             self.kv = None
-        else:
-            # transformers 5: crop(-k) drops the last k positions
-            self.kv.crop(-(len(self.ids) - keep))
+            keep = 0
         del self.ids[keep:]  # scores stay: _advance already dropped those of changed tokens
         self.last_logits = None
+
+    def can_crop(self, keep: int) -> bool:
+        return self.kv is None or keep == 0 or can_crop(self.kv, len(self.ids) - keep)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -89,6 +98,7 @@ class Engine:
         alternatives: int = 10,
         cached_documents: int = 8,
         static_decode: bool | None = None,
+        generation_reserve: int = GENERATION_RESERVE,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -100,6 +110,7 @@ class Engine:
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         self.model_context = int(limit)
         self.score_prefill = False
+        self.generation_reserve = generation_reserve
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
                        cached_documents=cached_documents)
         self.static_decoders = None
@@ -118,17 +129,24 @@ class Engine:
         # use <|endoftext|> as the document separator).
         start = self.tokenizer.bos_token_id
         self.start_id = start if start is not None else self.tokenizer.eos_token_id
+        self.lead_ids = self._tokenizer_lead()
 
     def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int,
-                  score_prefill: bool | None = None) -> None:
+                  score_prefill: bool | None = None, generation_reserve: int | None = None) -> None:
         """Settings that apply without reloading the model.
 
         `score_prefill`: score every token next_tokens feeds, not only the last. A cold prefill costs
         ~40% more, but a whole-document pass (the lens) sharing the document's cache then never has
         to re-feed what completion fed, and never crops the cache out from under the next keystroke.
+
+        `generation_reserve`: window tokens that every feature leaves free for greedy generation
+        (capped at a quarter window), see `text_window`. A caller whose generations are longer
+        than this still gets them, from a window cut further, that shares no cache with the others.
         """
         if score_prefill is not None:
             self.score_prefill = score_prefill
+        if generation_reserve is not None:
+            self.generation_reserve = max(0, generation_reserve)
         window = min(self.model_context, max_context_tokens) if max_context_tokens > 0 else self.model_context
         if window != getattr(self, "context_window", window) or alternatives != getattr(self, "alternatives", alternatives):
             self._documents.clear()  # cached windows and stored alternatives no longer match
@@ -175,17 +193,46 @@ class Engine:
         return [self._token_score(index, token_id, offsets[index], scores[index] if index < len(scores) else None)
                 for index, token_id in enumerate(ids)]
 
-    def _window_start(self, n_tokens: int, room: int) -> int:
-        """Where to cut a too-long token list so that what is left fits in `room` tokens.
+    @property
+    def text_window(self) -> int:
+        """The most tokens of a document any feature keeps: the context window less the generation reserve."""
+        return self.context_window - min(self.generation_reserve, self.context_window // 4)
 
-        The cut moves in blocks of a quarter window, so that while a user types at the end of a
-        long document the kept window (and its KV cache) stays the same for many keystrokes.
+    def _window_start(self, n_tokens: int, room: int | None = None, lead: int = 0) -> int:
+        """Where to cut a too-long token list so that what is left fits in `room` (default `text_window`) tokens.
+
+        One rule for every feature: completion, inline completion, generate and the lens's last window
+        cut a document at the same token, so they share its KV cache. The cut moves in blocks of a
+        quarter window, so that while a user types at the end of a long document the kept window
+        (and its cache) stays the same for many keystrokes; a smaller `room` cuts on the same grid.
+        The first `lead` tokens (the tokenizer's BOS) stay in front of what is kept, see `_cut`.
         """
+        room = max(lead + 1, self.text_window if room is None else room)
         if n_tokens <= room:
             return 0
-        block = max(1, room // 4)
-        start = -(-(n_tokens - room) // block) * block
+        block = max(1, self.text_window // 4)
+        start = lead + -(-(n_tokens - room) // block) * block
         return min(start, n_tokens - 1)
+
+    def _tokenizer_lead(self) -> list[int]:
+        """The special tokens the tokenizer puts before every text (Llama's BOS): none for GPT-2."""
+        marked = list(self.tokenizer("a")["input_ids"])
+        plain = list(self.tokenizer("a", add_special_tokens=False)["input_ids"])
+        for i in range(len(marked) - len(plain) + 1):
+            if marked[i : i + len(plain)] == plain:
+                lead = marked[:i]
+                return lead if all(t in self._special_ids for t in lead) else []
+        return []
+
+    def _lead(self, ids: list[int]) -> int:
+        n = len(self.lead_ids)
+        return n if n and list(ids[:n]) == self.lead_ids else 0
+
+    @staticmethod
+    def _cut(items: list, start: int, lead: int) -> list:
+        """items[start:], behind the first `lead` items: a window cut from a text keeps the tokenizer's
+        BOS in front, as the model saw every text in training."""
+        return list(items[:lead]) + list(items[start:]) if start > 0 else list(items)
 
     # -- the forward pass over a document state ---------------------------------------------
 
@@ -230,7 +277,13 @@ class Engine:
             if len(state.ids) == n and state.last_logits is not None:
                 return
             start = n - 1
-        state.crop(max(start, 0))
+        start = max(start, 0)
+        if not state.can_crop(start):
+            # A sliding-window layer has lost positions the kept prefix needs: everything is fed
+            # again, which is a prefill, scored if prefills are.
+            start = 0
+            want_scores = want_scores or (score_bulk and n > BULK_TOKENS)
+        state.crop(start)
         if state.kv is None:
             state.kv = new_document_cache(self.model.config)
         if want_scores:
@@ -275,12 +328,16 @@ class Engine:
             for i in range(len(targets))
         ]
 
-    def _prepare(self, text: str, room: int | None = None) -> tuple[list[int], int, bool]:
+    def _prepare(self, text: str, new_tokens: int = 0) -> tuple[list[int], int, bool]:
+        """The window of `text` that is fed, with room for `new_tokens` generated tokens after it."""
         ids = self.tokenizer(text)["input_ids"] if text else []
         if not ids:
             return [self.start_id], 0, False
-        start = self._window_start(len(ids), room or self.context_window)
-        return list(ids[start:]), start, start > 0
+        lead = self._lead(ids)
+        start = self._window_start(len(ids), lead=lead)
+        if len(self._cut(ids, start, lead)) + new_tokens > self.context_window:  # more than the reserve: cut further
+            start = self._window_start(len(ids), self.context_window - new_tokens, lead)
+        return self._cut(ids, start, lead), start, start > 0
 
     # -- the three things callers ask for ---------------------------------------------------
 
@@ -310,11 +367,13 @@ class Engine:
         all_ids, all_offsets = self._encode(text)
         if not all_ids:
             return TextScores([], False, 0)
-        start = self._window_start(len(all_ids), self.context_window)
-        ids, offsets = all_ids[start:], all_offsets[start:]
+        lead = self._lead(all_ids)
+        start = self._window_start(len(all_ids), lead=lead)
+        ids, offsets = self._cut(all_ids, start, lead), self._cut(all_offsets, start, lead)
         state = self._state(document)
         self._advance(state, ids, want_scores=True, should_stop=should_stop)
-        return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0, offsets[0][0] if start > 0 else 0)
+        return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0,
+                          all_offsets[start][0] if start > 0 else 0)
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
@@ -323,25 +382,50 @@ class Engine:
         A document longer than the window is scored with a sliding window, as in the transformers
         perplexity guide: windows of `context_window` tokens start every `stride` tokens (default
         half a window), and each scores only the tokens the previous windows did not, so every
-        token after the first sees at least `context_window - stride` tokens of context. The last
-        window starts where completion's window starts, so both share the document's KV cache;
-        the earlier windows are computed afresh each pass.
+        token after the first sees at least `context_window - stride` tokens of context. A window
+        that does not start the text starts with the tokenizer's BOS all the same, if it adds one.
+
+        The last window is the one every feature uses (see `_window_start`), so it shares the
+        document's KV cache; it scores every token that has `context_window - stride` tokens before
+        it inside it, and the earlier windows end where it takes over. An edit there changes none
+        of them, and their scores are kept with the document, by their tokens: asking again (hover
+        after the lens, a keystroke at the end) computes none of them again.
         """
         ids, offsets = self._encode(text)
         window = self.context_window
-        last_start = self._window_start(len(ids), window)
-        stride = max(1, min(stride or window // 2, window))
-        starts = list(range(0, last_start, stride)) + [last_start]
+        lead = self._lead(ids)
+        last_start = self._window_start(len(ids), lead=lead)
+        body = window - lead  # text tokens in a window that does not start the text
+        stride = max(1, min(stride or window // 2, body))
+        handover = min(len(ids), last_start + max(1, body - stride)) if last_start > 0 else 0
+        spans, covered = [], 0
+        for begin in range(0, last_start, stride):
+            end = min(begin + (window if begin == 0 else body), handover)
+            if end > covered:
+                spans.append((begin, end))
+                covered = end
+        state = self._state(document)
+        windows = [tuple(self._cut(ids[:end], begin, lead)) for begin, end in spans]
+        state.earlier_windows = {key: state.earlier_windows[key] for key in windows if key in state.earlier_windows}
         scores: list[_Score | None] = []
-        for begin in starts:
-            end = min(begin + window, len(ids))
-            if end <= len(scores):
-                continue
-            state = self._state(document) if begin == last_start else DocumentState()
-            self._advance(state, ids[begin:end], want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
-            window_scores = state.scores[: end - begin] + [None] * max(0, end - begin - len(state.scores))
-            scores.extend(window_scores[len(scores) - begin:])
+
+        def take(window_scores: list[_Score | None], begin: int) -> None:
+            # window position `lead + k` holds text token `begin + k` (in the first window, position k)
+            scores.extend(window_scores[len(scores) - begin + (lead if begin > 0 else 0):])
+
+        for (begin, _), key in zip(spans, windows):
+            window_scores = state.earlier_windows.get(key)
+            if window_scores is None:
+                window_scores = self._window_scores(DocumentState(), list(key), should_stop, chunk_size)
+                state.earlier_windows[key] = window_scores
+            take(window_scores, begin)
+        take(self._window_scores(state, self._cut(ids, last_start, lead), should_stop, chunk_size), last_start)
         return TextScores(self._scored_tokens(ids, offsets, scores), last_start > 0, 0)
+
+    def _window_scores(self, state: DocumentState, ids: list[int], should_stop: StopCheck | None,
+                       chunk_size: int) -> list[_Score | None]:
+        self._advance(state, ids, want_scores=True, should_stop=should_stop, chunk_size=chunk_size)
+        return state.scores[: len(ids)] + [None] * max(0, len(ids) - len(state.scores))
 
     def _token_score(self, index: int, token_id: int, offsets: tuple[int, int], score: _Score | None) -> TokenScore:
         begin, end = offsets
@@ -374,9 +458,7 @@ class Engine:
             max_new_tokens = max(0, max_length - prompt_tokens) if max_length is not None else 100
         if max_new_tokens == 0:
             return
-        # Leave room in the window for what is generated, as far as the window allows.
-        room = max(1, self.context_window - max_new_tokens)
-        ids, _, _ = self._prepare(text, room)
+        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens)
         state = self._state(document)
         self._advance(state, ids, want_scores=False, should_stop=should_stop)
         generated: list[int] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import signal
 import shutil
@@ -65,15 +66,47 @@ def default_gguf() -> Path:
 
 
 def _gguf_key(path: Path) -> str:
-    # Name + size + a hash of the head and tail: unique enough for a cache key, and cheap
-    # enough to compute at every start (hashing all 98 MB would cost ~0.3 s each time).
-    size = path.stat().st_size
+    # The whole file's hash: same-named fine-tunes of one base model have the same size, and often
+    # the same header and first and last tensors. Hashing 100 MB costs ~0.3 s, so it is done once
+    # per file version and remembered.
+    return f"{path.stem}-{path.stat().st_size}-{_file_digest(path)[:16]}"
+
+
+def _file_digest(path: Path) -> str:
+    """The sha256 of a file, remembered in a sidecar by (path, size, mtime_ns) so a restart does not hash again."""
+    path = path.resolve()
+    stat = path.stat()
+    sidecar = cache_root() / "gguf-hashes.json"  # beside, not inside, the folder of converted models
+    try:
+        known = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    version = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    entry = known.get(str(path)) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in version.items()) and "sha256" in entry:
+        return entry["sha256"]
+    digest = _sha256_of_file(path)
+    known = {p: e for p, e in (known.items() if isinstance(known, dict) else ()) if os.path.exists(p)}
+    known[str(path)] = {**version, "sha256": digest}
+    staging = None
+    try:  # written whole then renamed: a reader never sees half a file
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(prefix=".gguf-hashes-", dir=sidecar.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(known, f)
+        os.replace(staging, sidecar)
+    except OSError:  # a read-only cache: hash again next time
+        if staging is not None and os.path.exists(staging):
+            os.unlink(staging)
+    return digest
+
+
+def _sha256_of_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        digest.update(f.read(1 << 20))
-        f.seek(max(0, size - (1 << 20)))
-        digest.update(f.read(1 << 20))
-    return f"{path.stem}-{size}-{digest.hexdigest()[:16]}"
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def converted_folder(gguf: Path) -> Path:
