@@ -211,6 +211,21 @@ async def wait_until_queued(client, jobs: int = 1, timeout: float = 60.0) -> Non
         await asyncio.sleep(0.01)
 
 
+def apply_text_edit(text: str, edit) -> str:
+    """The document after an editor applies `edit` (a TextEdit with UTF-16 positions, single-line range)."""
+    lines = text.split("\n")
+
+    def offset(position) -> int:
+        line = lines[position.line]
+        units, index = 0, 0
+        while units < position.character and index < len(line):
+            units += 2 if ord(line[index]) > 0xFFFF else 1
+            index += 1
+        return sum(len(l) + 1 for l in lines[: position.line]) + index
+
+    return text[: offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end):]
+
+
 def open_document(client, uri: str, text: str, version: int = 1, language: str = "plaintext") -> None:
     from lsprotocol import types
 
@@ -234,7 +249,9 @@ try:
 
     @pytest_asyncio.fixture(scope="module", loop_scope="session")
     async def tiny_client(tiny_models):
-        client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu"})
+        # The raw view (no token healing): these tests compare the menu with engine.next_tokens.
+        client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu",
+                                      "completion": {"tokenHealing": False}})
         yield client
         await client.shutdown_session()
 

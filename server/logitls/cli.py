@@ -93,6 +93,8 @@ def cmd_top(args: argparse.Namespace) -> None:
     text = _checked_text(args, engine)
     if args.n > engine.vocab_size:
         raise UsageError(f"-n must be at most the vocabulary size ({engine.vocab_size}), got {args.n}")
+    if args.heal:
+        return _print_healed(engine.healed_next_tokens(text, args.n), text, args.json)
     result = engine.next_tokens(text, args.n)
     if args.json:
         print(json.dumps({
@@ -108,6 +110,28 @@ def cmd_top(args: argparse.Namespace) -> None:
         print(f"{c.rank:>4}  {visible(c.text):<20} {c.id:>7}  {c.prob:>7.4f}  {c.logprob:>8.3f}")
 
 
+def _print_healed(result, text: str, as_json: bool) -> None:
+    """The completion menu as the server offers it (token healing): what the text reads after each item."""
+    if as_json:
+        print(json.dumps({
+            "text": text, "fragment": result.fragment, "fragmentStart": result.fragment_start,
+            "healed": result.healed, "consistentMass": result.consistent_mass,
+            "choices": [{"rank": c.rank, "newText": c.new_text, "ids": [t.id for t in c.tokens], "prob": c.step_prob,
+                         "pathProb": c.prob, "share": c.share, "extendsWord": c.extends_word} for c in result.choices],
+        }, ensure_ascii=False))
+        return
+    if not result.fragment:
+        print("(nothing to heal: the raw next tokens)", file=sys.stderr)
+    elif not result.healed:
+        print(f"(nothing continues {visible(result.fragment)!r}: the raw next tokens after it)", file=sys.stderr)
+    else:
+        print(f"(backed off {visible(result.fragment)!r}: {result.consistent_mass:.4f} of the model's mass "
+              "continues it)", file=sys.stderr)
+    print(f"{'rank':>4}  {'replaces ' + repr(visible(result.fragment)):<24} {'prob':>7}  {'share':>6}")
+    for c in result.choices:
+        print(f"{c.rank:>4}  {visible(c.new_text):<24} {c.step_prob:>7.4f}  {c.share:>6.1%}")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     engine = _engine(args)
     text = _checked_text(args, engine)
@@ -115,7 +139,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.max_new_tokens is None and args.max_length is None:
         options["max_new_tokens"] = 100
     pieces, ids = [], []
-    for step in engine.greedy(text, **options):
+    if args.heal:
+        steps = engine.healed_greedy(text, max_new_tokens=options["max_new_tokens"] or
+                                     max(0, options["max_length"] - len(engine.tokenize(text).ids)))
+    else:
+        steps = engine.greedy(text, **options)
+    for step in steps:
         ids.append(step.token.id)
         pieces.append(step.text)
         if not args.json:
@@ -261,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("top", help="the top-n next tokens with probabilities")
     _text_options(p)
     p.add_argument("-n", type=int, default=5, help="how many tokens (default 5)")
+    p.add_argument("--heal", action="store_true", help="the completion menu the server offers: back off the space "
+                   "or half-typed word at the end (token healing) and complete it; without it, the raw next tokens")
     _model_options(p)
     p.set_defaults(run=cmd_top)
 
@@ -269,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--max-new-tokens", type=int, help="new tokens at most (default 100)")
     limit.add_argument("--max-length", type=int, help="prompt plus new tokens at most, as in model.generate")
+    p.add_argument("--heal", action="store_true", help="complete the half-typed word first (token healing), "
+                   "printing exactly what the logitls.generate command inserts")
     _model_options(p)
     p.set_defaults(run=cmd_generate)
 

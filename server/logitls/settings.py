@@ -35,6 +35,14 @@ def group(factory: type, doc: str) -> Any:
 
 
 @dataclass(frozen=True)
+class CompletionSettings:
+    token_healing: bool = setting(True, "Complete what was typed: after a space or inside a half-typed word, back "
+                                        "off the tokens it forms and offer only continuations that spell it "
+                                        "(`…is ` offers `Paris`, not `2`). Also applies to inline completion and "
+                                        "`logitls.generate`. Off: the raw next tokens after the cursor.")
+
+
+@dataclass(frozen=True)
 class GenerateSettings:
     max_new_tokens: int = setting(100, "Tokens the `logitls.generate` command adds at most (the notebook's "
                                        "`max_length=100`).", minimum=1, maximum=4096)
@@ -114,6 +122,7 @@ class Settings:
     api_timeout_seconds: float = setting(30.0, "Seconds one request to the server may take (backend `openai`); "
                                                "connection errors and 5xx answers are retried with backoff.",
                                          minimum=0.5, maximum=3600)
+    completion: CompletionSettings = group(CompletionSettings, "The completion menu.")
     generate: GenerateSettings = group(GenerateSettings, "The `logitls.generate` command.")
     inline: InlineSettings = group(InlineSettings, "Inline completion (ghost text).")
     lens: LensSettings = group(LensSettings, "The surprisal lens: rank colouring, surprise diagnostics, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-from conftest import NOTEBOOK_TEXT, open_document, start_session
+from conftest import NOTEBOOK_TEXT, apply_text_edit, open_document, start_session
 
 
 
@@ -76,7 +76,7 @@ async def test_default_model_offers_paris_first(default_client):
     result = await complete(default_client, uri, 0, 24)
     first = result.items[0]
     assert first.label == "␣Paris"
-    assert first.text_edit.new_text == " Paris"
+    assert apply_text_edit("The capital of France is", first.text_edit) == "The capital of France is Paris"
     assert first.label_details.description == "77.3%"
     assert all(not item.text_edit.new_text.startswith("<|") for item in result.items)
 

@@ -17,9 +17,11 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .healing import VocabularyIndex, backoff
 from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
-from .types import NextTokens, TextScores, Token, TokenChoice, TokenizedText, TokenScore
+from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
+                    TokenScore)
 
 StopCheck = Callable[[], bool]
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds logits memory and cancel latency
@@ -34,6 +36,9 @@ SCORING_CHUNK = 128
 # Window tokens every feature leaves free for generation (at most a quarter window): the server's
 # larger default generation length, so inline completion and generate reuse completion's window.
 GENERATION_RESERVE = 100
+# Positions whose next-token logits a document keeps (DocumentState.tail): token healing backs off at
+# most TAIL_LOGITS - 1 tokens. Four rows of the LM head cost what one does on CPU (the weights are read once).
+TAIL_LOGITS = 4
 
 
 class Cancelled(Exception):
@@ -62,6 +67,10 @@ class DocumentState:
     # scores[i]: token i given ids[:i], or None / missing where tokens were fed without scoring.
     scores: list[_Score | None] = field(default_factory=list)
     last_logits: torch.Tensor | None = None  # next-token logits after ids, fp32
+    # tail[p]: next-token logits after ids[:p + 1], for the last few positions fed (TAIL_LOGITS). Token
+    # healing reads the distributions before the word at the cursor from here, and a backspace within
+    # them needs no forward pass at all.
+    tail: dict[int, torch.Tensor] = field(default_factory=dict)
     # The scores of document_scores' windows before the last one, by their token ids: hover and the
     # lens ask for the same text, and an edit near the end changes none of them.
     earlier_windows: dict[tuple[int, ...], list[_Score | None]] = field(default_factory=dict)
@@ -75,7 +84,9 @@ class DocumentState:
             self.kv = None
             keep = 0
         del self.ids[keep:]  # scores stay: _advance already dropped those of changed tokens
-        self.last_logits = None
+        for position in [p for p in self.tail if p >= keep]:
+            del self.tail[position]
+        self.last_logits = self.tail.get(keep - 1)
 
     def can_crop(self, keep: int) -> bool:
         return self.kv is None or keep == 0 or can_crop(self.kv, len(self.ids) - keep)
@@ -106,6 +117,7 @@ class Engine:
         self.device = torch.device(loaded.device)
         self._documents: OrderedDict[str, DocumentState] = OrderedDict()
         self._token_cache: dict[int, Token] = {}
+        self._vocabulary_index: VocabularyIndex | None = None
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         self.model_context = int(limit)
@@ -255,8 +267,11 @@ class Engine:
 
     @torch.inference_mode()
     def _advance(self, state: DocumentState, ids: list[int], want_scores: bool, should_stop: StopCheck | None,
-                 chunk_size: int = PREFILL_CHUNK, score_bulk: bool = False) -> None:
+                 chunk_size: int = PREFILL_CHUNK, score_bulk: bool = False, logits_from: int | None = None) -> None:
         """Bring `state` to exactly `ids`, with next-token logits (and, if asked, every token's score).
+
+        `logits_from`: also have state.tail hold the logits of every position from there to the end
+        (at most TAIL_LOGITS positions), feeding again what is missing.
 
         `score_bulk`: score only when many tokens are fed (a prefill). A keystroke then feeds one
         token and leaves its score to the lens: on CPU a 2-token forward costs 1.5x a 1-token one
@@ -273,8 +288,15 @@ class Engine:
             start = common if first_missing >= n else min(first_missing - 1, common)
         else:
             start = common
+        if logits_from is not None:
+            missing = [p for p in range(max(logits_from, 0), n) if p >= common or p not in state.tail]
+            if missing:
+                start = min(start, missing[0])
         if start >= n:
             if len(state.ids) == n and state.last_logits is not None:
+                return
+            if n - 1 in state.tail and state.can_crop(n):
+                state.crop(n)  # a backspace within the kept logits: nothing to feed
                 return
             start = n - 1
         start = max(start, 0)
@@ -293,23 +315,27 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             chunk = ids[position : position + chunk_size]
-            # logits_to_keep=1 skips the LM head for every position but the last when no scores are wanted
+            # logits_to_keep skips the LM head for all but the last few positions when no scores are wanted
             output = self.model(
                 input_ids=torch.tensor([chunk], device=self.device),
                 cache=state.kv,
-                logits_to_keep=0 if want_scores else 1,
+                logits_to_keep=0 if want_scores else TAIL_LOGITS,
                 use_cache=True,
             )
             logits = output.logits[0].float()  # softmax in fp32 even when the model runs in bf16
             state.ids.extend(chunk)
+            kept = min(TAIL_LOGITS, len(chunk))
+            for row in range(kept):  # copies: a view would keep the whole chunk's logits alive
+                state.tail[position + len(chunk) - kept + row] = logits[logits.shape[0] - kept + row].clone()
+            for old_position in [p for p in state.tail if p < position + len(chunk) - TAIL_LOGITS]:
+                del state.tail[old_position]
             if want_scores:
                 targets = ids[position + 1 : position + 1 + len(chunk)]
                 if len(state.scores) < position + 1:
                     state.scores.extend([None] * (position + 1 - len(state.scores)))
                 del state.scores[position + 1 :]
                 state.scores.extend(self._scores(logits[: len(targets)], targets))
-            # A copy, not a view: a view would keep the whole chunk's logits (25 MB) alive with the document.
-            state.last_logits = logits[-1].clone()
+            state.last_logits = state.tail[position + len(chunk) - 1]
             position += len(chunk)
 
     def _scores(self, logits: torch.Tensor, targets: list[int]) -> list[_Score]:
@@ -358,6 +384,98 @@ class Engine:
             for rank, (i, lp) in enumerate(zip(top_ids.tolist(), top_logprobs.tolist()), start=1)
         ]
         return NextTokens(choices, len(ids), truncated)
+
+    def healed_next_tokens(self, text: str, n: int = 10, *, document: str = "",
+                           should_stop: StopCheck | None = None) -> HealedTokens:
+        """The top-n completions of what was typed: token healing at the end of `text` (see healing.py).
+
+        Falls back to the raw next tokens (healed=False) where nothing can be backed off (an empty
+        text, a single token) or no token continues the typed fragment.
+        """
+        if not 1 <= n <= self.vocab_size:
+            raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
+        ids, _, truncated = self._prepare(text)
+        tokens = [self.token(i) for i in ids]
+        k = backoff([t.text for t in tokens], [t.special for t in tokens], text) if text else 0
+        base = len(ids) - k
+        state = self._state(document)
+        self._advance(state, ids, want_scores=False, should_stop=should_stop, score_bulk=self.score_prefill,
+                      logits_from=base - 1)
+        fragment = "".join(t.text for t in tokens[base:])
+        index = self._vocabulary()
+        best: dict[str, tuple[float, float, list[Token], bool]] = {}  # new_text -> the likeliest path spelling it
+        mass, path_logprob, extended = 0.0, 0.0, False
+        with torch.inference_mode():
+            for j in range(k + 1):
+                logprobs = torch.log_softmax(state.tail[base - 1 + j], dim=-1)
+                written = tokens[base : base + j]
+                consumed = "".join(t.text for t in written)
+                if j < k:
+                    lo, hi = index.starting_with(fragment[len(consumed):])
+                    if hi > lo:
+                        extended = True
+                        matched = logprobs[index.ids_tensor[lo:hi]]
+                        mass += math.exp(path_logprob) * float(matched.exp().sum())
+                        top = matched.topk(min(n, hi - lo))
+                        for lp, at in zip(top.values.tolist(), top.indices.tolist()):
+                            token = self.token(index.ids[lo + at])
+                            self._keep_best(best, consumed + token.text, path_logprob + lp, lp, written + [token], True)
+                    path_logprob += float(logprobs[ids[base + j]])
+                else:
+                    mass += math.exp(path_logprob)
+                    top = logprobs.topk(min(n + 16, self.vocab_size))  # spare: special and partial are skipped
+                    for lp, token_id in zip(top.values.tolist(), top.indices.tolist()):
+                        token = self.token(token_id)
+                        if not (token.special or token.partial or not token.text):
+                            self._keep_best(best, fragment + token.text, path_logprob + lp, lp, written + [token],
+                                            False)
+        if k and not extended:  # nothing continues what was typed: the raw next tokens, said as such
+            best = {new_text: (step, step, path, False) for new_text, (_, step, path, _) in best.items()}
+            mass = 1.0
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])[:n]
+        choices = [HealedChoice(new_text, path, math.exp(lp), lp, math.exp(step), math.exp(lp) / mass if mass else 0.0,
+                                rank, extends)
+                   for rank, (new_text, (lp, step, path, extends)) in enumerate(ranked, start=1)]
+        return HealedTokens(len(text) - len(fragment), fragment, choices, mass, bool(k) and extended,
+                            len(ids), truncated)
+
+    @staticmethod
+    def _keep_best(best: dict, new_text: str, logprob: float, step_logprob: float, path: list[Token],
+                   extends: bool) -> None:
+        if new_text not in best or best[new_text][0] < logprob:
+            best[new_text] = (logprob, step_logprob, path, extends)
+
+    def _vocabulary(self) -> VocabularyIndex:
+        """Every insertable token's text, sorted for prefix search (built once, ~0.1 s)."""
+        if self._vocabulary_index is None:
+            known = min(self.vocab_size, len(self.tokenizer))
+            texts = self.tokenizer.batch_decode([[i] for i in range(known)], skip_special_tokens=False,
+                                                clean_up_tokenization_spaces=False)
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(known)))
+            for i, piece in enumerate(pieces):
+                if piece and piece.startswith("\u2581") and not texts[i].startswith(" "):
+                    texts[i] = " " + texts[i]  # as token(): SentencePiece drops a lone token's word-start space
+            usable = [i not in self._special_ids and "\ufffd" not in texts[i] for i in range(known)]
+            self._vocabulary_index = VocabularyIndex(texts, usable)
+            self._vocabulary_index.ids_tensor = torch.tensor(self._vocabulary_index.ids, dtype=torch.long,
+                                                             device=self.device)
+        return self._vocabulary_index
+
+    def healed_greedy(self, text: str, *, max_new_tokens: int = 100, document: str = "",
+                      should_stop: StopCheck | None = None) -> Iterator[GreedyStep]:
+        """Greedy continuation after token healing: the first step completes what was typed (its text
+        is what goes after the cursor), then greedy decoding goes on from the healed text."""
+        if max_new_tokens <= 0:
+            return
+        healed = self.healed_next_tokens(text, 1, document=document, should_stop=should_stop)
+        if not healed.healed:
+            yield from self.greedy(text, max_new_tokens=max_new_tokens, document=document, should_stop=should_stop)
+            return
+        first = healed.choices[0]
+        yield GreedyStep(first.tokens[-1], first.new_text[len(healed.fragment):])
+        if max_new_tokens > 1 and first.tokens[-1].id not in self.eos_ids:
+            yield from self.greedy(text[: healed.fragment_start] + first.new_text, max_new_tokens=max_new_tokens - 1,
+                                   document=document, should_stop=should_stop)
 
     def token_scores(self, text: str, *, document: str = "", should_stop: StopCheck | None = None) -> TextScores:
         """Each token's probability given all text before it, its rank and the model's alternatives.
@@ -509,7 +627,8 @@ class Engine:
                     input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1,
                     use_cache=True)
                 state.ids.append(next_id)
-                state.last_logits = output.logits[0, -1].float()
+                state.last_logits = state.tail[len(state.ids) - 1] = output.logits[0, -1].float()
+                state.tail.pop(len(state.ids) - 1 - TAIL_LOGITS, None)
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))

@@ -76,3 +76,31 @@ class TokenizedText:
     ids: list[int]
     tokens: list[Token]
     offsets: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class HealedChoice:
+    """A completion that continues what was typed (token healing): `new_text` replaces the fragment."""
+
+    new_text: str  # starts with the fragment; the document reads text[:fragment_start] + new_text
+    tokens: list[Token]  # the tokens that spell new_text after the text before the fragment
+    prob: float  # the model's probability of those tokens given the text before the fragment
+    logprob: float
+    step_prob: float  # the last token's probability given everything before it (the text as typed, for
+    #                   a word taken as typed): the number a menu shows
+    share: float  # prob / the mass of every continuation consistent with the fragment
+    rank: int  # 1 = most likely consistent continuation
+    extends_word: bool  # True: completes the typed word; False: the word is taken as typed, one token follows
+
+
+@dataclass(frozen=True)
+class HealedTokens:
+    """The completion menu after token healing."""
+
+    fragment_start: int  # character offset in the text where the backed-off fragment starts
+    fragment: str  # the text backed off: the trailing whitespace or half-typed word, as tokens cover it
+    choices: list[HealedChoice]
+    consistent_mass: float  # probability (given the text before the fragment) of continuing what was typed
+    healed: bool  # False: nothing was backed off or nothing continues the fragment; choices are the raw view
+    context_tokens: int
+    truncated: bool

@@ -1,9 +1,13 @@
-"""textDocument/completion: the model's top-n next tokens at the cursor, with probabilities.
+"""textDocument/completion: the model's next tokens at the cursor, with probabilities.
 
-Each item inserts the exact token text at the cursor. The label shows whitespace (`␣Paris`),
-`labelDetails` the probability, and `sortText` keeps the menu in probability order. Editors filter
-the menu by the word before the cursor; a token such as ` Paris` does not start with that word,
-so `filterText` is the word followed by the token: every item survives the filter.
+With token healing (`completion.tokenHealing`, on by default) the menu completes what was typed: the
+engine backs off the space or half-typed word at the cursor (the fragment) and offers continuations
+that spell it. Each item's `textEdit` replaces the fragment, so applied by any editor the document
+reads `text before the fragment + item`: `…is ` + ` Paris` gives `…is Paris`. `filterText` is the
+item's whole new text, which starts with the fragment: it survives the editor's own filtering on the
+text between the edit's start and the cursor. `labelDetails` shows the token's probability given
+everything before it; `detail` adds its share among the continuations of what was typed.
+Without healing (or with a backend that cannot heal), items insert the raw next token at the cursor.
 `isIncomplete` makes the editor ask again on the next keystroke.
 """
 
@@ -21,6 +25,7 @@ SPARE = 16  # extra candidates asked for, so that dropping special tokens still 
 
 
 def completion_items(choices, word: str, cursor: types.Position, top_n: int) -> list[types.CompletionItem]:
+    """The raw view: each item inserts one token at the cursor."""
     items = []
     for choice in choices:
         token = choice.token
@@ -42,24 +47,64 @@ def completion_items(choices, word: str, cursor: types.Position, top_n: int) -> 
     return items
 
 
+def healed_items(healed, edit_start: int, edit_range: types.Range) -> list[types.CompletionItem]:
+    """The healed view: each item replaces the fragment (from `edit_start`, its part on the cursor's line)."""
+    fragment = visible(healed.fragment)
+    cut = edit_start - healed.fragment_start  # a fragment that starts on an earlier line (`\n`): edit its last line
+    items = []
+    for choice in healed.choices:
+        token = choice.tokens[-1]
+        new_text = choice.new_text[cut:]
+        label = visible(choice.new_text if choice.extends_word else token.text)
+        if not healed.healed:
+            detail = (f"p={choice.step_prob:.4f}  rank {choice.rank}: nothing in the vocabulary continues "
+                      f"'{fragment}'; the model's next tokens after it")
+        else:
+            detail = (f"p={choice.step_prob:.4f}: {visible(token.text)} after the text before it; "
+                      f"{choice.share:.1%} of the continuations of '{fragment}' (p={choice.prob:.4g} given the "
+                      f"text before '{fragment}')  rank {choice.rank}")
+        items.append(types.CompletionItem(
+            label=label,
+            label_details=types.CompletionItemLabelDetails(description=percent(choice.step_prob)),
+            kind=types.CompletionItemKind.Text,
+            detail=detail,
+            sort_text=f"{choice.rank:06d}",
+            filter_text=new_text,
+            text_edit=types.TextEdit(range=edit_range, new_text=new_text),
+            insert_text_format=types.InsertTextFormat.PlainText,
+            data={"id": token.id, "prob": choice.step_prob, "logprob": choice.logprob, "rank": choice.rank,
+                  "share": choice.share, "pathProb": choice.prob, "tokens": [t.id for t in choice.tokens],
+                  "healed": healed.healed},
+        ))
+    return items
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=[" ", ".", "(", "\n"], resolve_provider=False))
     async def completion(ls: LogitlsServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
         text, _version = ls.snapshot(uri)
-        _, offset = ls.offset_at(text, params.position)
+        positions, offset = ls.offset_at(text, params.position)
         prefix = text[:offset]
         top_n = ls.settings.top_n
+        heal = ls.settings.completion.token_healing
+
+        def run(engine, stop):
+            if heal and hasattr(engine, "healed_next_tokens"):  # a remote backend lists only its top-k: no healing
+                return engine.healed_next_tokens(prefix, min(top_n, engine.vocab_size), document=uri, should_stop=stop)
+            return engine.next_tokens(prefix, min(top_n + SPARE, engine.vocab_size), document=uri, should_stop=stop)
+
         try:
-            result = await ls.run_model(
-                lambda engine, stop: engine.next_tokens(prefix, min(top_n + SPARE, engine.vocab_size),
-                                                        document=uri, should_stop=stop),
-                key=(uri, "completion"))
+            result = await ls.run_model(run, key=(uri, "completion"))
         except (ModelUnavailable, JobCancelled) as exc:
             logger.debug("completion: empty (%s)", exc)
             return types.CompletionList(is_incomplete=True, items=[])
-        line_start = prefix.rfind("\n") + 1
+        line_start = max(prefix.rfind("\n"), prefix.rfind("\r")) + 1
+        if hasattr(result, "fragment"):
+            edit_start = max(result.fragment_start, line_start)  # an edit's range is one line (LSP)
+            edit_range = types.Range(start=positions.position(edit_start), end=params.position)
+            return types.CompletionList(is_incomplete=True, items=healed_items(result, edit_start, edit_range))
         word = WORD_BEFORE.search(prefix[line_start:]).group(0)
         return types.CompletionList(is_incomplete=True,
                                     items=completion_items(result.choices, word, params.position, top_n))

@@ -18,6 +18,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
+from .inline import continuation
 from .lifecycle import begin_progress
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 from .worker import PRIORITY_COMMAND
@@ -81,6 +82,7 @@ def register(server: LogitlsServer) -> None:
         prefix = text[:offset]
         settings = ls.settings.generate
         max_new = request.max_new_tokens or settings.max_new_tokens
+        heal = ls.settings.completion.token_healing
         loop = asyncio.get_running_loop()
 
         token = await begin_progress(ls, "logitls: generating", "", cancellable=True)
@@ -100,8 +102,9 @@ def register(server: LogitlsServer) -> None:
             pieces: list[str] = []
             reason = "length"
             last_report = 0.0
-            for count, step in enumerate(engine.greedy(prefix, max_new_tokens=max_new, document=request.uri,
-                                                       should_stop=should_stop), start=1):
+            steps = continuation(engine, prefix, heal, max_new_tokens=max_new, document=request.uri,
+                                 should_stop=should_stop)
+            for count, step in enumerate(steps, start=1):
                 pieces.append(step.text)
                 if step.token.id in engine.eos_ids:
                     reason = "eos"

@@ -1,4 +1,6 @@
-"""textDocument/inlineCompletion (LSP 3.18): the greedy continuation as ghost text."""
+"""textDocument/inlineCompletion (LSP 3.18): the greedy continuation as ghost text.
+
+With token healing (completion.tokenHealing) the ghost text after `…is ` starts with `Paris`."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ def cut_at_line_end(text: str) -> str | None:
     return text[:newline] if newline >= 0 else None
 
 
+def continuation(engine, prefix: str, heal: bool, **options):
+    """Greedy steps after the cursor; with token healing the first completes the typed word (`…is ` →
+    `Paris`), so each step's text is what goes after the cursor either way."""
+    if heal and hasattr(engine, "healed_greedy"):  # a remote backend cannot heal
+        return engine.healed_greedy(prefix, **options)
+    return engine.greedy(prefix, **options)
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: LogitlsServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
@@ -24,10 +34,12 @@ def register(server: LogitlsServer) -> None:
         text, _version = ls.snapshot(uri)
         _, offset = ls.offset_at(text, params.position)
         prefix = text[:offset]
+        heal = ls.settings.completion.token_healing
 
         def run(engine, stop) -> str:
             produced = ""
-            for step in engine.greedy(prefix, max_new_tokens=settings.max_new_tokens, document=uri, should_stop=stop):
+            for step in continuation(engine, prefix, heal, max_new_tokens=settings.max_new_tokens, document=uri,
+                                     should_stop=stop):
                 produced += step.text
                 if settings.stop_at_end_of_line:
                     line = cut_at_line_end(produced)
