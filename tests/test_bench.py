@@ -14,7 +14,8 @@ def test_bench_reports_every_measurement(tiny_models):
     report = json.loads(result.stdout)
     for key in ("cold_prefill_ms", "keystroke_ms", "short_step_ms", "mid_edit_ms", "keystroke_over_cold",
                 "keystroke_over_short_step", "mid_edit_over_cold", "lens_cold_ms", "lens_end_edit_ms",
-                "lens_mid_edit_ms", "lens_end_edit_over_cold"):
+                "lens_mid_edit_ms", "lens_end_edit_over_cold", "healed_after_space_ms", "healed_in_word_ms",
+                "healed_in_word_over_keystroke"):
         assert report[key] > 0, key
     assert report["greedy"]["identical"] is True  # logitls's loop produced generate()'s tokens
     assert report["greedy"]["logitls_tok_s"] > 0 and report["greedy"]["generate_tok_s"] > 0

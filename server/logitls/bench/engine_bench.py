@@ -39,6 +39,22 @@ def keystrokes(engine, document: str, key: str, count: int) -> list[float]:
     return times
 
 
+def healed_keystrokes(engine, document: str, key: str, word: str = " result_value", rounds: int = 2) -> dict[str, float]:
+    """Typing a word after a space as the server's menu sees it (token healing): the keystroke right after
+    the space, and those inside the half-typed word."""
+    engine.healed_next_tokens(document, 10, document=key)
+    after_space, inside_word = [], []
+    for _ in range(rounds):
+        typed = document
+        for i, char in enumerate(word):
+            typed += char
+            ms, _ = timed(lambda: engine.healed_next_tokens(typed, 10, document=key))
+            (after_space if i == 0 else inside_word).append(ms)
+        document = typed + "\n"
+    engine.forget(key)
+    return {"healed_after_space_ms": statistics.median(after_space), "healed_in_word_ms": statistics.median(inside_word)}
+
+
 def cold_prefill(engine, document: str, repeats: int) -> list[float]:
     times = []
     for i in range(repeats):
@@ -121,6 +137,7 @@ def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: 
     cold = statistics.median(cold_prefill(engine, document, repeats))
     keystroke = statistics.median(keystrokes(engine, document, "keystroke", keys))
     short_step = statistics.median(keystrokes(engine, short, "short", keys))
+    healed = healed_keystrokes(engine, document, "healed", rounds=max(1, keys // 10))
     mid = statistics.median(mid_document_edits(engine, document, min(500, doc_tokens // 2), repeats))
     engine.forget("keystroke")
     engine.forget("short")
@@ -135,6 +152,8 @@ def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: 
         "short_step_ms": short_step,
         "keystroke_over_cold": keystroke / cold,
         "keystroke_over_short_step": keystroke / short_step,
+        **healed,
+        "healed_in_word_over_keystroke": healed["healed_in_word_ms"] / keystroke,
         "mid_edit_ms": mid,
         "mid_edit_over_cold": mid / cold,
         "greedy": greedy,
