@@ -179,6 +179,9 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
                    "cached_documents": settings.cached_documents}
         if hasattr(engine, "score_prefill"):  # the local engine; a remote backend has no lens
             options["score_prefill"] = settings.lens.enabled
+            # Room every window leaves for generation: inline completion and generate then reuse the
+            # window (and KV cache) that completion and the lens already fed.
+            options["generation_reserve"] = max(settings.inline.max_new_tokens, settings.generate.max_new_tokens)
         engine.configure(**options)
 
     # Priority -1: ahead of every request already queued for the model.
