@@ -149,12 +149,12 @@ local function step(f)
 end
 
 local function when(pred, timeout_ms, next)
-  local deadline = vim.loop.now() + timeout_ms
+  local deadline = (vim.uv or vim.loop).now() + timeout_ms
   local tick
   tick = step(function()
     if pred() then
       next(true)
-    elseif vim.loop.now() > deadline then
+    elseif (vim.uv or vim.loop).now() > deadline then
       next(false)
     else
       vim.defer_fn(tick, 20)
