@@ -106,24 +106,47 @@ answer, a plist (:text TEXT :applied BOOL :stop REASON)."
   (let ((server (or server (eglot-current-server))))
     (and server (equal (plist-get (eglot--server-info server) :name) "logitls"))))
 
+;; Newer eglot (1.16+) names it eglot-range-region; 1.9 (Debian 12) only eglot--range-region.
+(defalias 'logitls--range-region
+  (if (fboundp 'eglot-range-region) #'eglot-range-region #'eglot--range-region))
+
+(defun logitls--edit-start (item)
+  "Where ITEM's textEdit starts, as a buffer position; point when it has none.
+An InsertReplaceEdit counts by its insert range.  An edit that does not
+start on point's line before point counts as starting at point."
+  (let* ((edit (plist-get item :textEdit))
+         (range (and edit (or (plist-get edit :range) (plist-get edit :insert))))
+         (start (and range (car (logitls--range-region range)))))
+    (if (and start (<= (line-beginning-position) start (point))) start (point))))
+
 (defun logitls-completion-at-point ()
   "The next tokens at point, for `completion-at-point' (C-M-i) and company/corfu.
-Each candidate is the token's exact text (often with a leading space), inserted at point; the
-annotation shows its probability and rank.  Used instead of eglot's own function in logitls
-buffers: eglot before 1.15 assumes a completion label starts with the word before point, which
-a next token does not, and mangles the text when one is chosen."
+Each candidate is the text of its item's textEdit, which replaces the region
+from the edit's start to point: with token healing that region is the space
+or half-typed word before point and the candidate starts with it (after
+\"is \" the candidate \" Paris\" makes \"is Paris\"); a raw next token
+inserts at point.  The annotation shows the token, its probability and rank.
+Used instead of eglot's own function in logitls buffers: eglot before 1.15
+assumes a completion label starts with the word before point, which a next
+token does not, and mangles the text when one is chosen."
   (when (logitls--server-p)
     (let* ((server (eglot-current-server))
            (_ (eglot--signal-textDocument/didChange))
            (response (jsonrpc-request server :textDocument/completion (eglot--CompletionParams)))
-           (items (if (vectorp response) response (plist-get response :items)))
-           (table (mapcar (lambda (item)
-                            (let ((text (or (plist-get (plist-get item :textEdit) :newText)
-                                            (plist-get item :insertText) (plist-get item :label))))
-                              (propertize text 'logitls-item item)))
-                          items))
+           (items (append (if (vectorp response) response (plist-get response :items)) nil))
+           (starts (mapcar #'logitls--edit-start items))
+           (start (apply #'min (point) starts))
+           (table (cl-mapcar
+                   (lambda (item item-start)
+                     (let ((text (or (plist-get (plist-get item :textEdit) :newText)
+                                     (plist-get item :insertText) (plist-get item :label))))
+                       ;; all of one answer's edits start together; one that starts later keeps
+                       ;; the text between the common start and its own
+                       (propertize (concat (buffer-substring-no-properties start item-start) text)
+                                   'logitls-item item)))
+                   items starts))
            (point (point)))
-      (list point point
+      (list start point
             (lambda (probe pred action)
               (if (eq action 'metadata)
                   '(metadata (display-sort-function . identity) (cycle-sort-function . identity)

@@ -29,13 +29,16 @@ def require_program(name: str) -> str:
 
 def editor_env(tmp_path: Path) -> dict[str, str]:
     """The environment an editor runs in: `logitls` from this interpreter's venv first on PATH,
-    the hub offline, and a private HOME so no user config leaks in."""
+    running this checkout's server (server/ first on PYTHONPATH: the venv's `logitls` may be an
+    editable install of another checkout), the hub offline, and a private HOME so no user config
+    leaks in."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
                HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
-               XDG_STATE_HOME=str(home / ".local/state"))
+               XDG_STATE_HOME=str(home / ".local/state"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "server"), env.get("PYTHONPATH")) if p))
     # the converted default model lives in the real cache; keep using it (not the private HOME)
     env.setdefault("LOGITLS_CACHE_DIR", os.environ.get("LOGITLS_CACHE_DIR")
                    or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "logitls"))

@@ -1,7 +1,8 @@
 ;;; emacs_check.el --- run by test_emacs.py in `emacs --batch' with client-config/emacs/logitls.el  -*- lexical-binding: t; -*-
 ;; Opens the file named by $LOGITLS_TEST_FILE, connects eglot to logitls, and records what Emacs saw
-;; (completion candidates and annotations through eglot's completion-at-point, a completion chosen
-;; and inserted, eldoc's hover text, the buffer after M-x logitls-generate) in $LOGITLS_TEST_OUT.
+;; (completion candidates and annotations through completion-at-point after `…is', `…is ' and
+;; `…is Pa', the first chosen and inserted, eldoc's hover text, the buffer after M-x logitls-generate)
+;; in $LOGITLS_TEST_OUT.
 (require 'logitls)
 (require 'json)
 
@@ -24,27 +25,37 @@
       (logitls-check-note :status logitls-status)
       (logitls-check-note :managed (if (eglot-managed-p) t :json-false))
       (logitls-check-note :mode-line (logitls-mode-line))
-      ;; completion-at-point, as C-M-i runs it: the first function that answers
-      (goto-char (point-min)) (end-of-line)
+      ;; completion-at-point, as C-M-i runs it: the first function that answers, its candidates
+      ;; through the completion styles (as the *Completions* buffer, company or corfu get them) and
+      ;; the first chosen, as the completion UI inserts it; after `…is', `…is ' and `…is Pa'
       (logitls-check-note :capf (vconcat (mapcar (lambda (f) (format "%s" f)) completion-at-point-functions)))
-      (let* ((capf (run-hook-wrapped 'completion-at-point-functions #'completion--capf-wrapper 'all))
-             (capf (if (functionp (car-safe capf)) (cdr capf) capf))
-             (start (nth 0 capf)) (end (nth 1 capf)) (table (nth 2 capf)) (props (nthcdr 3 capf))
-             (probe (buffer-substring-no-properties start end))
-             (candidates (all-completions probe table))
-             (annotate (plist-get props :annotation-function)))
-        (logitls-check-note :completion
-                            (vconcat (mapcar (lambda (c) (vector (substring-no-properties c)
-                                                                 (substring-no-properties (funcall annotate c))))
-                                             candidates)))
-        ;; choose the first, as the completion UI does
-        (let ((choice (car candidates)))
-          (completion--replace start end choice)
-          (when (plist-get props :exit-function)
-            (funcall (plist-get props :exit-function) choice 'finished)))
-        (logitls-check-note :after-completion (buffer-substring-no-properties (point-min) (point-max)))
-        (erase-buffer) (insert "The capital of France is\n")
-        (eglot--signal-textDocument/didChange)) ; what eglot's idle timer does (no idle time in batch)
+      (let (cases)
+        (dolist (text '("The capital of France is" "The capital of France is " "The capital of France is Pa"))
+          (erase-buffer) (insert text "\n")
+          (eglot--signal-textDocument/didChange) ; what eglot's idle timer does (no idle time in batch)
+          (goto-char (point-min)) (end-of-line)
+          (let* ((capf (run-hook-wrapped 'completion-at-point-functions #'completion--capf-wrapper 'all))
+                 (capf (if (functionp (car-safe capf)) (cdr capf) capf))
+                 (start (nth 0 capf)) (end (nth 1 capf)) (table (nth 2 capf)) (props (nthcdr 3 capf))
+                 (probe (buffer-substring-no-properties start end))
+                 (candidates (completion-all-completions probe table nil (length probe)
+                                                         (completion-metadata probe table nil)))
+                 (annotate (plist-get props :annotation-function)))
+            (when (consp candidates) (setcdr (last candidates) nil)) ; drop the base size
+            (push (list :text text :probe probe
+                        :candidates (vconcat (mapcar (lambda (c) (vector (substring-no-properties c)
+                                                                         (substring-no-properties (funcall annotate c))))
+                                                     candidates)))
+                  cases)
+            ;; choose the first, as the completion UI does
+            (let ((choice (car candidates)))
+              (completion--replace start end choice)
+              (when (plist-get props :exit-function)
+                (funcall (plist-get props :exit-function) choice 'finished)))
+            (plist-put (car cases) :after (buffer-substring-no-properties (point-min) (point-max)))))
+        (logitls-check-note :completion-cases (vconcat (nreverse cases))))
+      (erase-buffer) (insert "The capital of France is\n")
+      (eglot--signal-textDocument/didChange)
       ;; hover: eldoc's function for eglot, on "is"
       (goto-char (point-min)) (end-of-line) (backward-char 1)
       (let (hover)

@@ -16,6 +16,33 @@ local function finish()
   vim.cmd("qa!")
 end
 
+-- 0. no server needed: an edit's start, counted in UTF-16/UTF-32/UTF-8, as a byte column
+do
+  local line = "naïve 😀 Pa" -- ï: 2 bytes, 1 unit; 😀: 4 bytes, 2 UTF-16 units, 1 UTF-32 unit
+  local function edit(start, new_text, label)
+    return { label = label or new_text, sortText = label or new_text,
+             textEdit = { range = { start = { line = 0, character = start }, ["end"] = { line = 0, character = 99 } },
+                          newText = new_text } }
+  end
+  local function run(items, encoding)
+    local out_items, start = logitls.complete_items({ items = items }, line, 0, #line, encoding)
+    local words = {}
+    for _, item in ipairs(out_items) do
+      table.insert(words, item.word)
+    end
+    return { start = start, words = words }
+  end
+  out.synthetic = {
+    line_bytes = #line,
+    utf16 = run({ edit(8, " Paris", "a") }, "utf-16"),
+    utf32 = run({ edit(7, " Paris", "a") }, "utf-32"),
+    utf8 = run({ edit(11, " Paris", "a") }, "utf-8"),
+    raw = run({ edit(11, " x", "a") }, "utf-16"),
+    -- one answer whose edits start at different columns: the earliest wins, the others keep the text between
+    mixed = run({ edit(8, " Paris", "a"), edit(11, "ris", "b"), { label = "c", insertText = "!" } }, "utf-16"),
+  }
+end
+
 local ok, err = xpcall(function()
   -- 1. the server attaches and the model becomes ready (logitls/status)
   vim.wait(180000, function()
@@ -38,7 +65,9 @@ local ok, err = xpcall(function()
   params.position.character = #line -- the end of the line (Insert-mode cursor)
   local responses = vim.lsp.buf_request_sync(0, "textDocument/completion", params, 60000)
   local result = responses and responses[client.id] and responses[client.id].result
-  out.completion = logitls.complete_items(result)
+  local items, start = logitls.complete_items(result, line, 0, #line, client.offset_encoding)
+  out.completion = items
+  out.completion_start = start
   for _, item in ipairs(out.completion) do
     item.user_data = nil
   end
@@ -87,5 +116,79 @@ local ok, err = xpcall(function()
 end, debug.traceback)
 if not ok then
   out.error = err
+  finish()
+  return
 end
-finish()
+if not out.restarted then
+  finish()
+  return
+end
+
+-- 6. the real thing, as a user types it: Insert mode at the end of the line, <C-x><C-o> (the
+-- plugin's omnifunc, its request and complete()), wait for the popup, <C-n> takes the first item,
+-- <C-y> accepts it, <Esc>. Typeahead runs only in Neovim's main loop, so each step waits there
+-- (a timer polls) before the next: this part runs after the script has returned.
+local cases = { "The capital of France is ", "The capital of France is Pa", "The capital of France is" }
+out.menus = {}
+
+local function keys(k)
+  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes(k, true, false, true), "t", false)
+end
+
+local function step(f)
+  return function(...)
+    local args = { ... }
+    local ok2, err2 = xpcall(function()
+      f((table.unpack or unpack)(args))
+    end, debug.traceback)
+    if not ok2 then
+      out.error = err2
+      finish()
+    end
+  end
+end
+
+local function when(pred, timeout_ms, next)
+  local deadline = (vim.uv or vim.loop).now() + timeout_ms
+  local tick
+  tick = step(function()
+    if pred() then
+      next(true)
+    elseif (vim.uv or vim.loop).now() > deadline then
+      next(false)
+    else
+      vim.defer_fn(tick, 20)
+    end
+  end)
+  vim.defer_fn(tick, 20)
+end
+
+local run_case
+run_case = step(function(i)
+  local text = cases[i]
+  if not text then
+    note("menu")
+    finish()
+    return
+  end
+  vim.api.nvim_buf_set_lines(0, 0, -1, false, { text })
+  vim.api.nvim_win_set_cursor(0, { 1, 0 })
+  keys("A<C-x><C-o>")
+  when(function()
+    return vim.fn.pumvisible() == 1
+  end, 60000, function(shown)
+    local menu = { text = text, shown = shown, items = {} }
+    table.insert(out.menus, menu)
+    for _, item in ipairs(vim.fn.complete_info({ "items" }).items or {}) do
+      table.insert(menu.items, { word = item.word, abbr = item.abbr, menu = item.menu })
+    end
+    keys(shown and "<C-n><C-y><Esc>" or "<Esc>")
+    when(function()
+      return vim.fn.mode() == "n"
+    end, 10000, function()
+      menu.line = vim.api.nvim_get_current_line()
+      run_case(i + 1)
+    end)
+  end)
+end)
+run_case(1)

@@ -1,7 +1,8 @@
 """The shipped Emacs config (client-config/emacs/logitls.el) with eglot in the real Emacs (batch
 mode), on the embedded model. tests/editors/emacs_check.el runs inside Emacs and records what
-Emacs saw: completion-at-point's candidates and annotations (and a candidate chosen and inserted),
-eldoc's hover text, and the buffer after `M-x logitls-generate`."""
+Emacs saw: completion-at-point's region, candidates and annotations after `…is`, `…is ` and
+`…is Pa` (and the first candidate chosen and inserted), eldoc's hover text, and the buffer after
+`M-x logitls-generate`."""
 
 from __future__ import annotations
 
@@ -43,14 +44,35 @@ def test_eglot_connects_and_the_model_gets_ready(emacs_run):
     assert emacs_run["mode-line"] == " logitls:ready"
 
 
+def _case(emacs_run, text):
+    return next(case for case in emacs_run["completion-cases"] if case["text"] == text)
+
+
 def test_completion_at_point_lists_tokens_with_probabilities(emacs_run):
     assert emacs_run["capf"][0] == "logitls-completion-at-point"
-    candidates = emacs_run["completion"]
+    case = _case(emacs_run, "The capital of France is")
+    # token healing: the region is ` is` and the candidates are ` is` + the next token
+    assert case["probe"] == " is"
+    candidates = case["candidates"]
     assert len(candidates) == 10
-    assert candidates[0][0] == " Paris"
-    assert "77.3%" in candidates[0][1] and "rank 1" in candidates[0][1]
+    assert candidates[0][0] == " is Paris"
+    assert "␣Paris" in candidates[0][1] and "77.3%" in candidates[0][1] and "rank 1" in candidates[0][1]
+    assert all(candidate.startswith(" is") for candidate, _ in candidates)
     assert all("%" in annotation for _, annotation in candidates)
-    assert emacs_run["after-completion"] == "The capital of France is Paris\n"
+
+
+@pytest.mark.parametrize("text, probe, first", [("The capital of France is", " is", " is Paris"),
+                                                ("The capital of France is ", " ", " Paris"),
+                                                ("The capital of France is Pa", " Pa", " Paris")])
+def test_choosing_the_first_candidate_completes_what_was_typed(emacs_run, text, probe, first):
+    """The region is the space or half-typed word before point; choosing Paris makes `…is Paris`
+    (not `…is  Paris` nor `…is Pa Paris`)."""
+    case = _case(emacs_run, text)
+    assert case["probe"] == probe
+    assert len(case["candidates"]) == 10
+    assert case["candidates"][0][0] == first
+    assert "␣Paris" in case["candidates"][0][1] and "77.3%" in case["candidates"][0][1]
+    assert case["after"] == "The capital of France is Paris\n"
 
 
 def test_hover_through_eldoc_shows_the_probability(emacs_run):

@@ -2,8 +2,10 @@
 
 Headless: tests/editors/nvim_check.lua runs inside Neovim after `-u client-config/neovim/init.lua`
 and records what Neovim itself saw: the completion items as the omnifunc builds them, the hover
-float opened by K, the buffer after :LogitlsGenerate, and a :LogitlsRestart. In tmux: the real
-completion popup (Insert mode, <C-x><C-o>) on a terminal screen.
+float opened by K, the buffer after :LogitlsGenerate, a :LogitlsRestart, and then, typed as a user
+types them, <C-x><C-o> and <C-n><C-y> after `…is `, `…is Pa` and `…is`: the popup's items and the
+line once the first is accepted. In tmux: the real completion popup on a terminal screen (the
+README's), and the line after accepting its first item.
 
 Debian 12's Neovim is 0.7.2 (the vim.lsp.start_client path); LOGITLS_EXTRA_NVIM (paths separated
 by ':') adds other Neovim binaries, e.g. a 0.11 one for the vim.lsp.config/vim.lsp.enable path.
@@ -24,6 +26,7 @@ from .conftest import CLIENT, ROOT, editor_env, require_program
 INIT = CLIENT / "neovim" / "init.lua"
 CHECK = ROOT / "tests" / "editors" / "nvim_check.lua"
 TEXT = "The capital of France is\n"
+PARIS = "The capital of France is Paris"
 
 
 def _binaries():
@@ -56,15 +59,43 @@ def test_the_server_attaches_and_the_model_gets_ready(nvim_run):
     assert nvim_run["omnifunc"] == "v:lua.require'logitls'.omnifunc"
 
 
+def test_the_menu_starts_where_the_edit_starts(nvim_run):
+    """complete()'s start column is the items' textEdit start converted to bytes (UTF-16 by default);
+    an empty range at the cursor (raw next tokens) or no textEdit inserts at the cursor."""
+    synthetic = nvim_run["synthetic"]
+    fragment_start = len("naïve 😀".encode())  # the byte column of " Pa" in "naïve 😀 Pa"
+    for encoding in ("utf16", "utf32", "utf8"):
+        assert synthetic[encoding] == {"start": fragment_start, "words": [" Paris"]}, encoding
+    assert synthetic["raw"] == {"start": synthetic["line_bytes"], "words": [" x"]}
+    assert synthetic["mixed"] == {"start": fragment_start, "words": [" Paris", " Paris", " Pa!"]}
+
+
 def test_completion_items_carry_probabilities(nvim_run):
     items = nvim_run["completion"]
     assert len(items) == 10  # topN from the shipped init.lua
     first = items[0]
-    assert (first["word"], first["abbr"], first["menu"]) == (" Paris", "␣Paris", "77.3%")
+    # token healing: the items replace ` is` (from byte column 21) with ` is` + the next token
+    assert nvim_run["completion_start"] == len("The capital of France")
+    assert (first["word"], first["abbr"], first["menu"]) == (" is Paris", "␣Paris", "77.3%")
     assert first["info"].startswith("p=0.77") and "rank 1" in first["info"]
+    assert all(item["word"].startswith(" is") for item in items)
     assert all(item["menu"].endswith("%") for item in items)
     assert [float(item["menu"].rstrip("%")) for item in items] == sorted(
         (float(item["menu"].rstrip("%")) for item in items), reverse=True)
+
+
+@pytest.mark.parametrize("text, fragment, word", [("The capital of France is ", " ", " Paris"),
+                                                  ("The capital of France is Pa", " Pa", " Paris"),
+                                                  ("The capital of France is", " is", " is Paris")])
+def test_accepting_the_first_item_completes_what_was_typed(nvim_run, text, fragment, word):
+    """<C-x><C-o>, <C-n>, <C-y> in Insert mode: the first item is Paris and the line reads `…is Paris`
+    (not `…is  Paris` nor `…is Pais`): complete() replaces the space or half-typed word."""
+    menu = next(m for m in nvim_run["menus"] if m["text"] == text)
+    assert menu["shown"], menu
+    assert len(menu["items"]) == 10, menu
+    assert menu["items"][0] == {"word": word, "abbr": "␣Paris", "menu": "77.3%"}, menu["items"][:3]
+    assert all(item["word"].startswith(fragment) for item in menu["items"]), menu["items"]
+    assert menu["line"] == PARIS, menu
 
 
 def test_hover_on_K_shows_the_token_probability(nvim_run):
@@ -83,47 +114,82 @@ def test_logitls_generate_changes_the_buffer(nvim_run):
 
 def test_logitls_restart_brings_a_new_ready_server(nvim_run):
     assert nvim_run["restarted"], nvim_run
-    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "restart"]
+    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "restart", "menu"]
 
 
 def _tmux(socket, *args, check=True):
     return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, check=check)
 
 
+def _screen_until(socket, done, seconds):
+    screen = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        screen = _tmux(socket, "capture-pane", "-p").stdout
+        if done(screen):
+            break
+        time.sleep(0.2)
+    return screen
+
+
+def _accept_first_and_save(socket, document):
+    """<C-n> selects (and inserts) the first item, <C-y> accepts it, <Esc>, :w; the file's text.
+    The file, not the screen, tells what the line reads (the screen also shows hints after it)."""
+    before = document.stat().st_mtime_ns
+    _tmux(socket, "send-keys", "C-n", "C-y", "Escape")
+    _screen_until(socket, lambda s: "INSERT" not in s, 20)
+    _tmux(socket, "send-keys", ":w", "Enter")
+    deadline = time.monotonic() + 20
+    while document.stat().st_mtime_ns == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)  # the write has finished
+    return document.read_text()
+
+
 def test_completion_popup_on_a_terminal_screen(tmp_path):
-    """Insert mode, <C-x><C-o>: Neovim's own popup menu lists the next tokens with probabilities."""
+    """Insert mode after `…is `, <C-x><C-o>: Neovim's own popup menu lists the next tokens with
+    probabilities, Paris first; <C-n><C-y> makes the line `…is Paris`. Then the same after `…is Pa`.
+    The first screen is the README's (LOGITLS_SCREEN_OUT=path keeps a copy)."""
     require_program("tmux")
     nvim = require_program("nvim")
-    document = tmp_path / "capital.txt"
-    document.write_text(TEXT)
+    document = tmp_path / "notes.txt"
+    document.write_text("The capital of France is \n")
     env = editor_env(tmp_path)
     socket = f"logitls-test-{os.getpid()}"
     statusline = "set laststatus=2 statusline=%f\\ \\ %{v:lua.require'logitls'.statusline()}"
-    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', str(document)])
-    env_args = [arg for key in ("PATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
+    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
                                 "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
     tmux_env = dict(env, TERM="xterm-256color")
-    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "72", "-y", "16", *env_args, command],
-                   env=tmux_env, check=True)
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "72", "-y", "16", "-c", str(tmp_path),
+                    *env_args, command], env=tmux_env, check=True)
     try:
-        screen = ""
-        deadline = time.monotonic() + 180
-        while "logitls: ready" not in screen and time.monotonic() < deadline:
-            time.sleep(0.2)
-            screen = _tmux(socket, "capture-pane", "-p").stdout
+        screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
         assert "logitls: ready" in screen, screen
         _tmux(socket, "send-keys", "A")
         time.sleep(0.3)
         _tmux(socket, "send-keys", "C-x", "C-o")
-        deadline = time.monotonic() + 60
-        while "77.3%" not in screen and time.monotonic() < deadline:
-            time.sleep(0.2)
-            screen = _tmux(socket, "capture-pane", "-p").stdout
+        screen = _screen_until(socket, lambda s: "77.3%" in s, 60)
         (tmp_path / "screen.txt").write_text(screen)
         if os.environ.get("LOGITLS_SCREEN_OUT"):
             shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_SCREEN_OUT"])
-        assert "␣Paris" in screen and "77.3%" in screen, screen
+        lines = screen.splitlines()
+        assert lines[0].startswith("The capital of France is"), screen
+        menu = [line for line in lines if "%" in line]
+        assert "␣Paris" in menu[0] and "77.3%" in menu[0], screen
         assert "␣London" in screen and "1.2%" in screen, screen
         assert "-- INSERT --" in screen, screen
+        assert _accept_first_and_save(socket, document) == PARIS + "\n"
+
+        # a half-typed word: S (substitute the line), `…is Pa`, <C-x><C-o>, <C-n><C-y>
+        _tmux(socket, "send-keys", "S")
+        _tmux(socket, "send-keys", "-l", "The capital of France is Pa")
+        time.sleep(0.3)
+        _tmux(socket, "send-keys", "C-x", "C-o")
+        screen = _screen_until(socket, lambda s: "77.3%" in s, 60)
+        menu = [line for line in screen.splitlines() if "%" in line]
+        assert menu and "␣Paris" in menu[0] and "77.3%" in menu[0], screen
+        assert "The capital of France is Pa" in screen.splitlines()[0], screen  # a sign column may come
+        assert _accept_first_and_save(socket, document) == PARIS + "\n"
     finally:
         _tmux(socket, "kill-server", check=False)

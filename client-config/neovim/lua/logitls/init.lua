@@ -81,17 +81,64 @@ local function resolve_cmd(opts)
   return cmd
 end
 
--- Completion items as Vim's complete() wants them: the token inserted as is (textEdit.newText),
--- the label shown, the probability in the menu column and the full detail in the info window.
-function M.complete_items(result)
+-- Byte column (0-based) in `line` of the LSP position `character`, counted in `encoding`
+-- ("utf-8", "utf-16" or "utf-32"). Walks the UTF-8 sequences itself: vim.str_byteindex changed
+-- its signature in 0.11.
+local function byte_column(line, character, encoding)
+  if encoding == "utf-8" then
+    return math.min(character, #line)
+  end
+  local units, i = 0, 1
+  while i <= #line and units < character do
+    local byte = line:byte(i)
+    local len = byte >= 0xF0 and 4 or byte >= 0xE0 and 3 or byte >= 0xC0 and 2 or 1
+    units = units + ((encoding ~= "utf-32" and len == 4) and 2 or 1) -- beyond the BMP: a surrogate pair
+    i = i + len
+  end
+  return math.min(i - 1, #line)
+end
+M.byte_column = byte_column
+
+-- Where an item's edit starts, as a byte column on the cursor's line: its textEdit's range start
+-- (an InsertReplaceEdit's `insert` range), or the cursor for an item without one or whose edit
+-- is not on the cursor's line before the cursor.
+local function edit_start(item, line, row, col, encoding)
+  local edit = item.textEdit
+  local range = edit and (edit.range or edit.insert)
+  if not range or range.start.line ~= row then
+    return col
+  end
+  return math.min(byte_column(line, range.start.character, encoding), col)
+end
+
+--- Completion items as Vim's complete() wants them, and the byte column (0-based) they replace
+--- from: complete() replaces the text from that column to the cursor with the chosen `word`.
+--- With token healing each item's textEdit replaces the space or half-typed word before the
+--- cursor (`…is ` + ` Paris`): the column is the edit's start and `word` its newText. Raw next
+--- tokens have an empty range at the cursor: the column is the cursor. `line` is the cursor's
+--- line, `row` (0-based) and `col` (0-based bytes) the cursor, `encoding` the client's
+--- offset_encoding; without them the column is nil and `word` is the newText.
+--- The label is shown, the probability in the menu column, the full detail in the info window.
+function M.complete_items(result, line, row, col, encoding)
   local items = result and (result.items or result) or {}
   items = vim.deepcopy(items)
   table.sort(items, function(a, b)
     return (a.sortText or a.label) < (b.sortText or b.label)
   end)
+  local starts, start = {}, nil
+  if line then
+    start = col
+    for i, item in ipairs(items) do
+      starts[i] = edit_start(item, line, row, col, encoding or "utf-16")
+      start = math.min(start, starts[i])
+    end
+  end
   local out = {}
-  for _, item in ipairs(items) do
+  for i, item in ipairs(items) do
     local word = (item.textEdit and item.textEdit.newText) or item.insertText or item.label
+    if start and starts[i] > start then
+      word = line:sub(start + 1, starts[i]) .. word -- an edit that starts later keeps the text before it
+    end
     local percent = item.labelDetails and item.labelDetails.description or ""
     table.insert(out, {
       word = word,
@@ -104,11 +151,13 @@ function M.complete_items(result)
       user_data = { nvim = { lsp = { completion_item = item } } },
     })
   end
-  return out
+  return out, start
 end
 
 --- omnifunc (<C-x><C-o>): the next tokens at the cursor, without Vim's keyword-prefix filtering
 --- (next tokens usually start with a space, so the word before the cursor must not filter them).
+--- The request is asynchronous: findstart answers -2 (stay in completion mode) and the answer
+--- opens the menu with complete(), from the column where the items' edit starts.
 function M.omnifunc(findstart, _base)
   if findstart ~= 1 then
     return {}
@@ -126,10 +175,12 @@ function M.omnifunc(findstart, _base)
       return
     end
     local now = vim.api.nvim_win_get_cursor(win)
-    if vim.fn.mode() ~= "i" or now[1] ~= cursor[1] or now[2] ~= cursor[2] then
+    if vim.fn.mode() ~= "i" or vim.api.nvim_get_current_win() ~= win or now[1] ~= cursor[1] or now[2] ~= cursor[2] then
       return -- the user moved on
     end
-    vim.fn.complete(cursor[2] + 1, M.complete_items(result))
+    local line = vim.api.nvim_buf_get_lines(bufnr, cursor[1] - 1, cursor[1], false)[1] or ""
+    local items, start = M.complete_items(result, line, cursor[1] - 1, cursor[2], client.offset_encoding)
+    vim.fn.complete(start + 1, items)
   end, bufnr)
   return -2
 end
