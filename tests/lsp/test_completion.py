@@ -53,7 +53,8 @@ async def test_top_n_setting_sets_the_menu_size(tiny_models):
 async def test_positions_follow_the_negotiated_encoding(tiny_models, tiny_gpt2_engine, encoding, units):
     line = "# héllo 😀 wor"
     capabilities = types.ClientCapabilities(general=types.GeneralClientCapabilities(position_encodings=[encoding]))
-    client = await start_session({"model": str(tiny_models["gpt2"])}, capabilities=capabilities)
+    client = await start_session({"model": str(tiny_models["gpt2"]), "completion": {"tokenHealing": False}},
+                                 capabilities=capabilities)
     try:
         uri = f"file:///completion/{encoding}.txt"
         open_document(client, uri, line + "\nsecond line")

@@ -55,12 +55,13 @@ async def test_a_model_that_fails_to_load_is_reported_and_recovers(tiny_models):
 
 
 async def test_settings_change_without_and_with_reload(tiny_models):
-    client = await start_session({"model": str(tiny_models["gpt2"])})
+    client = await start_session({"model": str(tiny_models["gpt2"]), "completion": {"tokenHealing": False}})
     try:
         open_document(client, "file:///life/settings.txt", "hello world")
         assert len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 10
         loads = len(client.statuses)
-        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 4}})
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 4,
+                                              "completion": {"tokenHealing": False}}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
         for _ in range(100):
             if len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 4:
@@ -76,7 +77,8 @@ async def test_settings_change_without_and_with_reload(tiny_models):
                    if m.type == types.MessageType.Warning)
         assert len((await complete(client, "file:///life/settings.txt", 0, 11)).items) == 4
         # a new model reloads
-        client.set_configuration({"logitls": {"model": str(tiny_models["llama"]), "topN": 4}})
+        client.set_configuration({"logitls": {"model": str(tiny_models["llama"]), "topN": 4,
+                                              "completion": {"tokenHealing": False}}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
         assert await wait_for_status(client, ("ready",), after=loads + 1) == "ready"
         assert client.statuses[loads]["state"] == "loading"
