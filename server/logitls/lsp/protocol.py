@@ -165,6 +165,9 @@ class LogitlsProtocol(LanguageServerProtocol):
         if self._workspace is not None and method == types.INITIALIZE and request:
             return refuse(INVALID_REQUEST, "the server is already initialized")
 
+        if request and method not in self.fm.builtin_features and method not in self.fm.features:
+            # before the params: a method we do not serve is MethodNotFound, however its params look
+            return refuse(METHOD_NOT_FOUND, "the server has no such method")
         message_type = self.get_message_type(method)
         if message_type is not None and _is_request_type(message_type) != request:
             kind = "a request: send it with an id" if not request else "a notification: send it without an id"

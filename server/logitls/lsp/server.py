@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Hashable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
@@ -130,7 +130,7 @@ class _ExpectedErrorFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if record.name == "pygls.server":  # its read loop: json.loads failed; answered as ParseError
             return not isinstance(exc, (ValueError, RecursionError))
-        return not isinstance(exc, (JsonRpcInvalidParams, JsonRpcRequestCancelled))
+        return not isinstance(exc, (JsonRpcInvalidParams, JsonRpcRequestCancelled, JsonRpcContentModified))
 
 
 def quiet_expected_errors() -> None:
