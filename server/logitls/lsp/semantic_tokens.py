@@ -65,7 +65,8 @@ def register(server: LogitlsServer) -> None:
         within = None
         if within_range is not None:
             positions = PositionMap(text, ls.position_encoding)
-            within = (positions.offset(within_range.start), positions.offset(within_range.end))
+            # checked against the snapshot before scoring; the scored text may be a later version
+            within = (positions.clamped_offset(within_range.start), positions.clamped_offset(within_range.end))
         return encode(text, scores, bucket_edges(ls), ls.position_encoding, within)
 
     @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL, LEGEND)
