@@ -243,12 +243,13 @@ async def server_text_is(client, uri: str, text: str, engine) -> None:
     except JsonRpcException:
         assert not ids, f"the server could not score {text!r}"
         return
-    assert stats["tokens"] == len(ids), (stats, text)
+    assert stats["tokens"] == len(ids), f"the server's text is not {text!r}: {stats}"
     expected = document_stats(engine.document_scores(text)).perplexity
     if expected is None:
-        assert stats["perplexity"] is None
+        assert stats["perplexity"] is None, f"the server's text is not {text!r}: {stats}"
     else:
-        assert math.log(stats["perplexity"]) == pytest.approx(math.log(expected), rel=1e-3, abs=1e-3), text
+        assert math.log(stats["perplexity"]) == pytest.approx(math.log(expected), rel=1e-3, abs=1e-3), \
+            f"the server's text is not {text!r}: {stats}"
 
 
 # -- what the client holds: the reference text document ------------------------------------------

@@ -177,3 +177,48 @@ async def test_a_character_past_the_end_of_a_line_means_its_end(tiny_client):
     between_cr_and_lf = await tiny_client.text_document_completion_async(types.CompletionParams(
         text_document=doc, position=types.Position(line=0, character=9)))
     assert [i.label for i in past.items] == [i.label for i in at_end.items] == [i.label for i in between_cr_and_lf.items]
+
+
+async def test_requests_before_initialize_and_after_shutdown_are_refused(tiny_models):
+    """LSP: before `initialize`, requests get ServerNotInitialized and notifications are dropped; after
+    `shutdown`, requests get InvalidRequest. Each still gets its one answer."""
+    import os
+
+    from pytest_lsp.client import make_test_lsp_client
+
+    from conftest import SERVER_COMMAND
+
+    client = make_test_lsp_client()
+    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        await _before_and_after(client, tiny_models)
+    finally:
+        if client._server.returncode is None:  # failed midway: stop() would wait for it forever
+            client._server.terminate()
+        await client.stop()
+
+
+async def _before_and_after(client, tiny_models):
+    from pytest_lsp import client_capabilities
+
+    from conftest import Wire
+
+    wire = Wire(client)
+    early = hover_request("early", {"line": 0, "character": 0})
+    wire.send({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+        "uri": "file:///wire/doc.txt", "languageId": "plaintext", "version": 1, "text": "early"}}})
+    wire.send(early)
+    await wire.until(["early"])
+    assert wire.code("early") == -32002  # ServerNotInitialized
+    await client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"), root_uri="file:///tmp",
+        initialization_options={"model": str(tiny_models["gpt2"]), "device": "cpu"}))
+    wire.send(hover_request("after-initialize", {"line": 0, "character": 0}))
+    await wire.until(["after-initialize"])
+    assert "unknown document" in wire.answers["after-initialize"][0][1].message  # the early didOpen was dropped
+    await client.shutdown_async(None)
+    wire.send(hover_request("late", {"line": 0, "character": 0}))
+    await wire.until(["late"])
+    assert wire.code("late") == INVALID_REQUEST
+    client.exit(None)
+    assert await client._server.wait() == 0
