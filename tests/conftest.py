@@ -262,3 +262,164 @@ try:
         await client.shutdown_session()
 except ImportError:  # pragma: no cover - the test extra is always installed by `make test`
     pass
+
+
+# -- the wire itself: raw JSON-RPC bodies, and every answer the server gives ----------------
+
+class Wire:
+    """Writes bodies to a running server's stdin exactly as given (framed with Content-Length) and
+    records every response the server sends, by id, including those to requests the client never
+    made through pygls. Answers with `"id": null` are kept apart."""
+
+    def __init__(self, client) -> None:
+        import asyncio
+        from collections import defaultdict
+
+        self.client = client
+        self.answers: dict = defaultdict(list)  # id -> [(result, error)]
+        self.null_answers: list = []  # errors the server could not tie to a request
+        self._changed = asyncio.Event()
+        protocol = client.protocol
+        original = protocol._handle_response
+
+        def record(msg_id, result=None, error=None):
+            if msg_id is None:
+                self.null_answers.append(error)
+            else:
+                self.answers[msg_id].append((result, error))
+            self._changed.set()
+            return original(msg_id, result, error)
+
+        protocol._handle_response = record
+
+    def send(self, body) -> None:
+        import json
+
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.client.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def until(self, ids, nulls: int = 0, timeout: float = 60.0) -> None:
+        """Wait until every id in `ids` has an answer and `nulls` id-null answers came."""
+        import asyncio
+
+        async def wait():
+            while not (all(self.answers.get(i) for i in ids) and len(self.null_answers) >= nulls):
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            missing = [i for i in ids if not self.answers.get(i)]
+            raise AssertionError(f"no answer to {missing}; {len(self.null_answers)} of {nulls} id-null answers") from None
+
+    async def round_trip(self) -> None:
+        """One request the server answers at once, in order: whatever it answered synchronously to
+        the messages before has arrived once this returns."""
+        marker = f"round-trip-{id(self)}-{len(self.answers)}"
+        self.send({"jsonrpc": "2.0", "id": marker, "method": "logitls/no-such-method"})
+        await self.until([marker])
+
+    def code(self, msg_id) -> int | None:
+        [(result, error)] = self.answers[msg_id]
+        return None if error is None else error.code
+
+
+async def server_text_is(client, uri: str, text: str, engine) -> None:
+    """Assert the server holds `text` for `uri`: its documentStats (token count, perplexity) equal the
+    engine's on `text` here. Any other text tokenizes differently and scores differently."""
+    import math
+
+    import pytest
+    from lsprotocol import types
+    from pygls.exceptions import JsonRpcException
+
+    from logitls.lens import document_stats
+
+    ids = engine.tokenizer(text)["input_ids"] if text else []
+    try:
+        stats = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="logitls.documentStats", arguments=[{"textDocument": {"uri": uri}}]))
+    except JsonRpcException:
+        assert not ids, f"the server could not score {text!r}"
+        return
+    assert stats["tokens"] == len(ids), f"the server's text is not {text!r}: {stats}"
+    expected = document_stats(engine.document_scores(text)).perplexity
+    if expected is None:
+        assert stats["perplexity"] is None, f"the server's text is not {text!r}: {stats}"
+    else:
+        assert math.log(stats["perplexity"]) == pytest.approx(math.log(expected), rel=1e-3, abs=1e-3), \
+            f"the server's text is not {text!r}: {stats}"
+
+
+# -- what the client holds: the reference text document ------------------------------------------
+
+class ReferenceDocument:
+    """vscode-languageserver-textdocument's TextDocument (the reference LSP clients follow), over the
+    code units of the position encoding as JavaScript works over UTF-16 units: lines end at \\n,
+    \\r\\n or \\r; a position past a line's end (or between \\r and \\n) means the line's end; a line
+    past the end means the end of the text; a reversed range is put right. Positions given to it must
+    not cut a character in two (JavaScript could hold the halves; a Python str cannot)."""
+
+    CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": ("utf-32-le", 4)}
+
+    def __init__(self, text: str, encoding: str = "utf-16") -> None:
+        self.codec, self.width = self.CODECS[encoding]
+        self.units = self._units(text)
+
+    def _units(self, text: str) -> list[int]:
+        data = text.encode(self.codec, "surrogatepass")
+        return [int.from_bytes(data[i:i + self.width], "little") for i in range(0, len(data), self.width)]
+
+    @property
+    def text(self) -> str:
+        return b"".join(u.to_bytes(self.width, "little") for u in self.units).decode(self.codec, "surrogatepass")
+
+    def line_offsets(self) -> list[int]:
+        units, offsets, i = self.units, [0], 0
+        while i < len(units):
+            if units[i] in (10, 13):
+                if units[i] == 13 and i + 1 < len(units) and units[i + 1] == 10:
+                    i += 1
+                offsets.append(i + 1)
+            i += 1
+        return offsets
+
+    def offset_at(self, line: int, character: int) -> int:
+        offsets = self.line_offsets()
+        if line >= len(offsets):
+            return len(self.units)
+        if line < 0:
+            return 0
+        line_offset = offsets[line]
+        if character <= 0:
+            return line_offset
+        next_offset = offsets[line + 1] if line + 1 < len(offsets) else len(self.units)
+        offset = min(line_offset + character, next_offset)
+        while offset > line_offset and self.units[offset - 1] in (10, 13):
+            offset -= 1
+        return offset
+
+    def position_at(self, offset: int) -> tuple[int, int]:
+        from bisect import bisect_right
+
+        offsets = self.line_offsets()
+        line = bisect_right(offsets, offset) - 1
+        return line, offset - offsets[line]
+
+    def boundaries(self) -> list[int]:
+        """Unit offsets that do not cut a character."""
+        out, offset = [0], 0
+        for char in self.text:
+            offset += len(char.encode(self.codec, "surrogatepass")) // self.width
+            out.append(offset)
+        return out
+
+    def apply(self, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
+        if start > end:
+            start, end = end, start
+        a, b = self.offset_at(*start), self.offset_at(*end)
+        self.units[a:b] = self._units(text)

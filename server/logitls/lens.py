@@ -7,11 +7,15 @@ knows nothing of torch or LSP. Input is the engine's per-token scores.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 # GLTR's buckets: the token was in the model's top 10, top 100, top 1000, or beyond.
 BUCKET_NAMES = ("likely", "plausible", "unlikely", "surprising")
 DEFAULT_EDGES = (10, 100, 1000)
+# Where an editor's lines end (LSP's rule): a span must not run over one, or its range would
+# span two lines. Not str.splitlines's breaks: \f, \x85 or \u2028 sit inside an editor's line.
+_LINE_END = re.compile(r"\r\n?|\n")
 
 
 def bucket_of(rank: int, edges: tuple[int, ...] | list[int] = DEFAULT_EDGES) -> int:
@@ -57,13 +61,14 @@ def visible_spans(text: str, scores, edges=DEFAULT_EDGES) -> list[Span]:
     for start, end, score in spans(scores, edges):
         bucket = bucket_of(score.rank, edges)
         line_start = start
-        for piece in text[start:end].split("\n"):
-            piece_end = line_start + len(piece)
+        for line_break in [*_LINE_END.finditer(text, start, end), None]:
+            piece = text[line_start:line_break.start() if line_break else end]
             stripped_start = line_start + (len(piece) - len(piece.lstrip()))
             stripped_end = line_start + len(piece.rstrip())
             if stripped_end > stripped_start:
                 out.append(Span(stripped_start, stripped_end, score, bucket))
-            line_start = piece_end + 1
+            if line_break:
+                line_start = line_break.end()
     return out
 
 

@@ -80,7 +80,8 @@ async def test_generate_reports_progress(tiny_client):
      "unknown document"),
     (generate_args("file:///generate/bad.txt", 0, "x"), "must be integers"),
     (generate_args("file:///generate/bad.txt", 7, 0), "past the end of the document"),
-    (generate_args("file:///generate/bad.txt", 0, 99), "past the end of line 0"),
+    (generate_args("file:///generate/bad.txt", 0, -1), "must be integers from 0"),
+    (generate_args("file:///generate/bad.txt", 2 ** 40, 0), "must be integers from 0"),
     (generate_args("file:///generate/bad.txt", 0, 0, maxNewTokens=0), "maxNewTokens must be"),
     (generate_args("file:///generate/bad.txt", 0, 0, maxNewTokens="many"), "maxNewTokens must be"),
 ])

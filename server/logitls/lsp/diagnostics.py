@@ -24,18 +24,20 @@ SEVERITIES = {"hint": types.DiagnosticSeverity.Hint, "information": types.Diagno
 
 def surprise_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Diagnostic]:
     lens = ls.settings.lens
-    positions = PositionMap(text, ls.position_encoding)
-    found = []
+    surprising = []
     for start, end, score in spans(scores, bucket_edges(ls)):
         if score.surprisal_bits is None or score.surprisal_bits < lens.diagnostic_min_bits:
             continue
         word_start = start + (len(text[start:end]) - len(text[start:end].lstrip()))
-        if word_start >= end:
-            continue  # whitespace only: nothing to underline
+        if word_start < end:  # a token of whitespace only has nothing to underline
+            surprising.append((word_start, end, score))
+    ranges = PositionMap(text, ls.position_encoding).ranges((start, end) for start, end, _ in surprising)
+    found = []
+    for (_, _, score), where in zip(surprising, ranges):
         best = score.alternatives[0] if score.alternatives else None
         expected = f"; the model expected '{best.text}' ({percent(best.prob)})" if best else ""
         found.append(types.Diagnostic(
-            range=positions.range(word_start, end),
+            range=where,
             message=f"unlikely here: p={score.prob:.2g} (rank {score.rank}, {score.surprisal_bits:.1f} bits){expected}",
             severity=SEVERITIES[lens.diagnostic_severity],
             source="logitls",

@@ -60,8 +60,10 @@ def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
     line, character = _field(position, "line"), _field(position, "character")
     if not isinstance(uri, str) or not uri:
         raise JsonRpcInvalidParams(f"{COMMAND}: textDocument.uri is missing; {USAGE}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (line, character)):
-        raise JsonRpcInvalidParams(f"{COMMAND}: position.line and position.character must be integers; {USAGE}")
+    # lsprotocol's range for a Position: outside it, building one raises, and the client would get InternalError
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2 ** 31 - 1 for v in (line, character)):
+        raise JsonRpcInvalidParams(f"{COMMAND}: position.line and position.character must be integers "
+                                   f"from 0 to 2^31-1; {USAGE}")
     max_new = _field(arg, "maxNewTokens", "max_new_tokens")
     if max_new is not None and (not isinstance(max_new, int) or isinstance(max_new, bool) or not 1 <= max_new <= 4096):
         raise JsonRpcInvalidParams(f"{COMMAND}: maxNewTokens must be an integer from 1 to 4096, got {max_new!r}")

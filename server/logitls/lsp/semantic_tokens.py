@@ -21,13 +21,13 @@ LEGEND = types.SemanticTokensLegend(token_types=list(BUCKET_NAMES), token_modifi
 
 def encode(text: str, scores, edges, encoding: str, within: tuple[int, int] | None = None) -> list[int]:
     """LSP's relative encoding: (deltaLine, deltaStart, length, type, modifiers) per span."""
-    positions = PositionMap(text, encoding)
+    spans = [span for span in visible_spans(text, scores, edges)
+             if within is None or not (span.end <= within[0] or span.start >= within[1])]
+    ranges = PositionMap(text, encoding).ranges((span.start, span.end) for span in spans)
     data: list[int] = []
     previous_line = previous_start = 0
-    for span in visible_spans(text, scores, edges):
-        if within is not None and (span.end <= within[0] or span.start >= within[1]):
-            continue
-        start, end = positions.position(span.start), positions.position(span.end)
+    for span, where in zip(spans, ranges):
+        start, end = where.start, where.end
         delta_line = start.line - previous_line
         delta_start = start.character - previous_start if delta_line == 0 else start.character
         data += [delta_line, delta_start, end.character - start.character, span.bucket, 0]
@@ -64,7 +64,8 @@ def register(server: LogitlsServer) -> None:
         within = None
         if within_range is not None:
             positions = PositionMap(text, ls.position_encoding)
-            within = (positions.offset(within_range.start), positions.offset(within_range.end))
+            # checked against the snapshot before scoring; the scored text may be a later version
+            within = (positions.clamped_offset(within_range.start), positions.clamped_offset(within_range.end))
         return encode(text, scores, bucket_edges(ls), ls.position_encoding, within)
 
     @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL, LEGEND)

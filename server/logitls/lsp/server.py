@@ -12,13 +12,14 @@ import logging
 from typing import Any, Callable, Hashable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..settings import Settings
 from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
+from .protocol import LogitlsProtocol, converter
 from .worker import PRIORITY_INTERACTIVE, JobCancelled, ModelWorker
 
 logger = logging.getLogger("logitls")
@@ -32,7 +33,8 @@ class ModelUnavailable(Exception):
 
 class LogitlsServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("logitls", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__("logitls", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+                         protocol_cls=LogitlsProtocol, converter_factory=converter)
         self.settings = Settings()
         self.worker = ModelWorker()
         self.engine: Any = None  # logitls.engine.Engine once loaded; only the worker thread touches it
@@ -113,6 +115,13 @@ class LogitlsServer(LanguageServer):
         except Exception:  # noqa: BLE001 - no client attached (yet)
             logger.debug("status notification not sent", exc_info=True)
 
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # pygls's read loop reports a body it could not parse here (as JsonRpcException), after
+        # dropping it: answer it instead of showing the user "Error in server".
+        if source is JsonRpcException and self.protocol.answer_unreadable(error):
+            return
+        super().report_server_error(error, source)
+
     # -- talking to the user --------------------------------------------------------------
 
     def tell(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
@@ -124,15 +133,19 @@ EXPECTED_ERROR_CODES = {JsonRpcInvalidParams.CODE, JsonRpcRequestCancelled.CODE,
 
 
 class _ExpectedErrorFilter(logging.Filter):
-    """pygls logs every error answer with a traceback; bad params and cancellations are answers, not bugs."""
+    """pygls logs every error answer with a traceback, and every message it could not parse; bad
+    params, cancellations and unparseable messages are answers (protocol.py), not bugs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "pygls.server":  # its read loop: json.loads failed; answered as ParseError
+            return not isinstance(exc, (ValueError, RecursionError))
         return getattr(exc, "code", None) not in EXPECTED_ERROR_CODES
 
 
 def quiet_expected_errors() -> None:
-    logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedErrorFilter())
+    for name in ("pygls.protocol.json_rpc", "pygls.server"):
+        logging.getLogger(name).addFilter(_ExpectedErrorFilter())
 
 
 def create_server() -> LogitlsServer:
