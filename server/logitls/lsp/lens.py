@@ -89,6 +89,8 @@ async def document_scores(ls: LogitlsServer, uri: str, *, debounce: bool = True)
     if current is None or current.version != version or current.text != text:
         # A fresh context: the shared pass must not stop because the request that started it was cancelled.
         task = asyncio.get_running_loop().create_task(_score(ls, uri, text, debounce), context=contextvars.Context())
+        # A pass superseded before anyone awaited it ends in JobCancelled: that is expected, not an error to log.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
         current = record.lens_pass = LensPass(version, text, task)
     try:
         return text, await asyncio.shield(current.task)
