@@ -259,6 +259,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
 
     engine = Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
                          trust_remote_code=args.trust_remote_code, generation_reserve=0)
+    if args.compare:
+        return _compare(args, engine, text, path.name)
     scores = engine.document_scores(text, stride=args.stride or None)
     if args.html:
         Path(args.html).write_text(lens_output.render_html(path.name, text, scores), encoding="utf-8")
@@ -267,6 +269,25 @@ def cmd_lens(args: argparse.Namespace) -> int:
         lens_output.dump_json(text, scores)
     elif not args.html:
         lens_output.write_terminal(text, scores)
+    return 0
+
+
+def _compare(args: argparse.Namespace, engine, text: str, title: str) -> int:
+    from . import comparison_output
+    from .engine import Engine
+    from .engine.compare import TokenizersDiffer, compare_scores
+
+    compare_dtype = args.compare_dtype or args.dtype
+    other = Engine.load(args.compare, dtype=compare_dtype, device=args.device, threads=args.threads,
+                        trust_remote_code=args.trust_remote_code, generation_reserve=0)
+    try:
+        rows, _, _ = compare_scores(engine, other, text, stride=args.stride or None)
+    except TokenizersDiffer as exc:
+        raise UsageError(str(exc)) from exc
+    main_name = f"{args.model or 'default'} ({args.dtype})"
+    other_name = f"{args.compare} ({compare_dtype})"
+    comparison_output.write(text, rows, main_name, other_name, as_json_output=args.json, html_path=args.html,
+                            title=title)
     return 0
 
 
@@ -322,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a UTF-8 text file, or - for standard input")
     p.add_argument("--html", metavar="OUT.html", help="write a standalone page (hover a token for its numbers)")
     p.add_argument("--stride", type=int, default=0, help="sliding-window stride for long files (0: half the window)")
+    p.add_argument("--compare", metavar="MODEL", help="a second model (same tokenizer): colour each token by which "
+                   "model found it likelier, log p(main) - log p(MODEL)")
+    p.add_argument("--compare-dtype", choices=("float32", "bfloat16", "float16"),
+                   help="the second model's dtype (default: --dtype); --compare default --compare-dtype bfloat16 "
+                   "checks what bfloat16 does to the numbers")
     _model_options(p)
     p.set_defaults(run=cmd_lens)
 

@@ -1,0 +1,52 @@
+"""Two models on the same text: per token, log p(main) − log p(other).
+
+Use cases: base vs fine-tuned, small vs large, float32 vs bfloat16 (a fidelity check users can run
+themselves). Both models must tokenize alike, since a token-by-token comparison needs the same
+tokens: different vocabularies are refused with a clear message rather than aligned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .types import TextScores, Token
+
+
+class TokenizersDiffer(ValueError):
+    """The two models split text differently: a token-by-token comparison would be meaningless."""
+
+
+@dataclass(frozen=True)
+class TokenComparison:
+    index: int
+    token: Token
+    start: int
+    end: int
+    logprob: float | None  # under the main model; None where nothing precedes the token
+    other_logprob: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """log p(main) − log p(other), in nats: positive where the main model found the token likelier."""
+        if self.logprob is None or self.other_logprob is None:
+            return None
+        return self.logprob - self.other_logprob
+
+
+def check_same_tokenizer(main, other) -> None:
+    if main.tokenizer.get_vocab() != other.tokenizer.get_vocab():
+        raise TokenizersDiffer(f"the models tokenize differently ({len(main.tokenizer)} vs {len(other.tokenizer)} "
+                               "tokens in their vocabularies): a per-token comparison needs the same tokenizer")
+
+
+def compare_scores(main, other, text: str, *, document: str = "", stride: int | None = None,
+                   should_stop=None) -> tuple[list[TokenComparison], TextScores, TextScores]:
+    """Every token of `text` scored by both models (each with its own context window)."""
+    check_same_tokenizer(main, other)
+    ours = main.document_scores(text, document=document, stride=stride, should_stop=should_stop)
+    theirs = other.document_scores(text, document=document, stride=stride, should_stop=should_stop)
+    if [s.token.id for s in ours.tokens] != [s.token.id for s in theirs.tokens]:
+        raise TokenizersDiffer("the models split this text into different tokens (their special tokens differ)")
+    rows = [TokenComparison(a.index, a.token, a.start, a.end, a.logprob, b.logprob)
+            for a, b in zip(ours.tokens, theirs.tokens)]
+    return rows, ours, theirs
