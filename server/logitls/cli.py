@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     p.add_argument("--no-lsp", action="store_true", help="engine measurements only")
+    p.add_argument("--compare", metavar="MODEL", help="also measure what a second model (lens.compareModel) costs")
+    p.add_argument("--compare-dtype", choices=("float32", "bfloat16", "float16"), help="its dtype (default --dtype)")
     p.add_argument("--backend", choices=("local", "openai"), default="local",
                    help="openai: measure an OpenAI-compatible server (--endpoint) side by side with the local model")
     p.add_argument("--endpoint", default="http://127.0.0.1:8080/v1", help="the server's base URL (--backend openai)")

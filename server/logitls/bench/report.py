@@ -82,7 +82,38 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"  {'cold start: process → first completion':<44}{s['first_completion_ms']:8.1f} ms")
         if s["peak_rss_mb"] is not None:
             rows.append(f"  {'peak RSS, 10 open 2000-token documents':<44}{s['peak_rss_mb']:8.0f} MB   goal ≤ 1500 MB")
+    if "compare" in results:
+        c = results["compare"]
+        rows.append(f"  {'--compare ' + c['model'] + ' (' + c['dtype'] + '): extra RSS':<44}{c['extra_rss_mb']:8.0f} MB")
+        rows.append(f"  {'both models scoring a 500-token text':<44}{c['both_scored_ms']:8.1f} ms")
     return "\n".join(rows)
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def compare_cost(args) -> dict[str, Any]:
+    """What `--compare MODEL` (lens.compareModel) costs: the second model's memory and a scoring pass of both."""
+    import time
+
+    from ..engine import Engine
+    from ..engine.compare import compare_scores
+
+    main = Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads)
+    before = _rss_mb()
+    other = Engine.load(args.compare, dtype=args.compare_dtype or args.dtype, device=args.device, threads=args.threads)
+    after = _rss_mb()
+    text = document_of(main, min(500, main.context_window - 80))
+    started = time.perf_counter()
+    compare_scores(main, other, text)
+    return {"model": args.compare, "dtype": args.compare_dtype or args.dtype,
+            "extra_rss_mb": None if before is None or after is None else after - before,
+            "both_scored_ms": (time.perf_counter() - started) * 1000}
 
 
 def main(args) -> int:
@@ -91,5 +122,7 @@ def main(args) -> int:
 
         return openai_main(args)
     results = run(args.model, args.dtype, args.device, args.threads, args.quick, not args.no_lsp)
+    if getattr(args, "compare", None):
+        results["compare"] = compare_cost(args)
     print(json.dumps(results, indent=2) if args.json else table(results))
     return 0
