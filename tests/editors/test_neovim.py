@@ -2,7 +2,8 @@
 
 Headless: tests/editors/nvim_check.lua runs inside Neovim after `-u client-config/neovim/init.lua`
 and records what Neovim itself saw: the completion items as the omnifunc builds them, the hover
-float opened by K, the buffer after :LogitlsGenerate, a :LogitlsRestart, and then, typed as a user
+float opened by K, the buffer after :LogitlsGenerate, the branch code actions (vim.lsp.buf.code_action)
+and the buffer after one of them, a :LogitlsRestart, and then, typed as a user
 types them, <C-x><C-o> and <C-n><C-y> after `…is `, `…is Pa` and `…is`: the popup's items and the
 line once the first is accepted. In tmux: the real completion popup on a terminal screen (the
 README's), and the line after accepting its first item.
@@ -112,9 +113,27 @@ def test_logitls_generate_changes_the_buffer(nvim_run):
     assert lines[0] != TEXT.rstrip("\n")
 
 
+FRANCE = "The capital of France is Paris. It is big."
+
+
+def test_branch_code_actions_replace_paris_and_continue(nvim_run, default_engine):
+    """vim.lsp.buf.code_action() on ` Paris`: the menu offers the other tokens the hover lists; the
+    ` London` one runs logitls.branch, which rewrites the rest of the line; one `u` restores it."""
+    from logitls.engine.branch import continue_branch
+
+    menu = nvim_run["branch_menu"]
+    assert "Use ' the' (6.5%) and continue" in menu and "Use ' London' (1.2%) and continue" in menu, menu
+    assert not any("Paris" in title for title in menu), menu
+    start = FRANCE.index(" Paris")
+    expected = continue_branch(default_engine, FRANCE, start, start + len(" Paris"), " London", until="line",
+                               max_new_tokens=64)
+    assert nvim_run["after_branch"] == [FRANCE[:start] + expected.new_text], nvim_run["after_branch"]
+    assert nvim_run["after_branch_undo"] == [FRANCE]
+
+
 def test_logitls_restart_brings_a_new_ready_server(nvim_run):
     assert nvim_run["restarted"], nvim_run
-    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "restart", "menu"]
+    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "branch", "restart", "menu"]
 
 
 def _tmux(socket, *args, check=True):
