@@ -12,7 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from conftest import (NOTEBOOK_TEXT, apply_text_edit, hold_model_thread, open_document, release_model_thread,
-                      wait_until_held)
+                      start_session, wait_until_held)
 
 FRANCE = "The capital of France is Paris. It is big."
 PARIS = types.Position(line=0, character=FRANCE.index(" Paris") + 2)  # inside the token
@@ -275,3 +275,32 @@ def test_hover_links_only_for_vs_code_with_markdown(tiny_gpt2_engine):
         assert argument["textDocument"] == {"uri": "file:///x"} and argument["tokenId"] != token.token.id
     plain = hover_markdown(token, 50257, limit=5)
     assert "command:" not in plain and "| rank | token | p |" in plain
+
+
+async def hover_text(client, uri: str, position: types.Position) -> str:
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=position))
+    return hover.contents.value
+
+
+async def test_vs_code_hovers_carry_branch_links_and_others_do_not(tiny_models, tiny_client, tiny_gpt2_engine):
+    import json
+    from urllib.parse import unquote
+
+    uri = "file:///branch/hover-links.txt"
+    token = tiny_gpt2_engine.document_scores(NOTEBOOK_TEXT).tokens[4]
+    position = types.Position(line=0, character=token.start)
+    open_document(tiny_client, uri, NOTEBOOK_TEXT)  # a client that says nothing of itself: no links
+    assert "command:" not in await hover_text(tiny_client, uri, position)
+    client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu"},
+                                 client_info=types.ClientInfo(name="Visual Studio Code", version="1.95.0"))
+    try:
+        open_document(client, uri, NOTEBOOK_TEXT)
+        text = await hover_text(client, uri, position)
+        links = re.findall(r"\(command:logitls\.branch\?([^ )]+)", text)
+        assert links, text
+        arguments = [json.loads(unquote(encoded))[0] for encoded in links]
+        assert {a["tokenId"] for a in arguments} <= {a.id for a in token.alternatives} - {token.token.id}
+        assert all(a["position"] == {"line": 0, "character": token.start} for a in arguments)
+    finally:
+        await client.shutdown_session()

@@ -136,7 +136,9 @@ def register(server: LogitlsServer) -> None:
         text, _version = ls.snapshot(uri)
         positions, offset = ls.offset_at(text, params.range.start)
         try:
-            score = await scored_token(ls, uri, text, offset)
+            # its own job key: editors ask for code actions on every cursor move, which must not
+            # supersede a hover on the same document
+            score = await scored_token(ls, uri, text, offset, feature="codeAction")
         except (ModelUnavailable, JobCancelled) as exc:
             logger.debug("code action: none (%s)", exc)
             return None

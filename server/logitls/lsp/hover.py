@@ -87,14 +87,15 @@ async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
     return scores if scored_text == text else None
 
 
-async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int):
+async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feature: str = "hover"):
     """The scored token whose characters hold `offset` (the one the hover shows), or None.
+    `feature` keys the model job: a newer request of the same feature on the document supersedes it.
     Raises ModelUnavailable or JobCancelled."""
     scores = await _lens_scores(ls, uri, text)
     if scores is None:
         scores = await ls.run_model(
             lambda engine, stop: _scores(engine, _scored_text(engine, text, offset), uri, stop),
-            key=(uri, "hover"))
+            key=(uri, feature))
     return token_at(scores, offset)
 
 
