@@ -215,6 +215,21 @@ async def test_tiny_branch_equals_the_engine(tiny_client, tiny_gpt2_engine):
                                                     + NOTEBOOK_TEXT[token.end:])
 
 
+async def test_a_branch_reports_cancellable_progress(tiny_client, tiny_gpt2_engine):
+    uri = "file:///branch/progress.txt"
+    open_document(tiny_client, uri, NOTEBOOK_TEXT)
+    token = tiny_gpt2_engine.document_scores(NOTEBOOK_TEXT).tokens[3]
+    alternative = next(a for a in token.alternatives if a.id != token.token.id)
+    before = set(tiny_client.progress_reports)
+    await run_branch(tiny_client, branch_args(uri, 0, token.start, tokenId=alternative.id, until="tokens",
+                                              maxNewTokens=4))
+    new = [tiny_client.progress_reports[t] for t in set(tiny_client.progress_reports) - before]
+    reports = [r for r in new if r and getattr(r[0], "title", "") == "logitls: branching"]
+    assert reports, new
+    assert isinstance(reports[0][0], types.WorkDoneProgressBegin) and reports[0][0].cancellable
+    assert isinstance(reports[0][-1], types.WorkDoneProgressEnd)
+
+
 BAD = "file:///branch/bad.txt"
 
 
@@ -233,6 +248,7 @@ BAD = "file:///branch/bad.txt"
     (branch_args(BAD, 0, 5, tokenId=1, maxNewTokens=-1), "maxNewTokens must be"),
     (branch_args(BAD, 0, 5, tokenId=10 ** 9), "not a token of the model"),
     (branch_args(BAD, 0, 5, tokenId=50256), "special token"),
+    (branch_args(BAD, 0, 11, tokenId=1), "no token at line 0, character 11"),  # the end of the text
 ])
 async def test_wrong_arguments_are_invalid_params(tiny_client, arguments, message):
     open_document(tiny_client, BAD, "hello there")
