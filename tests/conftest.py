@@ -123,7 +123,7 @@ SERVER_COMMAND = [sys.executable, "-m", "logitls", "serve"]
 
 
 async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,
-                        wait_ready: bool = True):
+                        wait_ready: bool = True, client_info=None):
     """Start `logitls serve` over stdio with pytest-lsp's client and initialize it."""
     from lsprotocol import types
     from pytest_lsp import client_capabilities
@@ -151,6 +151,7 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
         capabilities=capabilities or client_capabilities("visual-studio-code"),
         initialization_options=init_options or {},
         root_uri="file:///tmp",
+        client_info=client_info,
     ))
     if wait_ready:
         await wait_for_status(client, ("ready", "failed"))

@@ -101,6 +101,12 @@ answer, a plist (:text TEXT :applied BOOL :stop REASON)."
         (message "logitls: nothing inserted (%s)" (plist-get result :stop)))
       result)))
 
+;; Branch (M-x eglot-code-actions on a word: "Use ' London' (1.2%) and continue"): the user chose the
+;; edit in the menu already; eglot must not ask again before applying the server's workspace/applyEdit.
+(cl-defmethod eglot-execute-command :around (_server (_command (eql logitls.branch)) _arguments)
+  (let ((eglot-confirm-server-initiated-edits nil))
+    (cl-call-next-method)))
+
 (defun logitls--server-p (&optional server)
   "Whether SERVER (default: the current buffer's) is logitls."
   (let ((server (or server (eglot-current-server))))

@@ -51,6 +51,17 @@ class GenerateSettings:
 
 
 @dataclass(frozen=True)
+class BranchSettings:
+    until: str = setting("line", "Where a branch (the code action \"Use … and continue\", `logitls.branch`) stops "
+                                 "regenerating after the alternative token: the end of the line (the rest of the "
+                                 "line is replaced), the end of the sentence (the rest of the sentence is "
+                                 "replaced), or after `branch.maxNewTokens` tokens (only the token is replaced; "
+                                 "the continuation is inserted after it).", choices=("line", "sentence", "tokens"))
+    max_new_tokens: int = setting(64, "Tokens a branch generates at most after the alternative token "
+                                      "(`generate.timeoutSeconds` caps its time).", minimum=0, maximum=4096)
+
+
+@dataclass(frozen=True)
 class InlineSettings:
     enabled: bool = setting(True, "Offer the greedy continuation as inline ghost text "
                                   "(`textDocument/inlineCompletion`).")
@@ -124,6 +135,8 @@ class Settings:
                                          minimum=0.5, maximum=3600)
     completion: CompletionSettings = group(CompletionSettings, "The completion menu.")
     generate: GenerateSettings = group(GenerateSettings, "The `logitls.generate` command.")
+    branch: BranchSettings = group(BranchSettings, "Branching: take an alternative token and continue greedily "
+                                                   "(code action and `logitls.branch`).")
     inline: InlineSettings = group(InlineSettings, "Inline completion (ghost text).")
     lens: LensSettings = group(LensSettings, "The surprisal lens: rank colouring, surprise diagnostics, "
                                              "document perplexity.")

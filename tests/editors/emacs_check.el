@@ -1,10 +1,13 @@
 ;;; emacs_check.el --- run by test_emacs.py in `emacs --batch' with client-config/emacs/logitls.el  -*- lexical-binding: t; -*-
 ;; Opens the file named by $LOGITLS_TEST_FILE, connects eglot to logitls, and records what Emacs saw
 ;; (completion candidates and annotations through completion-at-point after `…is', `…is ' and
-;; `…is Pa', the first chosen and inserted, eldoc's hover text, the buffer after M-x logitls-generate)
+;; `…is Pa', the first chosen and inserted, eldoc's hover text, the buffer after M-x logitls-generate,
+;; the branch code actions of M-x eglot-code-actions and the buffer after one of them)
 ;; in $LOGITLS_TEST_OUT.
 (require 'logitls)
 (require 'json)
+(require 'cl-lib)
+(require 'seq)
 
 (defvar logitls-check-out nil)
 (defun logitls-check-note (key value) (setq logitls-check-out (plist-put logitls-check-out key value)))
@@ -65,7 +68,20 @@
       ;; M-x logitls-generate at the end of line 1
       (goto-char (point-min)) (end-of-line)
       (logitls-check-note :generate-result (logitls-generate 8))
-      (logitls-check-note :after-generate (buffer-substring-no-properties (point-min) (point-max))))
+      (logitls-check-note :after-generate (buffer-substring-no-properties (point-min) (point-max)))
+      ;; branch: M-x eglot-code-actions on " Paris"; the menu (completing-read) picks ' London', and
+      ;; eglot executes its logitls.branch command, whose workspace edit rewrites the rest of the line
+      (erase-buffer) (insert "The capital of France is Paris. It is big.\n")
+      (eglot--signal-textDocument/didChange)
+      (goto-char (point-min)) (search-forward " P")
+      (let (menu (last-nonmenu-event 13)) ; a key, not a mouse event: eglot asks through completing-read
+        (cl-letf (((symbol-function 'completing-read)
+                   (lambda (_prompt collection &rest _)
+                     (setq menu (mapcar #'car collection))
+                     (seq-find (lambda (title) (string-match-p "' London'" title)) menu))))
+          (logitls-check-note :branch-result (eglot-code-actions (point) nil nil t)))
+        (logitls-check-note :branch-menu (vconcat menu)))
+      (logitls-check-note :after-branch (buffer-substring-no-properties (point-min) (point-max))))
   (error (logitls-check-note :error (format "%S" err))))
 (let ((stderr (seq-find (lambda (b) (string-match-p "EGLOT.*stderr" (buffer-name b))) (buffer-list))))
   (when stderr (logitls-check-note :server-stderr (with-current-buffer stderr (buffer-string)))))

@@ -1,5 +1,6 @@
 -- Run inside Neovim after the shipped config (client-config/neovim/init.lua) has loaded and the
--- test file is open: checks completion, hover (through K's floating window) and :LogitlsGenerate,
+-- test file is open: checks completion, hover (through K's floating window), :LogitlsGenerate and the
+-- branch code actions,
 -- and writes what Neovim saw to $LOGITLS_TEST_OUT as JSON. pytest (test_neovim.py) judges it.
 local logitls = require("logitls")
 local v = vim.version()
@@ -102,6 +103,41 @@ local ok, err = xpcall(function()
   end, 20)
   out.after_generate = vim.api.nvim_buf_get_lines(0, 0, -1, false)
   note("generate")
+
+  -- 4b. branch: vim.lsp.buf.code_action() at " Paris" (vim.ui.select records the menu and picks the
+  -- ' London' action, as a user would), Neovim runs its logitls.branch command, whose edit changes the
+  -- line; one `u` undoes it
+  local france = "The capital of France is Paris. It is big."
+  vim.api.nvim_buf_set_lines(0, 0, -1, false, { france })
+  vim.o.undolevels = vim.o.undolevels -- an undo break: the branch's edit is an undo step of its own
+  vim.api.nvim_win_set_cursor(0, { 1, #"The capital of France is P" })
+  local select = vim.ui.select
+  local branch_menu
+  vim.ui.select = function(items, opts, on_choice)
+    branch_menu = {}
+    local chosen
+    for _, item in ipairs(items) do
+      local title = opts.format_item(item)
+      table.insert(branch_menu, title)
+      if not chosen and title:find("' London'", 1, true) then
+        chosen = item
+      end
+    end
+    on_choice(chosen)
+  end
+  vim.lsp.buf.code_action()
+  vim.wait(60000, function()
+    return branch_menu ~= nil
+  end, 20)
+  vim.ui.select = select
+  out.branch_menu = branch_menu
+  vim.wait(120000, function()
+    return vim.api.nvim_buf_get_lines(0, 0, -1, false)[1] ~= france
+  end, 20)
+  out.after_branch = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  vim.cmd("undo")
+  out.after_branch_undo = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  note("branch")
 
   -- 5. :LogitlsRestart brings a new server that becomes ready again
   local old_id = client.id

@@ -1,8 +1,9 @@
 """The shipped Emacs config (client-config/emacs/logitls.el) with eglot in the real Emacs (batch
 mode), on the embedded model. tests/editors/emacs_check.el runs inside Emacs and records what
 Emacs saw: completion-at-point's region, candidates and annotations after `…is`, `…is ` and
-`…is Pa` (and the first candidate chosen and inserted), eldoc's hover text, and the buffer after
-`M-x logitls-generate`."""
+`…is Pa` (and the first candidate chosen and inserted), eldoc's hover text, the buffer after
+`M-x logitls-generate`, and the branch code actions of `M-x eglot-code-actions` with the buffer
+after one of them."""
 
 from __future__ import annotations
 
@@ -84,3 +85,20 @@ def test_logitls_generate_changes_the_buffer(emacs_run):
     result = emacs_run["generate-result"]
     assert result["applied"] is True and result["text"].startswith(" Paris")
     assert emacs_run["after-generate"] == "The capital of France is" + result["text"] + "\n"
+
+
+def test_branch_code_actions_through_eglot(emacs_run, default_engine):
+    """M-x eglot-code-actions on ` Paris`: the menu offers the other tokens the hover lists; the
+    ` London` one runs logitls.branch, whose edit (applied without a second question: logitls.el)
+    rewrites the rest of the line."""
+    from logitls.engine.branch import continue_branch
+
+    france = "The capital of France is Paris. It is big."
+    menu = emacs_run["branch-menu"]
+    assert "Use ' the' (6.5%) and continue" in menu and "Use ' London' (1.2%) and continue" in menu, menu
+    assert not any("Paris" in title for title in menu), menu
+    start = france.index(" Paris")
+    expected = continue_branch(default_engine, france, start, start + len(" Paris"), " London", until="line",
+                               max_new_tokens=64)
+    assert emacs_run["branch-result"]["applied"] is True, emacs_run["branch-result"]
+    assert emacs_run["after-branch"] == france[:start] + expected.new_text + "\n"

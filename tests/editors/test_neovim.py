@@ -2,7 +2,8 @@
 
 Headless: tests/editors/nvim_check.lua runs inside Neovim after `-u client-config/neovim/init.lua`
 and records what Neovim itself saw: the completion items as the omnifunc builds them, the hover
-float opened by K, the buffer after :LogitlsGenerate, a :LogitlsRestart, and then, typed as a user
+float opened by K, the buffer after :LogitlsGenerate, the branch code actions (vim.lsp.buf.code_action)
+and the buffer after one of them, a :LogitlsRestart, and then, typed as a user
 types them, <C-x><C-o> and <C-n><C-y> after `…is `, `…is Pa` and `…is`: the popup's items and the
 line once the first is accepted. In tmux: the real completion popup on a terminal screen (the
 README's), and the line after accepting its first item.
@@ -112,9 +113,27 @@ def test_logitls_generate_changes_the_buffer(nvim_run):
     assert lines[0] != TEXT.rstrip("\n")
 
 
+FRANCE = "The capital of France is Paris. It is big."
+
+
+def test_branch_code_actions_replace_paris_and_continue(nvim_run, default_engine):
+    """vim.lsp.buf.code_action() on ` Paris`: the menu offers the other tokens the hover lists; the
+    ` London` one runs logitls.branch, which rewrites the rest of the line; one `u` restores it."""
+    from logitls.engine.branch import continue_branch
+
+    menu = nvim_run["branch_menu"]
+    assert "Use ' the' (6.5%) and continue" in menu and "Use ' London' (1.2%) and continue" in menu, menu
+    assert not any("Paris" in title for title in menu), menu
+    start = FRANCE.index(" Paris")
+    expected = continue_branch(default_engine, FRANCE, start, start + len(" Paris"), " London", until="line",
+                               max_new_tokens=64)
+    assert nvim_run["after_branch"] == [FRANCE[:start] + expected.new_text], nvim_run["after_branch"]
+    assert nvim_run["after_branch_undo"] == [FRANCE]
+
+
 def test_logitls_restart_brings_a_new_ready_server(nvim_run):
     assert nvim_run["restarted"], nvim_run
-    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "restart", "menu"]
+    assert nvim_run["events"] == ["ready", "completion", "hover", "generate", "branch", "restart", "menu"]
 
 
 def _tmux(socket, *args, check=True):
@@ -191,5 +210,50 @@ def test_completion_popup_on_a_terminal_screen(tmp_path):
         assert menu and "␣Paris" in menu[0] and "77.3%" in menu[0], screen
         assert "The capital of France is Pa" in screen.splitlines()[0], screen  # a sign column may come
         assert _accept_first_and_save(socket, document) == PARIS + "\n"
+    finally:
+        _tmux(socket, "kill-server", check=False)
+
+
+def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
+    """Normal mode on ` Paris`, :lua vim.lsp.buf.code_action(): Neovim's own menu (0.7: inputlist)
+    lists "Use ' the' (6.5%) and continue" and the others; choosing ` London` rewrites the rest of the
+    line. The README's screen (LOGITLS_BRANCH_SCREEN_OUT=path keeps a copy)."""
+    from logitls.engine.branch import continue_branch
+
+    require_program("tmux")
+    nvim = require_program("nvim")
+    document = tmp_path / "notes.txt"
+    document.write_text(FRANCE + "\n")
+    env = editor_env(tmp_path)
+    socket = f"logitls-branch-{os.getpid()}"
+    statusline = "set laststatus=2 statusline=%f\\ \\ %{v:lua.require'logitls'.statusline()}"
+    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
+    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+                                "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "72", "-y", "12", "-c", str(tmp_path),
+                    *env_args, command], env=dict(env, TERM="xterm-256color"), check=True)
+    try:
+        screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
+        assert "logitls: ready" in screen, screen
+        _tmux(socket, "send-keys", "0", "f", "P")  # the cursor on ` Paris`
+        _tmux(socket, "send-keys", ":lua vim.lsp.buf.code_action()", "Enter")
+        screen = _screen_until(socket, lambda s: "Type number" in s, 60)
+        (tmp_path / "screen.txt").write_text(screen)
+        if os.environ.get("LOGITLS_BRANCH_SCREEN_OUT"):
+            shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_BRANCH_SCREEN_OUT"])
+        assert "1: Use ' the' (6.5%) and continue" in screen, screen
+        assert "2: Use ' London' (1.2%) and continue" in screen, screen
+        before = document.stat().st_mtime_ns
+        _tmux(socket, "send-keys", "2", "Enter")
+        start = FRANCE.index(" Paris")
+        expected = FRANCE[:start] + continue_branch(default_engine, FRANCE, start, start + len(" Paris"), " London",
+                                                    until="line", max_new_tokens=64).new_text
+        _screen_until(socket, lambda s: s.splitlines()[0].startswith(expected), 60)
+        _tmux(socket, "send-keys", ":w", "Enter")
+        deadline = time.monotonic() + 20
+        while document.stat().st_mtime_ns == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        assert document.read_text() == expected + "\n"
     finally:
         _tmux(socket, "kill-server", check=False)

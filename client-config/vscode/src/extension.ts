@@ -1,6 +1,6 @@
 // The logitls VS Code extension: starts `logitls serve` with vscode-languageclient, sends the
 // `logitls` settings to it, shows its `logitls/status` in the status bar, and offers the commands
-// "logitls: Generate greedy continuation" and "logitls: Restart server".
+// "logitls: Generate greedy continuation" and "logitls: Restart server"; lets hovers run logitls.branch links.
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -40,6 +40,21 @@ function currentSettings(): Record<string, unknown> {
   return serverSettings(vscode.workspace.getConfiguration().get(SECTION));
 }
 
+/** The server's command that hover links may run (`[↪](command:logitls.branch?…)`, see the server's branch.py). */
+export const BRANCH_COMMAND = "logitls.branch";
+
+/** Let a hover's markdown run the branch command links, and no other command: VS Code renders
+ *  `command:` links only in a MarkdownString whose `isTrusted` allows them. */
+export function trustBranchLinks<H extends { contents: unknown[] } | null | undefined>(hover: H): H {
+  for (const content of hover?.contents ?? []) {
+    if (content && typeof content === "object" && typeof (content as { value?: unknown }).value === "string"
+        && (content as { value: string }).value.includes(`command:${BRANCH_COMMAND}?`)) {
+      (content as { isTrusted?: unknown }).isTrusted = { enabledCommands: [BRANCH_COMMAND] };
+    }
+  }
+  return hover;
+}
+
 export function clientOptions(): LanguageClientOptions {
   return {
     documentSelector: DOCUMENT_SELECTOR,
@@ -47,6 +62,7 @@ export function clientOptions(): LanguageClientOptions {
     // didChangeConfiguration on every change under `logitls`; the server then pulls the section.
     synchronize: { configurationSection: SECTION },
     middleware: {
+      provideHover: async (document, position, token, next) => trustBranchLinks(await next(document, position, token)),
       workspace: {
         // Answer workspace/configuration without the extension's own settings (server.*, trace.*).
         configuration: async (params, token, next) => {

@@ -21,8 +21,11 @@ def _row_text(choice) -> str:
     return visible(choice.text).replace("`", "ˋ").replace("|", "\\|")
 
 
-def hover_markdown(score, vocab_size: int | None, limit: int | None = None) -> str:
-    """The hover for one scored token; `limit` caps the alternatives listed (`hoverAlternatives`)."""
+def hover_markdown(score, vocab_size: int | None, limit: int | None = None, branch_link=None) -> str:
+    """The hover for one scored token; `limit` caps the alternatives listed (`hoverAlternatives`).
+
+    `branch_link(choice)`: a markdown link that branches on that alternative (`logitls.branch`), or ""
+    where none is offered; given, the table has a last column for them (VS Code's command links)."""
     shown = visible(score.token.text).replace("`", "ˋ")
     listed = score.alternatives if limit is None else score.alternatives[:limit]
     if score.prob is None and not score.alternatives:
@@ -46,9 +49,12 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None) -> s
         "| rank | token | p |",
         "|---:|---|---:|",
     ]
+    if branch_link is not None:
+        lines[-2:] = ["| rank | token | p | branch |", "|---:|---|---:|:---:|"]
     for alternative in listed:
         mark = " ◀" if alternative.id == score.token.id else ""
-        lines.append(f"| {alternative.rank} | `{_row_text(alternative)}`{mark} | {percent(alternative.prob)} |")
+        link = "" if branch_link is None else f" {branch_link(alternative)} |"
+        lines.append(f"| {alternative.rank} | `{_row_text(alternative)}`{mark} | {percent(alternative.prob)} |{link}")
     return "\n".join(lines)
 
 
@@ -81,6 +87,18 @@ async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
     return scores if scored_text == text else None
 
 
+async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feature: str = "hover"):
+    """The scored token whose characters hold `offset` (the one the hover shows), or None.
+    `feature` keys the model job: a newer request of the same feature on the document supersedes it.
+    Raises ModelUnavailable or JobCancelled."""
+    scores = await _lens_scores(ls, uri, text)
+    if scores is None:
+        scores = await ls.run_model(
+            lambda engine, stop: _scores(engine, _scored_text(engine, text, offset), uri, stop),
+            key=(uri, feature))
+    return token_at(scores, offset)
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -89,21 +107,20 @@ def register(server: LogitlsServer) -> None:
         positions, offset = ls.offset_at(text, params.position)
         alternatives = ls.settings.hover_alternatives
         try:
-            scores = await _lens_scores(ls, uri, text)
-            if scores is None:
-                scores = await ls.run_model(
-                    lambda engine, stop: _scores(engine, _scored_text(engine, text, offset), uri, stop),
-                    key=(uri, "hover"))
+            score = await scored_token(ls, uri, text, offset)
         except (ModelUnavailable, JobCancelled) as exc:
             logger.debug("hover: none (%s)", exc)
             return None
         engine = ls.engine
         vocab_size = engine.vocab_size if engine is not None and getattr(engine, "vocab_size_known", True) else None
-        score = token_at(scores, offset)
         if score is None:
             return None
+        from .branch import hover_branch_link  # branch imports this module
+
+        link = hover_branch_link(ls, uri, positions.position(score.start), score)
         return types.Hover(
             contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
-                                         value=hover_markdown(score, vocab_size, limit=alternatives)),
+                                         value=hover_markdown(score, vocab_size, limit=alternatives,
+                                                              branch_link=link)),
             range=positions.range(score.start, score.end),
         )

@@ -192,6 +192,7 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.INITIALIZE)
     def initialize(ls: LogitlsServer, params: types.InitializeParams) -> None:
         loop = asyncio.get_running_loop()
+        ls.client_info = params.client_info  # who the client is: VS Code runs command links in a hover
         handler = ClientLogHandler(ls, loop)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)

@@ -42,6 +42,7 @@ class LogitlsServer(LanguageServer):
         self.model_error: str | None = None
         self.model_settled = asyncio.Event()  # set once a load has succeeded or failed
         self.shutdown_requested = False
+        self.client_info: types.ClientInfo | None = None  # from initialize
         self.load_generation = 0  # bumped by each model load: only the newest one settles the state
         self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)
 
@@ -149,10 +150,11 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens, test_hooks
+    from . import (branch, code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens,
+                   test_hooks)
 
     server = LogitlsServer()
-    for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens,
+    for feature in (lifecycle, completion, hover, generate, branch, inline, semantic_tokens, diagnostics, code_lens,
                     test_hooks):
         feature.register(server)
     return server

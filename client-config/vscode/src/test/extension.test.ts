@@ -190,3 +190,16 @@ test("a server that is not installed: error with Open Settings, status stopped, 
   assert.match(mock.state.statusItems[0].text, /stopped/);
   ext.dispose();
 });
+
+test("the hover's branch links are trusted to run logitls.branch, and nothing else is", async () => {
+  const middleware = clientOptions().middleware!;
+  const link = "| 2 | `␣the` | 6.5% | [↪](command:logitls.branch?%5B%7B%7D%5D) |";
+  const contents: { value: string; isTrusted?: unknown }[] = [{ value: link }, { value: "**`␣Paris`**: p = 0.77" }];
+  const next = async () => ({ contents });
+  const hover = await middleware.provideHover!(
+    {} as never, {} as never, {} as never, next as never) as unknown as { contents: typeof contents };
+  assert.deepEqual(hover.contents[0].isTrusted, { enabledCommands: ["logitls.branch"] });
+  assert.equal(hover.contents[1].isTrusted, undefined);
+  const none = await middleware.provideHover!({} as never, {} as never, {} as never, (async () => null) as never);
+  assert.equal(none, null);
+});
