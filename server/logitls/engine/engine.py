@@ -56,6 +56,8 @@ class _Score:
     logprob: float
     rank: int
     alternatives: list[tuple[int, float]]  # (token id, logprob), best first
+    entropy_bits: float | None = None  # of the whole next-token distribution at this position
+    margin: float | None = None  # p(top token) - p(second token)
 
 
 @dataclass
@@ -345,12 +347,18 @@ class Engine:
         target = torch.tensor(targets, device=logprobs.device).unsqueeze(1)
         actual = logprobs.gather(1, target)
         ranks = (logprobs > actual).sum(dim=1) + 1
+        # Entropy (bits) of each position's distribution: one more reduction over the vocabulary.
+        # entr(p) = -p ln p, and 0 where p is 0 (a masked token's -inf logprob gives no NaN).
+        entropy = torch.special.entr(logprobs.exp()).sum(dim=-1) / math.log(2)
         k = min(self.alternatives, logprobs.shape[-1])
-        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+        top_logprobs, top_ids = logprobs.topk(min(max(k, 2), logprobs.shape[-1]), dim=-1)
+        top_probs = top_logprobs[:, :2].exp()
+        margins = (top_probs[:, 0] - top_probs[:, 1]) if top_probs.shape[1] > 1 else top_probs[:, 0]
         actual_l, ranks_l = actual.squeeze(1).tolist(), ranks.tolist()
-        top_ids_l, top_lp_l = top_ids.tolist(), top_logprobs.tolist()
+        top_ids_l, top_lp_l = top_ids[:, :k].tolist(), top_logprobs[:, :k].tolist()
+        entropy_l, margin_l = entropy.tolist(), margins.tolist()
         return [
-            _Score(actual_l[i], ranks_l[i], list(zip(top_ids_l[i], top_lp_l[i])))
+            _Score(actual_l[i], ranks_l[i], list(zip(top_ids_l[i], top_lp_l[i])), entropy_l[i], margin_l[i])
             for i in range(len(targets))
         ]
 
@@ -552,7 +560,7 @@ class Engine:
         alternatives = [TokenChoice(self.token(i), math.exp(lp), lp, rank)
                         for rank, (i, lp) in enumerate(score.alternatives, start=1)]
         return TokenScore(index, self.token(token_id), begin, end, math.exp(score.logprob), score.logprob,
-                          score.rank, alternatives)
+                          score.rank, alternatives, score.entropy_bits, score.margin)
 
     def greedy(
         self,
