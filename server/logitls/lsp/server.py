@@ -149,11 +149,11 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens, test_hooks
+    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, score, semantic_tokens, test_hooks
 
     server = LogitlsServer()
     for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens,
-                    test_hooks):
+                    score, test_hooks):
         feature.register(server)
     return server
 
