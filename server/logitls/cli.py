@@ -324,7 +324,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**scored.to_json(text), "requested": {"start": start, "end": end}}, ensure_ascii=False))
     else:
-        print(f"{visible(text[scored.start:scored.end])}")
+        print(f"characters {scored.start}-{scored.end}: {text[scored.start:scored.end]!r}")
         print(selection_summary(scored, text))
     return 0
 

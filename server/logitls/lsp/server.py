@@ -149,7 +149,8 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import code_lens, completion, diagnostics, generate, hover, inline, lifecycle, score, semantic_tokens, test_hooks
+    from . import (code_lens, completion, diagnostics, generate, hover, inline, lifecycle, score, semantic_tokens,
+                   test_hooks)
 
     server = LogitlsServer()
     for feature in (lifecycle, completion, hover, generate, inline, semantic_tokens, diagnostics, code_lens,
