@@ -139,3 +139,30 @@ def test_score_bad_range(range_, message, tiny_models, tmp_path):
     path.write_text("The quick brown fox jumps over the lazy dog.")
     result = score(str(path), "--range", range_, "--model", str(tiny_models["gpt2"]))
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_jsonl_header_names_the_default_models_file_hash(tmp_path):
+    import hashlib
+
+    from logitls.engine.loading import default_gguf
+
+    path = tmp_path / "one.txt"
+    path.write_text("The capital of France is Paris.")
+    result = lens(str(path), "--jsonl", "--model", "default")
+    assert result.returncode == 0, result.stderr
+    header = json.loads(result.stdout.splitlines()[0])
+    gguf = default_gguf()
+    assert header["revision"] == {"kind": "gguf", "file": gguf.name,
+                                  "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()}
+    assert header["model"] == "default" and header["contextWindow"] > 0
+
+
+def test_revision_of_a_hub_model_is_its_commit():
+    from types import SimpleNamespace
+
+    from logitls.engine.loading import LoadedModel, model_revision
+
+    config = SimpleNamespace(_commit_hash="0123abc")
+    loaded = LoadedModel(SimpleNamespace(config=config), None, "someone/some-model", "someone/some-model", "cpu",
+                         "float32")
+    assert model_revision(loaded) == {"kind": "hub", "commit": "0123abc"}
