@@ -204,7 +204,10 @@ def render_sublime(_current: str = "") -> str:
         "settings": {"logitls": rest},
         # the surprisal lens's token types (GLTR's rank buckets) as scopes colour schemes know
         "semantic_tokens": {"likely": "markup.inserted.logitls", "plausible": "markup.changed.logitls",
-                            "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls"},
+                            "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls",
+                            # lens.view: entropy
+                            "confident": "markup.inserted.logitls", "leaning": "markup.changed.logitls",
+                            "unsure": "markup.deleted.logitls", "lost": "invalid.deprecated.logitls"},
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 

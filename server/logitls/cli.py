@@ -237,35 +237,61 @@ def schema_command(args: argparse.Namespace) -> None:
     sys.stdout.write(schema_text())
 
 
+def _read_file_argument(name: str) -> tuple[str, str]:
+    """(display name, text) of a FILE argument: a UTF-8 file, or - for standard input."""
+    from pathlib import Path
+
+    path = Path(name)
+    if name == "-":
+        text = sys.stdin.read()
+    elif not path.is_file():
+        raise UsageError(f"no such file: {name}")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{name} is not UTF-8 text") from exc
+    if not text.strip():
+        raise UsageError("the text is empty: nothing to score")
+    return ("stdin" if name == "-" else path.name), text
+
+
+def _scoring_engine(args: argparse.Namespace):
+    from .engine import Engine
+
+    return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
+                       trust_remote_code=args.trust_remote_code, generation_reserve=0)
+
+
+def export_header(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from .engine.loading import model_revision
+
+    return {"logitls": __version__, "model": engine.loaded.name, "revision": model_revision(engine.loaded),
+            "dtype": engine.loaded.dtype, "device": engine.loaded.device, "contextWindow": engine.context_window,
+            "stride": args.stride or engine.context_window // 2, "vocabSize": engine.vocab_size,
+            "alternatives": engine.alternatives}
+
+
 def cmd_lens(args: argparse.Namespace) -> int:
     """GLTR in the terminal: the file coloured by each token's rank, with perplexity."""
     from pathlib import Path
 
     from . import lens_output
 
-    path = Path(args.file)
-    if args.file == "-":
-        text = sys.stdin.read()
-    elif not path.is_file():
-        raise UsageError(f"no such file: {args.file}")
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{args.file} is not UTF-8 text") from exc
-    if not text.strip():
-        raise UsageError("the text is empty: nothing to score")
-    from .engine import Engine
-
-    engine = Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                         trust_remote_code=args.trust_remote_code, generation_reserve=0)
+    if args.json and args.jsonl:
+        raise UsageError("give --json or --jsonl, not both")
+    name, text = _read_file_argument(args.file)
+    engine = _scoring_engine(args)
     if args.compare:
-        return _compare(args, engine, text, path.name)
+        return _compare(args, engine, text, name)
     scores = engine.document_scores(text, stride=args.stride or None)
     if args.html:
-        Path(args.html).write_text(lens_output.render_html(path.name, text, scores), encoding="utf-8")
+        Path(args.html).write_text(lens_output.render_html(name, text, scores), encoding="utf-8")
         print(f"wrote {args.html}: {lens_output.summary(scores)}", file=sys.stderr)
-    if args.json:
+    if args.jsonl:
+        for line in lens_output.jsonl_lines(export_header(engine, args), scores):
+            print(line)
+    elif args.json:
         lens_output.dump_json(text, scores)
     elif not args.html:
         lens_output.write_terminal(text, scores)
@@ -288,6 +314,39 @@ def _compare(args: argparse.Namespace, engine, text: str, title: str) -> int:
     other_name = f"{args.compare} ({compare_dtype})"
     comparison_output.write(text, rows, main_name, other_name, as_json_output=args.json, html_path=args.html,
                             title=title)
+    return 0
+
+
+def _parse_range(value: str, text: str) -> tuple[int, int]:
+    start_s, sep, end_s = value.partition(":")
+    try:
+        start = int(start_s) if start_s else 0
+        end = int(end_s) if end_s else len(text)
+    except ValueError:
+        raise UsageError(f"--range must be START:END in characters (e.g. 10:42), got {value!r}") from None
+    if not sep or not 0 <= start < end <= len(text):
+        raise UsageError(f"--range {value!r} must be START:END with 0 ≤ START < END ≤ {len(text)} "
+                         "(the text's length in characters)")
+    return start, end
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """The log-probability of a stretch of a file given all text before it (`logitls.scoreSelection`)."""
+    from .lens import EmptySelection, score_selection, selection_summary
+
+    _, text = _read_file_argument(args.file)
+    start, end = _parse_range(args.range, text)
+    engine = _scoring_engine(args)
+    scores = engine.document_scores(text)
+    try:
+        scored = score_selection(text, scores, start, end)
+    except EmptySelection as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({**scored.to_json(text), "requested": {"start": start, "end": end}}, ensure_ascii=False))
+    else:
+        print(f"characters {scored.start}-{scored.end}: {text[scored.start:scored.end]!r}")
+        print(selection_summary(scored, text))
     return 0
 
 
@@ -348,8 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-dtype", choices=("float32", "bfloat16", "float16"),
                    help="the second model's dtype (default: --dtype); --compare default --compare-dtype bfloat16 "
                    "checks what bfloat16 does to the numbers")
+    p.add_argument("--jsonl", action="store_true", help="export: a header line (model, revision or file hash, "
+                   "dtype, context window) then one JSON object per token")
     _model_options(p)
     p.set_defaults(run=cmd_lens)
+
+    p = commands.add_parser("score", help="log-probability, bits per token and perplexity of a stretch of a file, "
+                            "given all text before it")
+    p.add_argument("file", help="a UTF-8 text file, or - for standard input")
+    p.add_argument("--range", required=True, metavar="START:END",
+                   help="character offsets of the stretch (END exclusive; START: or :END for the rest)")
+    _model_options(p)
+    p.set_defaults(run=cmd_score)
 
     p = commands.add_parser("bench", help="measure keystroke latency, greedy speed, LSP overhead, start-up, memory")
     _model_options(p)

@@ -18,6 +18,21 @@ DEFAULT_EDGES = (10, 100, 1000)
 _LINE_END = re.compile(r"\r\n?|\n")
 
 
+# The entropy view: how unsure the model was at a position (the entropy, in bits, of its next-token
+# distribution), whatever token was written there. `confident` below 1 bit (about one clear choice),
+# `leaning` below 3 bits (a handful, ~2-8 choices), `unsure` below 6 bits (~8-64), `lost` from 6 bits.
+ENTROPY_NAMES = ("confident", "leaning", "unsure", "lost")
+ENTROPY_EDGES = (1.0, 3.0, 6.0)
+VIEWS = ("rank", "entropy")
+
+
+def entropy_bucket_of(bits: float, edges: tuple[float, ...] = ENTROPY_EDGES) -> int:
+    for index, edge in enumerate(edges):
+        if bits < edge:
+            return index
+    return len(edges)
+
+
 def bucket_of(rank: int, edges: tuple[int, ...] | list[int] = DEFAULT_EDGES) -> int:
     for index, edge in enumerate(edges):
         if rank <= edge:
@@ -56,10 +71,20 @@ def spans(scores, edges=DEFAULT_EDGES) -> list[Span]:
     return merged
 
 
-def visible_spans(text: str, scores, edges=DEFAULT_EDGES) -> list[Span]:
+def span_bucket(score, edges=DEFAULT_EDGES, view: str = "rank") -> int | None:
+    """The bucket a token is coloured by: its rank (`rank` view, 0-3 = BUCKET_NAMES) or the entropy
+    at its position (`entropy` view, 0-3 = ENTROPY_NAMES; None where the entropy is unknown)."""
+    if view == "entropy":
+        return None if score.entropy_bits is None else entropy_bucket_of(score.entropy_bits)
+    return bucket_of(score.rank, edges)
+
+
+def visible_spans(text: str, scores, edges=DEFAULT_EDGES, view: str = "rank") -> list[Span]:
     out = []
     for start, end, score in spans(scores, edges):
-        bucket = bucket_of(score.rank, edges)
+        bucket = span_bucket(score, edges, view)
+        if bucket is None:
+            continue
         line_start = start
         for line_break in [*_LINE_END.finditer(text, start, end), None]:
             piece = text[line_start:line_break.start() if line_break else end]
@@ -92,3 +117,93 @@ def document_stats(scores) -> DocumentStats:
     mean_nll = -sum(logprobs) / len(logprobs)
     return DocumentStats(len(scores.tokens), len(logprobs), math.exp(mean_nll), mean_nll / math.log(2),
                          scores.truncated)
+
+
+def decision_points(scores, max_margin: float) -> list:
+    """Positions where the model's top two choices were within `max_margin` of each other in
+    probability: the places a sampler could as well have gone the other way."""
+    return [s for s in scores.tokens if s.margin is not None and s.margin < max_margin and s.end > s.start]
+
+
+# -- scoring a selection --------------------------------------------------------------------
+
+
+class EmptySelection(ValueError):
+    """The selection holds no token with a score."""
+
+
+@dataclass(frozen=True)
+class SelectionScore:
+    """How likely a stretch of a document was, given all text before it (from the document's scores)."""
+
+    start: int  # the stretch actually scored: from the first counted token's start ...
+    end: int  # ... to the last one's end (character offsets in the document)
+    tokens: int  # tokens counted
+    logprob: float  # natural log: the sum over the counted tokens
+    bits_per_token: float
+    perplexity: float
+    least_likely: object  # the TokenScore with the lowest probability
+    truncated: bool  # the document was scored with a sliding window
+
+    @property
+    def bits(self) -> float:
+        return -self.logprob / math.log(2)
+
+    def to_json(self, text: str) -> dict:
+        worst = self.least_likely
+        return {
+            "start": self.start, "end": self.end, "text": text[self.start:self.end], "tokens": self.tokens,
+            "logprob": self.logprob, "bits": self.bits, "bitsPerToken": self.bits_per_token,
+            "perplexity": self.perplexity, "slidingWindow": self.truncated,
+            "leastLikely": {"text": worst.token.text, "id": worst.token.id, "start": worst.start, "end": worst.end,
+                            "prob": worst.prob, "logprob": worst.logprob, "rank": worst.rank,
+                            "bits": worst.surprisal_bits},
+        }
+
+
+def tokens_in(text: str, scores, start: int, end: int) -> list:
+    """The tokens of `text` that lie inside the selection [start, end).
+
+    A token counts when its characters, leaving out whitespace at its ends, lie inside the selection:
+    a token that straddles an edge by its leading space (GPT-2's " fox" when "fox" is selected) counts;
+    one that straddles an edge by any other character does not (its probability is that of text
+    outside the selection too). A token of whitespace only counts when it lies wholly inside.
+    """
+    out = []
+    for score in scores.tokens:
+        piece = text[score.start:score.end]
+        core_start = score.start + (len(piece) - len(piece.lstrip())) if piece.strip() else score.start
+        core_end = score.start + len(piece.rstrip()) if piece.strip() else score.end
+        if score.end > score.start and start <= core_start and core_end <= end:
+            out.append(score)
+    return out
+
+
+def score_selection(text: str, scores, start: int, end: int) -> SelectionScore:
+    """log p(selection | text before it): the sum of the log-probabilities of the tokens inside it
+    (see `tokens_in`), read from the document's scores. EmptySelection where none has a score."""
+    inside = [s for s in tokens_in(text, scores, start, end) if s.logprob is not None]
+    if not inside:
+        raise EmptySelection(f"no scored token lies inside characters {start}-{end} (a token counts when it lies "
+                             f"inside the selection; the document's first token has no score)")
+    logprob = sum(s.logprob for s in inside)
+    mean_nll = -logprob / len(inside)
+    worst = min(inside, key=lambda s: s.logprob)
+    return SelectionScore(inside[0].start, inside[-1].end, len(inside), logprob, mean_nll / math.log(2),
+                          math.exp(mean_nll), worst, scores.truncated)
+
+
+def selection_summary(score: SelectionScore, text: str) -> str:
+    worst = score.least_likely
+    return (f"{score.tokens} tokens: {score.bits:.1f} bits in all, {score.bits_per_token:.2f} bits/token, "
+            f"perplexity {score.perplexity:.2f}; least likely {(worst.token.text.strip() or worst.token.text)!r} "
+            f"(p={worst.prob:.2g}, rank {worst.rank})")
+
+
+def comparison_summary(a: SelectionScore, b: SelectionScore) -> str:
+    difference = a.bits_per_token - b.bits_per_token
+    if abs(difference) < 0.005:
+        return f"A and B are equally surprising ({a.bits_per_token:.2f} bits/token)"
+    which = "less" if difference > 0 else "more"
+    return (f"B is {abs(difference):.2f} bits/token {which} surprising than A "
+            f"({b.bits_per_token:.2f} vs {a.bits_per_token:.2f})")

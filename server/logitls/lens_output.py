@@ -57,9 +57,17 @@ def as_json(text: str, scores, edges=DEFAULT_EDGES) -> dict:
             "index": s.index, "id": s.token.id, "text": s.token.text, "start": s.start, "end": s.end,
             "prob": s.prob, "logprob": s.logprob, "rank": s.rank,
             "bucket": None if s.rank is None else BUCKET_NAMES[bucket_of(s.rank, edges)],
+            "entropyBits": s.entropy_bits, "margin": s.margin,
             "alternatives": [{"text": a.text, "id": a.id, "prob": a.prob} for a in s.alternatives],
         })
     return {"stats": document_stats(scores).to_json(), "tokens": tokens}
+
+
+def _uncertainty(s) -> str:
+    if s.entropy_bits is None:
+        return ""
+    margin = "" if s.margin is None else f", top-two margin {s.margin:.3f}"
+    return f"\nentropy here {s.entropy_bits:.2f} bits{margin}"
 
 
 def render_html(title: str, text: str, scores, edges=DEFAULT_EDGES) -> str:
@@ -69,7 +77,7 @@ def render_html(title: str, text: str, scores, edges=DEFAULT_EDGES) -> str:
         s = span.score
         alternatives = "\n".join(f"  {a.rank}. {visible(a.text)}  {percent(a.prob)}" for a in s.alternatives[:5])
         tip = (f"{visible(s.token.text)}: p = {s.prob:.4g} ({percent(s.prob)}), rank {s.rank}, "
-               f"{s.surprisal_bits:.2f} bits\nthe model preferred:\n{alternatives}")
+               f"{s.surprisal_bits:.2f} bits{_uncertainty(s)}\nthe model preferred:\n{alternatives}")
         body.append(f'<span class="b{span.bucket}" title="{html.escape(tip)}">{html.escape(text[span.start:span.end])}'
                     "</span>")
         position = span.end
@@ -101,3 +109,20 @@ def write_terminal(text: str, scores) -> None:
 
 def dump_json(text: str, scores) -> None:
     print(json.dumps(as_json(text, scores), ensure_ascii=False))
+
+
+def jsonl_lines(header: dict, scores) -> list[str]:
+    """`lens --jsonl`: a header naming the model (so a result can be reproduced), then one object per
+    token: text, offsets, id, probability, log-probability (natural log), rank, entropy (bits),
+    top-two margin and the model's top-k alternatives. The first token has null numbers where
+    nothing precedes it."""
+    lines = [json.dumps({"type": "header", **header}, ensure_ascii=False)]
+    for s in scores.tokens:
+        lines.append(json.dumps({
+            "type": "token", "index": s.index, "text": s.token.text, "start": s.start, "end": s.end,
+            "id": s.token.id, "prob": s.prob, "logprob": s.logprob, "rank": s.rank,
+            "entropyBits": s.entropy_bits, "margin": s.margin,
+            "alternatives": [{"rank": a.rank, "id": a.id, "text": a.text, "prob": a.prob, "logprob": a.logprob}
+                             for a in s.alternatives],
+        }, ensure_ascii=False))
+    return lines

@@ -79,6 +79,14 @@ class LensSettings:
     plausible_rank: int = setting(100, "Highest rank coloured `plausible`.", minimum=1, maximum=1_000_000)
     unlikely_rank: int = setting(1000, "Highest rank coloured `unlikely`; beyond it, `surprising`.", minimum=1,
                                  maximum=1_000_000)
+    view: str = setting("rank", "What the colours show: `rank` (how surprising the written token was: likely, "
+                                "plausible, unlikely, surprising) or `entropy` (how unsure the model was at that "
+                                "position, whatever was written: confident < 1 bit, leaning < 3, unsure < 6, "
+                                "lost from 6 bits).", choices=("rank", "entropy"))
+    decision_points: bool = setting(False, "Mark decision points, where the model's two favourite next tokens "
+                                           "were within `lens.decisionMargin` of each other, as hint diagnostics.")
+    decision_margin: float = setting(0.1, "A position is a decision point when p(first choice) - p(second choice) "
+                                          "is below this.", minimum=0, maximum=1)
     diagnostics: bool = setting(True, "Report tokens whose surprisal passes `lens.diagnosticMinBits` as diagnostics.")
     diagnostic_min_bits: float = setting(15.0, "Surprisal (bits, -log2 p) from which a token is reported; "
                                                "15 bits is p < 0.00003.", minimum=0, maximum=100)

@@ -45,7 +45,7 @@ async def test_legend_and_tokens_cover_the_documents_tokens(tiny_client, tiny_gp
     uri = "file:///lens/fox.txt"
     open_document(tiny_client, uri, text)
     legend = tiny_client.initialize_result.capabilities.semantic_tokens_provider.legend
-    assert list(legend.token_types) == BUCKETS
+    assert list(legend.token_types)[:4] == BUCKETS  # then the entropy view's types (test_score.py)
     result = await tiny_client.text_document_semantic_tokens_full_async(types.SemanticTokensParams(text_document=doc(uri)))
     covered = decode(result.data, text)
     scores = tiny_gpt2_engine.document_scores(text)

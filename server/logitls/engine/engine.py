@@ -56,6 +56,8 @@ class _Score:
     logprob: float
     rank: int
     alternatives: list[tuple[int, float]]  # (token id, logprob), best first
+    entropy_bits: float | None = None  # of the whole next-token distribution at this position
+    margin: float | None = None  # p(top token) - p(second token)
 
 
 @dataclass
@@ -345,14 +347,31 @@ class Engine:
         target = torch.tensor(targets, device=logprobs.device).unsqueeze(1)
         actual = logprobs.gather(1, target)
         ranks = (logprobs > actual).sum(dim=1) + 1
+        entropy = self._entropy_bits(logprobs)
         k = min(self.alternatives, logprobs.shape[-1])
-        top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+        top_logprobs, top_ids = logprobs.topk(min(max(k, 2), logprobs.shape[-1]), dim=-1)
+        top_probs = top_logprobs[:, :2].exp()
+        margins = (top_probs[:, 0] - top_probs[:, 1]) if top_probs.shape[1] > 1 else top_probs[:, 0]
         actual_l, ranks_l = actual.squeeze(1).tolist(), ranks.tolist()
-        top_ids_l, top_lp_l = top_ids.tolist(), top_logprobs.tolist()
+        top_ids_l, top_lp_l = top_ids[:, :k].tolist(), top_logprobs[:, :k].tolist()
+        entropy_l, margin_l = entropy.tolist(), margins.tolist()
         return [
-            _Score(actual_l[i], ranks_l[i], list(zip(top_ids_l[i], top_lp_l[i])))
+            _Score(actual_l[i], ranks_l[i], list(zip(top_ids_l[i], top_lp_l[i])), entropy_l[i], margin_l[i])
             for i in range(len(targets))
         ]
+
+    @staticmethod
+    def _entropy_bits(logprobs: torch.Tensor) -> torch.Tensor:
+        """Entropy (bits) of each row's distribution: -sum p ln p as one batched dot product per row
+        (an exp and one reduction over the vocabulary; ~2x cheaper than torch.special.entr). A row
+        with a -inf logprob (a masked token) gives 0 * -inf = NaN there: those rows use entr, which
+        counts 0 ln 0 as 0."""
+        probs = logprobs.exp()
+        nats = -torch.bmm(probs.unsqueeze(1), logprobs.unsqueeze(2)).view(-1)
+        bad = torch.isnan(nats)
+        if bool(bad.any()):
+            nats[bad] = torch.special.entr(probs[bad]).sum(dim=-1)
+        return nats / math.log(2)
 
     def _prepare(self, text: str, new_tokens: int = 0) -> tuple[list[int], int, bool]:
         """The window of `text` that is fed, with room for `new_tokens` generated tokens after it."""
@@ -552,7 +571,7 @@ class Engine:
         alternatives = [TokenChoice(self.token(i), math.exp(lp), lp, rank)
                         for rank, (i, lp) in enumerate(score.alternatives, start=1)]
         return TokenScore(index, self.token(token_id), begin, end, math.exp(score.logprob), score.logprob,
-                          score.rank, alternatives)
+                          score.rank, alternatives, score.entropy_bits, score.margin)
 
     def greedy(
         self,

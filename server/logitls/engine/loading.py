@@ -309,3 +309,28 @@ def load_model(
     model.to(resolved_device)
     model.eval()
     return LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def model_revision(loaded: LoadedModel) -> dict[str, Any]:
+    """What identifies the loaded weights, so a result can be reproduced: for a .gguf (the default
+    model too), the file's sha256 (the one conversion already keys its cache by, remembered in
+    gguf-hashes.json); for a model folder, a sha256 over its weight files (each file's sha256, by
+    name; config.json where there are none); for a hub id, the commit transformers loaded."""
+    spec = loaded.name.strip()
+    path = Path(spec).expanduser()
+    if spec == DEFAULT_MODEL or (path.is_file() and path.suffix == ".gguf"):
+        gguf = default_gguf() if spec == DEFAULT_MODEL else path.resolve()
+        return {"kind": "gguf", "file": gguf.name, "sha256": _file_digest(gguf)}
+    if path.is_dir():
+        folder = path.resolve()
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        hashed = files or [p for p in [folder / "config.json"] if p.is_file()]
+        combined = hashlib.sha256()
+        for file in hashed:
+            combined.update(f"{file.name}\0{_file_digest(file)}\n".encode())
+        return {"kind": "folder", "files": [p.name for p in hashed], "sha256": combined.hexdigest()}
+    commit = getattr(loaded.model.config, "_commit_hash", None)
+    return {"kind": "hub", "commit": commit}

@@ -54,6 +54,11 @@ class TokenScore:
     logprob: float | None
     rank: int | None
     alternatives: list[TokenChoice] = field(default_factory=list)
+    # How unsure the model was at this position, whatever was written: the entropy (bits) of its
+    # next-token distribution, and p(its favourite) - p(its second choice). None where unknown (the
+    # first token; a remote backend that sends only its top k).
+    entropy_bits: float | None = None
+    margin: float | None = None
 
     @property
     def surprisal_bits(self) -> float | None:

@@ -127,31 +127,32 @@ def _alternative(engine, score, token_id: int):
     return token, None
 
 
-def register(server: LogitlsServer) -> None:
-    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=[KIND]))
-    async def code_action(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
-        if not _wants(params.context):
-            return None
-        uri = params.text_document.uri
-        text, _version = ls.snapshot(uri)
-        positions, offset = ls.offset_at(text, params.range.start)
-        try:
-            # its own job key: editors ask for code actions on every cursor move, which must not
-            # supersede a hover on the same document
-            score = await scored_token(ls, uri, text, offset, feature="codeAction")
-        except (ModelUnavailable, JobCancelled) as exc:
-            logger.debug("code action: none (%s)", exc)
-            return None
-        if score is None or score.prob is None:
-            return []
-        start = positions.position(score.start)
-        actions = []
-        for choice in branchable(score, ls.settings.hover_alternatives):
-            name = title(choice)
-            actions.append(types.CodeAction(title=name, kind=KIND, command=types.Command(
-                title=name, command=COMMAND, arguments=[arguments(uri, start, choice.id)])))
-        return actions
+async def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    """"Use '…' (x %) and continue" for the alternatives of the token at the range start (lsp/code_actions.py)."""
+    if not _wants(params.context):
+        return []
+    uri = params.text_document.uri
+    text, _version = ls.snapshot(uri)
+    positions, offset = ls.offset_at(text, params.range.start)
+    try:
+        # its own job key: editors ask for code actions on every cursor move, which must not
+        # supersede a hover on the same document
+        score = await scored_token(ls, uri, text, offset, feature="codeAction")
+    except (ModelUnavailable, JobCancelled) as exc:
+        logger.debug("code action: none (%s)", exc)
+        return []
+    if score is None or score.prob is None:
+        return []
+    start = positions.position(score.start)
+    actions = []
+    for choice in branchable(score, ls.settings.hover_alternatives):
+        name = title(choice)
+        actions.append(types.CodeAction(title=name, kind=KIND, command=types.Command(
+            title=name, command=COMMAND, arguments=[arguments(uri, start, choice.id)])))
+    return actions
 
+
+def register(server: LogitlsServer) -> None:
     @server.command(COMMAND)
     async def branch(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
         uri, position, token_id, until, max_new = parse_arguments(args)

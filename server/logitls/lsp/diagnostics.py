@@ -1,6 +1,10 @@
 """Surprise diagnostics: tokens the model found unlikely, e.g. `unlikely here: p=0.00003 (rank 4123,
 15.0 bits); the model expected ' foo' (41%)`. A quick way to find typos and odd phrasing.
 
+With `lens.decisionPoints`, also hints (code `decision`) where the model's top two choices were
+within `lens.decisionMargin` in probability: `decision point: the model was torn between ' a' (41%)
+and ' the' (38%); entropy 3.10 bits`.
+
 Pull (`textDocument/diagnostic`) where the client supports it; otherwise pushed
 (`textDocument/publishDiagnostics`) after each lens pass.
 """
@@ -12,7 +16,7 @@ import asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
-from ..lens import spans
+from ..lens import decision_points, spans
 from ..text import percent
 from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
@@ -47,9 +51,34 @@ def surprise_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Dia
     return found
 
 
+def decision_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Diagnostic]:
+    """Hints where the model's two favourite next tokens were close (`lens.decisionPoints`)."""
+    found = []
+    for score in decision_points(scores, ls.settings.lens.decision_margin):
+        if len(score.alternatives) < 2:
+            continue
+        first, second = score.alternatives[0], score.alternatives[1]
+        piece = text[score.start:score.end]
+        start = score.start + (len(piece) - len(piece.lstrip())) if piece.strip() else score.start
+        end = score.start + len(piece.rstrip()) if piece.strip() else score.end
+        found.append(((start, end), score, first, second))
+    ranges = PositionMap(text, ls.position_encoding).ranges(where for where, *_ in found)
+    return [types.Diagnostic(
+        range=where,
+        message=(f"decision point: the model was torn between '{first.text}' ({percent(first.prob)}) and "
+                 f"'{second.text}' ({percent(second.prob)}); entropy {score.entropy_bits:.2f} bits"),
+        severity=types.DiagnosticSeverity.Hint, source="logitls", code="decision",
+        data={"margin": score.margin, "entropyBits": score.entropy_bits})
+        for (_, score, first, second), where in zip(found, ranges)]
+
+
 async def diagnostics_for(ls: LogitlsServer, uri: str) -> list[types.Diagnostic]:
-    scored = await scores_if_enabled(ls, uri, ls.settings.lens.diagnostics, "diagnostics")
-    return [] if scored is None else surprise_diagnostics(ls, *scored)
+    lens = ls.settings.lens
+    scored = await scores_if_enabled(ls, uri, lens.diagnostics or lens.decision_points, "diagnostics")
+    if scored is None:
+        return []
+    return ((surprise_diagnostics(ls, *scored) if lens.diagnostics else [])
+            + (decision_diagnostics(ls, *scored) if lens.decision_points else []))
 
 
 def _pull_supported(ls: LogitlsServer) -> bool:

@@ -45,6 +45,8 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
     lines = [
         f"**`{shown}`**: p = {score.prob:.4g} ({percent(score.prob)}), {rank}{f' of {vocab_size}' if vocab_size else ''}, "
         f"{score.surprisal_bits:.2f} bits",
+        *([f"how unsure the model was here: entropy {score.entropy_bits:.3f} bits, top-two margin "
+           f"{score.margin:.4f} (p₁ − p₂)"] if score.entropy_bits is not None and score.margin is not None else []),
         "",
         "| rank | token | p |",
         "|---:|---|---:|",

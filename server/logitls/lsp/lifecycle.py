@@ -76,6 +76,22 @@ def update_settings(server: LogitlsServer, wire: object, origin: str) -> Setting
     return previous
 
 
+def refresh_lens_views(server: LogitlsServer) -> None:
+    """After a lens setting changed (`lens.view`, the ranks, decision points): ask the client to fetch
+    the colours, diagnostics and code lenses again, where it says it can be asked."""
+    workspace = server.client_capabilities.workspace
+    if workspace is None:
+        return
+    for capability, send in ((workspace.semantic_tokens, server.workspace_semantic_tokens_refresh),
+                             (workspace.diagnostics, server.workspace_diagnostic_refresh),
+                             (workspace.code_lens, server.workspace_code_lens_refresh)):
+        if capability is not None and capability.refresh_support:
+            future = send(None)
+            # an error answer (a client that advertised but did not implement it) is only logged
+            future.add_done_callback(lambda done: done.cancelled() or done.exception() is None
+                                     or logger.debug("refresh failed: %s", done.exception()))
+
+
 async def load_model(server: LogitlsServer) -> None:
     """(Re)load the model named by the settings on the worker thread.
 
@@ -233,6 +249,8 @@ def register(server: LogitlsServer) -> None:
             await load_model(ls)
         else:
             apply_runtime_settings(ls)
+        if ls.settings.lens != previous.lens:
+            refresh_lens_views(ls)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: LogitlsServer, params: types.DidCloseTextDocumentParams) -> None:

@@ -1,7 +1,8 @@
 """textDocument/semanticTokens: every token coloured by its rank under the model (GLTR's buckets).
 
 Token types, in legend order: `likely` (rank ≤ lens.likelyRank, top 10), `plausible` (top 100),
-`unlikely` (top 1000), `surprising` (beyond). Whitespace is not coloured; a token that spans
+`unlikely` (top 1000), `surprising` (beyond); with `lens.view: entropy`, how unsure the model was at
+each position instead: `confident` (entropy < 1 bit), `leaning` (< 3), `unsure` (< 6), `lost` (beyond). Whitespace is not coloured; a token that spans
 lines is cut at line ends; ranges follow the negotiated position encoding.
 """
 
@@ -11,17 +12,20 @@ import itertools
 
 from lsprotocol import types
 
-from ..lens import BUCKET_NAMES, visible_spans
+from ..lens import BUCKET_NAMES, ENTROPY_NAMES, visible_spans
 from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
 from .server import LogitlsServer
 
-LEGEND = types.SemanticTokensLegend(token_types=list(BUCKET_NAMES), token_modifiers=[])
+LEGEND = types.SemanticTokensLegend(token_types=[*BUCKET_NAMES, *ENTROPY_NAMES], token_modifiers=[])
+VIEW_OFFSET = {"rank": 0, "entropy": len(BUCKET_NAMES)}  # the view's first token type in the legend
 
 
-def encode(text: str, scores, edges, encoding: str, within: tuple[int, int] | None = None) -> list[int]:
+def encode(text: str, scores, edges, encoding: str, within: tuple[int, int] | None = None,
+           view: str = "rank") -> list[int]:
     """LSP's relative encoding: (deltaLine, deltaStart, length, type, modifiers) per span."""
-    spans = [span for span in visible_spans(text, scores, edges)
+    offset = VIEW_OFFSET[view]
+    spans = [span for span in visible_spans(text, scores, edges, view)
              if within is None or not (span.end <= within[0] or span.start >= within[1])]
     ranges = PositionMap(text, encoding).ranges((span.start, span.end) for span in spans)
     data: list[int] = []
@@ -30,7 +34,7 @@ def encode(text: str, scores, edges, encoding: str, within: tuple[int, int] | No
         start, end = where.start, where.end
         delta_line = start.line - previous_line
         delta_start = start.character - previous_start if delta_line == 0 else start.character
-        data += [delta_line, delta_start, end.character - start.character, span.bucket, 0]
+        data += [delta_line, delta_start, end.character - start.character, offset + span.bucket, 0]
         previous_line, previous_start = start.line, start.character
     return data
 
@@ -66,7 +70,7 @@ def register(server: LogitlsServer) -> None:
             positions = PositionMap(text, ls.position_encoding)
             # checked against the snapshot before scoring; the scored text may be a later version
             within = (positions.clamped_offset(within_range.start), positions.clamped_offset(within_range.end))
-        return encode(text, scores, bucket_edges(ls), ls.position_encoding, within)
+        return encode(text, scores, bucket_edges(ls), ls.position_encoding, within, ls.settings.lens.view)
 
     @server.feature(types.TEXT_DOCUMENT_SEMANTIC_TOKENS_FULL, LEGEND)
     async def full(ls: LogitlsServer, params: types.SemanticTokensParams) -> types.SemanticTokens:

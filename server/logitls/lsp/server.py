@@ -150,12 +150,12 @@ def quiet_expected_errors() -> None:
 
 
 def create_server() -> LogitlsServer:
-    from . import (branch, code_lens, completion, diagnostics, generate, hover, inline, lifecycle, semantic_tokens,
-                   test_hooks)
+    from . import (branch, code_actions, code_lens, completion, diagnostics, generate, hover, inline, lifecycle, score,
+                   semantic_tokens, test_hooks)
 
     server = LogitlsServer()
     for feature in (lifecycle, completion, hover, generate, branch, inline, semantic_tokens, diagnostics, code_lens,
-                    test_hooks):
+                    score, code_actions, test_hooks):
         feature.register(server)
     return server
 

@@ -377,6 +377,11 @@ M.lens_colours = {
   plausible = { bg = "#4a4a1f", ctermbg = 58 },   -- top 100: yellow
   unlikely = { bg = "#5a2a2a", ctermbg = 52 },    -- top 1000: red
   surprising = { bg = "#4a2a5a", ctermbg = 54 },  -- beyond: purple
+  -- lens.view = "entropy": how unsure the model was at each position
+  confident = { bg = "#2d4a2d", ctermbg = 22 },   -- entropy < 1 bit: green
+  leaning = { bg = "#4a4a1f", ctermbg = 58 },     -- < 3 bits: yellow
+  unsure = { bg = "#5a2a2a", ctermbg = 52 },      -- < 6 bits: red
+  lost = { bg = "#4a2a5a", ctermbg = 54 },        -- 6 bits or more: purple
 }
 
 function M.set_lens_highlights()

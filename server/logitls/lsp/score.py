@@ -1,0 +1,137 @@
+"""Score a selection: `logitls.scoreSelection`, `logitls.compareSelections` and a code action.
+
+`logitls.scoreSelection` takes `{"textDocument": {"uri": URI}, "range": RANGE}`: the selection's
+log-probability given all text before it, bits per token, perplexity and its least likely token,
+shown as a message and returned as JSON. `logitls.compareSelections` takes two such selections
+(`{"a": SELECTION, "b": SELECTION}`, or two arguments A and B; same or different documents) and
+says which reads as less surprising, in bits per token.
+
+The numbers come from the document's lens pass (the scores hover and the colours use), never from
+a separate computation; which tokens count at the edges is `lens.tokens_in`'s rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
+from ..lens import EmptySelection, comparison_summary, score_selection, selection_summary
+from .lens import LensUnavailable, document_scores
+from .positions import PositionError, PositionMap
+from .server import LogitlsServer, ModelUnavailable
+
+SCORE = "logitls.scoreSelection"
+COMPARE = "logitls.compareSelections"
+SHAPE = '{"textDocument": {"uri": URI}, "range": {"start": {"line", "character"}, "end": {...}}}'
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def _position(obj: Any, where: str) -> types.Position:
+    line, character = _get(obj, "line"), _get(obj, "character")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (line, character)):
+        raise JsonRpcInvalidParams(f"{where} must be {{\"line\": N, \"character\": N}} with whole numbers ≥ 0; "
+                                   f"got {obj!r}")
+    return types.Position(line=line, character=character)
+
+
+def parse_selection(arg: Any, command: str, name: str = "the selection") -> tuple[str, types.Range]:
+    """(uri, range) of one selection argument; InvalidParams saying what is wrong."""
+    uri = _get(_get(arg, "textDocument"), "uri")
+    if not isinstance(uri, str):
+        raise JsonRpcInvalidParams(f"{command}: {name} needs textDocument.uri; expected {SHAPE}, got {arg!r}")
+    where = _get(arg, "range")
+    if where is None:
+        raise JsonRpcInvalidParams(f"{command}: {name} needs a range; expected {SHAPE}, got {arg!r}")
+    start = _position(_get(where, "start"), f"{command}: {name}'s range.start")
+    end = _position(_get(where, "end"), f"{command}: {name}'s range.end")
+    if (end.line, end.character) <= (start.line, start.character):
+        raise JsonRpcInvalidParams(f"{command}: {name}'s range is empty or reversed ({start.line}:{start.character}"
+                                   f" to {end.line}:{end.character}): select some text")
+    return uri, types.Range(start=start, end=end)
+
+
+async def selection_score(ls: LogitlsServer, uri: str, where: types.Range, command: str,
+                          name: str = "the selection") -> dict[str, Any]:
+    ls.snapshot(uri)  # InvalidParams for a document that is not open
+    try:
+        text, scores = await document_scores(ls, uri, debounce=False)
+    except ModelUnavailable as exc:
+        raise JsonRpcInvalidParams(f"{command}: no model: {exc}") from exc
+    except LensUnavailable as exc:
+        raise JsonRpcInvalidParams(f"{command}: cannot score this document: {exc}") from exc
+    positions = PositionMap(text, ls.position_encoding)
+    try:
+        start, end = positions.offset(where.start), positions.offset(where.end)
+    except PositionError as exc:
+        raise JsonRpcInvalidParams(f"{command}: {name}: {exc}") from exc
+    try:
+        scored = score_selection(text, scores, start, end)
+    except EmptySelection as exc:
+        raise JsonRpcInvalidParams(f"{command}: {name}: {exc}") from exc
+    result = scored.to_json(text)
+    result["uri"] = uri
+    result["range"] = _range_json(positions.range(scored.start, scored.end))
+    result["summary"] = selection_summary(scored, text)
+    result["_scored"] = scored  # dropped before returning
+    return result
+
+
+def _range_json(where: types.Range) -> dict[str, Any]:
+    return {"start": {"line": where.start.line, "character": where.start.character},
+            "end": {"line": where.end.line, "character": where.end.character}}
+
+
+def _public(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "_scored"}
+
+
+def register(server: LogitlsServer) -> None:
+    @server.command(SCORE)
+    async def score_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+        if len(args) != 1:
+            raise JsonRpcInvalidParams(f"{SCORE}: expected one argument {SHAPE}; got {len(args)}")
+        uri, where = parse_selection(args[0], SCORE)
+        result = await selection_score(ls, uri, where, SCORE)
+        ls.tell(result["summary"])
+        return _public(result)
+
+    @server.command(COMPARE)
+    async def compare_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+        if len(args) == 1 and _get(args[0], "a") is not None:
+            pair = (_get(args[0], "a"), _get(args[0], "b"))
+        elif len(args) == 2:
+            pair = args
+        else:
+            raise JsonRpcInvalidParams(f'{COMPARE}: expected {{"a": SELECTION, "b": SELECTION}} or two arguments '
+                                       f"A, B, each {SHAPE}; got {args!r}")
+        (uri_a, range_a), (uri_b, range_b) = (parse_selection(arg, COMPARE, name)
+                                              for arg, name in zip(pair, ("selection A", "selection B")))
+        a = await selection_score(ls, uri_a, range_a, COMPARE, "selection A")
+        b = await selection_score(ls, uri_b, range_b, COMPARE, "selection B")
+        summary = comparison_summary(a["_scored"], b["_scored"])
+        ls.tell(summary)
+        return {"a": _public(a), "b": _public(b), "bitsPerTokenDifference": a["bitsPerToken"] - b["bitsPerToken"],
+                "summary": summary}
+
+
+
+def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    """"Score selection (logitls)" on a non-empty range (lsp/code_actions.py)."""
+    start, end = params.range.start, params.range.end
+    if (end.line, end.character) <= (start.line, start.character):
+        return []
+    only = params.context.only
+    if only and types.CodeActionKind.Source not in only:
+        return []
+    argument = {"textDocument": {"uri": params.text_document.uri}, "range": _range_json(params.range)}
+    return [types.CodeAction(title="Score selection (logitls)", kind=types.CodeActionKind.Source,
+                             command=types.Command(title="Score selection (logitls)", command=SCORE,
+                                                   arguments=[argument]))]
+
+
+__all__ = ["SCORE", "COMPARE", "code_actions", "parse_selection", "register"]
