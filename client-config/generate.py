@@ -207,7 +207,10 @@ def render_sublime(_current: str = "") -> str:
                             "unlikely": "markup.deleted.logitls", "surprising": "invalid.deprecated.logitls",
                             # lens.view: entropy
                             "confident": "markup.inserted.logitls", "leaning": "markup.changed.logitls",
-                            "unsure": "markup.deleted.logitls", "lost": "invalid.deprecated.logitls"},
+                            "unsure": "markup.deleted.logitls", "lost": "invalid.deprecated.logitls",
+                            # lens.view: compare
+                            "favoured": "markup.inserted.logitls", "stronglyFavoured": "markup.inserted.logitls",
+                            "disfavoured": "markup.deleted.logitls", "stronglyDisfavoured": "invalid.deprecated.logitls"},
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 

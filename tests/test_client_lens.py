@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from logitls.lens import BUCKET_NAMES, ENTROPY_NAMES
+from logitls.lens import BUCKET_NAMES, COMPARE_NAMES, ENTROPY_NAMES
 
-TYPES = [*BUCKET_NAMES, *ENTROPY_NAMES]  # the rank view's types, then lens.view = entropy's
+TYPES = [*BUCKET_NAMES, *ENTROPY_NAMES, *COMPARE_NAMES]  # the rank view's types, then entropy's, then compare's
 
 CLIENT = Path(__file__).resolve().parents[1] / "client-config"
 

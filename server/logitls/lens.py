@@ -23,7 +23,17 @@ _LINE_END = re.compile(r"\r\n?|\n")
 # `leaning` below 3 bits (a handful, ~2-8 choices), `unsure` below 6 bits (~8-64), `lost` from 6 bits.
 ENTROPY_NAMES = ("confident", "leaning", "unsure", "lost")
 ENTROPY_EDGES = (1.0, 3.0, 6.0)
-VIEWS = ("rank", "entropy")
+# The compare view (lens.compareModel): which model found the written token likelier, by
+# log p(model) - log p(compare model) in nats; under 0.1 either way is left uncoloured.
+COMPARE_NAMES = ("favoured", "stronglyFavoured", "disfavoured", "stronglyDisfavoured")
+COMPARE_EDGES = (0.1, 1.0)
+VIEWS = ("rank", "entropy", "compare")
+
+
+def compare_bucket_of(delta: float | None, edges: tuple[float, float] = COMPARE_EDGES) -> int | None:
+    if delta is None or abs(delta) < edges[0]:
+        return None
+    return (0 if delta > 0 else 2) + (1 if abs(delta) >= edges[1] else 0)
 
 
 def entropy_bucket_of(bits: float, edges: tuple[float, ...] = ENTROPY_EDGES) -> int:
@@ -76,6 +86,8 @@ def span_bucket(score, edges=DEFAULT_EDGES, view: str = "rank") -> int | None:
     at its position (`entropy` view, 0-3 = ENTROPY_NAMES; None where the entropy is unknown)."""
     if view == "entropy":
         return None if score.entropy_bits is None else entropy_bucket_of(score.entropy_bits)
+    if view == "compare":
+        return compare_bucket_of(score.compare_delta)
     return bucket_of(score.rank, edges)
 
 

@@ -24,10 +24,11 @@ SCOPES = ("machine", "machine-overridable")
 
 def setting(default: Any, doc: str, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
             maximum: float | None = None, scope: str | None = None) -> Any:
+    """One setting. A text setting whose default is empty may be set empty (it means off)."""
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum,
-                                            "scope": scope})
+                                            "scope": scope, "may_be_empty": default == ""})
 
 
 def group(factory: type, doc: str) -> Any:
@@ -82,7 +83,15 @@ class LensSettings:
     view: str = setting("rank", "What the colours show: `rank` (how surprising the written token was: likely, "
                                 "plausible, unlikely, surprising) or `entropy` (how unsure the model was at that "
                                 "position, whatever was written: confident < 1 bit, leaning < 3, unsure < 6, "
-                                "lost from 6 bits).", choices=("rank", "entropy"))
+                                "lost from 6 bits) or `compare` (which model found the written token likelier: "
+                                "`favoured` by `model` over `lens.compareModel` by 0.1 nats or more, "
+                                "`stronglyFavoured` by 1 nat or more, `disfavoured`, `stronglyDisfavoured`).",
+                        choices=("rank", "entropy", "compare"))
+    compare_model: str = setting("", "A second model to compare with (same tokenizer; anything `model` takes): "
+                                     "the hover shows both probabilities and `lens.view: compare` colours each "
+                                     "token by which model found it likelier. Empty: off; the second model is "
+                                     "loaded only while this is set, with `dtype` and `device`.",
+                                 scope="machine-overridable")
     decision_points: bool = setting(False, "Mark decision points, where the model's two favourite next tokens "
                                            "were within `lens.decisionMargin` of each other, as hint diagnostics.")
     decision_margin: float = setting(0.1, "A position is a decision point when p(first choice) - p(second choice) "
@@ -195,7 +204,7 @@ def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:
             raise ValueError(f"{path} must be a string, got {value!r}")
         if meta["choices"] and value not in meta["choices"]:
             raise ValueError(f"{path} must be one of {', '.join(meta['choices'])}, got {value!r}")
-        if not meta["choices"] and not value.strip():
+        if not meta["choices"] and not value.strip() and not meta.get("may_be_empty"):
             raise ValueError(f"{path} must not be empty")
     return value
 

@@ -192,7 +192,7 @@ async def test_code_action_list_shape(tiny_client, tiny_gpt2_engine):
 
 async def test_code_action_provider_is_advertised(tiny_client):
     provider = tiny_client.initialize_result.capabilities.code_action_provider
-    assert list(provider.code_action_kinds) == [types.CodeActionKind.RefactorRewrite]
+    assert types.CodeActionKind.RefactorRewrite in provider.code_action_kinds  # beside scoring's `source`
     assert "logitls.branch" in tiny_client.initialize_result.capabilities.execute_command_provider.commands
 
 

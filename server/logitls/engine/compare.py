@@ -50,3 +50,13 @@ def compare_scores(main, other, text: str, *, document: str = "", stride: int | 
     rows = [TokenComparison(a.index, a.token, a.start, a.end, a.logprob, b.logprob)
             for a, b in zip(ours.tokens, theirs.tokens)]
     return rows, ours, theirs
+
+
+def with_comparison(scores: TextScores, other: TextScores) -> TextScores:
+    """`scores` with each token's log-probability under the other model (same tokens: check_same_tokenizer)."""
+    from dataclasses import replace
+
+    if [s.token.id for s in scores.tokens] != [s.token.id for s in other.tokens]:
+        raise TokenizersDiffer("the models split this text into different tokens (their special tokens differ)")
+    tokens = [replace(a, compare_logprob=b.logprob) for a, b in zip(scores.tokens, other.tokens)]
+    return replace(scores, tokens=tokens)

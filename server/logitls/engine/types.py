@@ -59,6 +59,15 @@ class TokenScore:
     # first token; a remote backend that sends only its top k).
     entropy_bits: float | None = None
     margin: float | None = None
+    # The same token under a second model (lens.compareModel), where one is compared.
+    compare_logprob: float | None = None
+
+    @property
+    def compare_delta(self) -> float | None:
+        """log p(model) - log p(compare model), nats: positive where the main model found it likelier."""
+        if self.logprob is None or self.compare_logprob is None:
+            return None
+        return self.logprob - self.compare_logprob
 
     @property
     def surprisal_bits(self) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from lsprotocol import types
 
 from ..text import percent, visible
@@ -47,6 +49,10 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
         f"{score.surprisal_bits:.2f} bits",
         *([f"how unsure the model was here: entropy {score.entropy_bits:.3f} bits, top-two margin "
            f"{score.margin:.4f} (p₁ − p₂)"] if score.entropy_bits is not None and score.margin is not None else []),
+        *([f"under the compared model: p = {math.exp(score.compare_logprob):.4g} "
+           f"({percent(math.exp(score.compare_logprob))}); log-ratio {score.compare_delta:+.3f} nats "
+           f"({'likelier here' if score.compare_delta > 0 else 'likelier there'})"]
+          if score.compare_delta is not None else []),
         "",
         "| rank | token | p |",
         "|---:|---|---:|",

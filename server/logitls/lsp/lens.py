@@ -65,8 +65,16 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
         n_tokens = len(engine.tokenizer(text)["input_ids"]) if text else 0
         if n_tokens > lens.max_document_tokens:
             raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
-        return engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
-                                      chunk_size=engine_chunk(engine))
+        scores = engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
+                                        chunk_size=engine_chunk(engine))
+        other = ls.compare_engine
+        if other is None:
+            return scores
+        from ..engine.compare import with_comparison  # the engine is loaded by now: no import cost
+
+        theirs = other.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
+                                       chunk_size=engine_chunk(other))
+        return with_comparison(scores, theirs)
 
     while True:
         record = ls.documents.peek(uri)

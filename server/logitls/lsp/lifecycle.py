@@ -101,6 +101,7 @@ async def load_model(server: LogitlsServer) -> None:
     """
     server.load_generation += 1
     generation = server.load_generation
+    server.compare_spec = ""
     settings = server.settings
     server.model_settled.clear()
     server.set_status("loading", f"Loading {settings.model}…")
@@ -111,6 +112,7 @@ async def load_model(server: LogitlsServer) -> None:
     def load(_should_stop):
         from ..engine import Engine
 
+        server.compare_engine = None  # compared against the old model: loaded again beside the new one
         if server.engine is not None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
@@ -202,6 +204,9 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
 
     # Priority -1: ahead of every request already queued for the model.
     server.worker.enqueue(configure, key="configure", priority=-1)
+    from .compare import sync_compare_model
+
+    sync_compare_model(server)
 
 
 def register(server: LogitlsServer) -> None:
@@ -276,7 +281,8 @@ def register(server: LogitlsServer) -> None:
                 continue
         return {"state": ls.model_state, "model": ls.settings.model, "error": ls.model_error,
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
-                "cachedDocuments": cached, "queuedJobs": ls.worker.queued()}
+                "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
+                "compareModel": ls.compare_spec if ls.compare_engine is not None else None}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:

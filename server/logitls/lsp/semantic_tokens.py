@@ -12,13 +12,14 @@ import itertools
 
 from lsprotocol import types
 
-from ..lens import BUCKET_NAMES, ENTROPY_NAMES, visible_spans
+from ..lens import BUCKET_NAMES, COMPARE_NAMES, ENTROPY_NAMES, visible_spans
 from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
 from .server import LogitlsServer
 
-LEGEND = types.SemanticTokensLegend(token_types=[*BUCKET_NAMES, *ENTROPY_NAMES], token_modifiers=[])
-VIEW_OFFSET = {"rank": 0, "entropy": len(BUCKET_NAMES)}  # the view's first token type in the legend
+LEGEND = types.SemanticTokensLegend(token_types=[*BUCKET_NAMES, *ENTROPY_NAMES, *COMPARE_NAMES], token_modifiers=[])
+# the view's first token type in the legend
+VIEW_OFFSET = {"rank": 0, "entropy": len(BUCKET_NAMES), "compare": len(BUCKET_NAMES) + len(ENTROPY_NAMES)}
 
 
 def encode(text: str, scores, edges, encoding: str, within: tuple[int, int] | None = None,

@@ -38,6 +38,8 @@ class LogitlsServer(LanguageServer):
         self.settings = Settings()
         self.worker = ModelWorker()
         self.engine: Any = None  # logitls.engine.Engine once loaded; only the worker thread touches it
+        self.compare_engine: Any = None  # the lens.compareModel engine while that setting is on (lsp/compare.py)
+        self.compare_spec = ""
         self.model_state = "loading"
         self.model_error: str | None = None
         self.model_settled = asyncio.Event()  # set once a load has succeeded or failed

@@ -382,6 +382,11 @@ M.lens_colours = {
   leaning = { bg = "#4a4a1f", ctermbg = 58 },     -- < 3 bits: yellow
   unsure = { bg = "#5a2a2a", ctermbg = 52 },      -- < 6 bits: red
   lost = { bg = "#4a2a5a", ctermbg = 54 },        -- 6 bits or more: purple
+  -- lens.view = "compare": which model (logitls.model or lens.compareModel) found the token likelier
+  favoured = { bg = "#2d4a2d", ctermbg = 22 },            -- likelier under the main model: green
+  stronglyFavoured = { bg = "#3d6a3d", ctermbg = 28 },    -- by 1 nat or more
+  disfavoured = { bg = "#5a2a2a", ctermbg = 52 },         -- likelier under the compared model: red
+  stronglyDisfavoured = { bg = "#7a2a2a", ctermbg = 88 }, -- by 1 nat or more
 }
 
 function M.set_lens_highlights()
