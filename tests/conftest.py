@@ -141,6 +141,13 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
 
     client.held = []
 
+    # The client capabilities a test uses (VS Code's) promise these refreshes; answer them as VS Code does.
+    for refresh in ("workspace/semanticTokens/refresh", "workspace/codeLens/refresh", "workspace/diagnostic/refresh"):
+        try:
+            client.feature(refresh)(lambda params: None)
+        except Exception:  # noqa: BLE001 - a pytest-lsp that already answers it
+            pass
+
     @client.feature("logitls/test/held")
     def _held(params):
         client.held.append(params if isinstance(params, dict) else params._asdict())
