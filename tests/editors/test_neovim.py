@@ -257,3 +257,75 @@ def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
         assert document.read_text() == expected + "\n"
     finally:
         _tmux(socket, "kill-server", check=False)
+
+
+def _start_in_tmux(socket, tmp_path, document, width, height, options=""):
+    """The shipped config in Neovim in a tmux session of width x height, the statusline showing the
+    server's state (and `:set options`); waits until the model is ready and returns that screen."""
+    nvim = require_program("nvim")
+    env = editor_env(tmp_path)
+    statusline = f"set {options} laststatus=2 statusline=%f\\ \\ %{{v:lua.require'logitls'.statusline()}}"
+    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
+    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+                                "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", str(width), "-y", str(height),
+                    "-c", str(tmp_path), *env_args, command], env=dict(env, TERM="xterm-256color"), check=True)
+    screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
+    assert "logitls: ready" in screen, screen
+    return screen
+
+
+def _keep(tmp_path, screen, variable):
+    (tmp_path / "screen.txt").write_text(screen)
+    if os.environ.get(variable):
+        shutil.copy(tmp_path / "screen.txt", os.environ[variable])
+
+
+def test_hover_float_on_a_terminal_screen(tmp_path):
+    """Normal mode on ` Paris` of `The capital of France is Paris.`, K: Neovim's hover float shows the
+    token's probability, rank and bits, how unsure the model was there (entropy, top-two margin) and
+    the table of the tokens it preferred. The README's screen (LOGITLS_HOVER_SCREEN_OUT=path keeps a copy)."""
+    require_program("tmux")
+    document = tmp_path / "notes.txt"
+    document.write_text("The capital of France is Paris.\n")
+    socket = f"logitls-hover-{os.getpid()}"
+    try:
+        _start_in_tmux(socket, tmp_path, document, 90, 16)
+        _tmux(socket, "send-keys", "0", "f", "P", "K")
+        screen = _screen_until(socket, lambda s: "margin" in s and "| 3 |" in s, 60)
+        _keep(tmp_path, screen, "LOGITLS_HOVER_SCREEN_OUT")
+        assert "␣Paris" in screen and "77.3%" in screen and "rank 1" in screen and "bits" in screen, screen
+        assert "entropy" in screen and "margin" in screen, screen
+        assert "␣London" in screen and "1.2%" in screen, screen
+    finally:
+        _tmux(socket, "kill-server", check=False)
+
+
+def test_score_selection_on_a_terminal_screen(tmp_path, default_engine):
+    """Visual mode over `Paris. It is big.`, :'<,'>LogitlsScoreSelection: the server's message on the
+    message line gives bits per token, perplexity and the least likely token, the numbers
+    `logitls score` prints for the same characters. The README's screen
+    (LOGITLS_SCORE_SCREEN_OUT=path keeps a copy)."""
+    from logitls.lens import score_selection, selection_summary
+
+    require_program("tmux")
+    document = tmp_path / "notes.txt"
+    document.write_text(FRANCE + "\n")
+    socket = f"logitls-score-{os.getpid()}"
+    try:
+        _start_in_tmux(socket, tmp_path, document, 90, 8, "cmdheight=2")
+        _tmux(socket, "send-keys", "0", "f", "P", "v", "$")
+        _tmux(socket, "send-keys", ":")  # Visual mode's `:` puts '<,'> on the command line
+        time.sleep(0.2)
+        _tmux(socket, "send-keys", "-l", "LogitlsScoreSelection")
+        _tmux(socket, "send-keys", "Enter")
+        screen = _screen_until(socket, lambda s: "bits/token" in s, 60)
+        _keep(tmp_path, screen, "LOGITLS_SCORE_SCREEN_OUT")
+        assert "bits/token" in screen and "perplexity" in screen and "least likely" in screen, screen
+        text = FRANCE + "\n"
+        start = FRANCE.index("Paris")
+        expected = selection_summary(score_selection(text, default_engine.document_scores(text), start,
+                                                     len(FRANCE)), text)
+        assert expected in "".join(screen.splitlines()[-2:]), (expected, screen)  # the message may wrap
+    finally:
+        _tmux(socket, "kill-server", check=False)
