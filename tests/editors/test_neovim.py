@@ -6,7 +6,9 @@ float opened by K, the buffer after :LogitlsGenerate, the branch code actions (v
 and the buffer after one of them, a :LogitlsRestart, and then, typed as a user
 types them, <C-x><C-o> and <C-n><C-y> after `…is `, `…is Pa` and `…is`: the popup's items and the
 line once the first is accepted. In tmux: the real completion popup on a terminal screen (the
-README's), and the line after accepting its first item.
+README's), and the line after accepting its first item; the branch menu, the hover float (entropy,
+top-two margin) and :'<,'>LogitlsScoreSelection's message, each a README screen. Headless without a
+server: the range :LogitlsScoreSelection sends for a Visual selection.
 
 Debian 12's Neovim is 0.7.2 (the vim.lsp.start_client path); LOGITLS_EXTRA_NVIM (paths separated
 by ':') adds other Neovim binaries, e.g. a 0.11 one for the vim.lsp.config/vim.lsp.enable path.
@@ -329,3 +331,43 @@ def test_score_selection_on_a_terminal_screen(tmp_path, default_engine):
         assert expected in "".join(screen.splitlines()[-2:]), (expected, screen)  # the message may wrap
     finally:
         _tmux(socket, "kill-server", check=False)
+
+
+SELECTION_CHECK = r"""
+vim.opt.runtimepath:prepend(CLIENT_DIR)
+local M = require("logitls")
+vim.api.nvim_buf_set_lines(0, 0, -1, false, { "naïve 😀 Paris.", "second line" })
+local out = {}
+vim.cmd("normal! 0fPv$\27")
+out.charwise16 = M.selection_range(0, 1, 1, "utf-16")
+out.charwise8 = M.selection_range(0, 1, 1, "utf-8")
+out.charwise32 = M.selection_range(0, nil, nil, "utf-32")
+out.lines = M.selection_range(0, 1, 2, "utf-16") -- :1,2 with the marks on line 1 only
+vim.cmd("normal! ggVj\27")
+out.linewise = M.selection_range(0, 1, 2, "utf-16")
+vim.fn.writefile({ vim.fn.json_encode(out) }, OUT)
+vim.cmd("qall!")
+"""
+
+
+def test_the_selection_range_is_the_visual_selection_in_the_client_encoding(tmp_path):
+    """:'<,'>LogitlsScoreSelection's range: from '< to just after the character at '> (UTF-16 by
+    default), whole lines for a linewise selection or a line range the marks are not on."""
+    nvim = require_program("nvim")
+    out = tmp_path / "out.json"
+    script = tmp_path / "selection.lua"
+    script.write_text(f"local CLIENT_DIR, OUT = {json.dumps(str(CLIENT / 'neovim'))}, {json.dumps(str(out))}\n"
+                      + SELECTION_CHECK)
+    subprocess.run([nvim, "--headless", "-u", "NONE", "-c", f"luafile {script}"], env=editor_env(tmp_path),
+                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+
+    def span(line1, char1, line2, char2):
+        return {"start": {"line": line1, "character": char1}, "end": {"line": line2, "character": char2}}
+
+    # `Paris.` after `naïve 😀 `: UTF-16 columns 9-15 (😀 is a surrogate pair), bytes 12-18, code points 8-14
+    assert result["charwise16"] == span(0, 9, 0, 15)
+    assert result["charwise8"] == span(0, 12, 0, 18)
+    assert result["charwise32"] == span(0, 8, 0, 14)
+    assert result["lines"] == span(0, 0, 1, 11)
+    assert result["linewise"] == span(0, 0, 1, 11)
