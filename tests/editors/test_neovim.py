@@ -195,7 +195,7 @@ def test_completion_popup_on_a_terminal_screen(tmp_path):
         if os.environ.get("LOGITLS_SCREEN_OUT"):
             shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_SCREEN_OUT"])
         lines = screen.splitlines()
-        assert lines[0].startswith("The capital of France is"), screen
+        assert "The capital of France is" in lines[0], screen  # the lens's sign column may come first
         menu = [line for line in lines if "%" in line]
         assert "␣Paris" in menu[0] and "77.3%" in menu[0], screen
         assert "␣London" in screen and "1.2%" in screen, screen
