@@ -16,7 +16,7 @@
 ;;
 ;; Then: completion-at-point (C-M-i) lists the next tokens with their probabilities,
 ;; eldoc shows the probability of the token at point (hover), and M-x logitls-generate inserts
-;; the greedy continuation at point.  The mode line shows the model's state (logitls/status).
+;; the greedy continuation at point; M-x logitls-score-selection gives the region's bits per token.  The mode line shows the model's state (logitls/status).
 ;;
 ;; Emacs 29+ has eglot built in; on Emacs 28 install it (Debian 12: apt-get install elpa-eglot).
 
@@ -100,6 +100,18 @@ answer, a plist (:text TEXT :applied BOOL :stop REASON)."
                  (equal (plist-get result :text) ""))
         (message "logitls: nothing inserted (%s)" (plist-get result :stop)))
       result)))
+
+(defun logitls-score-selection (beg end)
+  "Score the region BEG..END (the server's `logitls.scoreSelection'): its bits per token,
+perplexity and least likely token, which the server shows in the echo area.  Returns the
+server's answer, a plist (:bitsPerToken N :perplexity N :summary TEXT ...)."
+  (interactive "r")
+  (let ((server (eglot--current-server-or-lose))
+        (args (list :textDocument (eglot--TextDocumentIdentifier)
+                    :range (list :start (eglot--pos-to-lsp-position beg)
+                                 :end (eglot--pos-to-lsp-position end)))))
+    (eglot--signal-textDocument/didChange)
+    (eglot-execute-command server 'logitls.scoreSelection (vector args))))
 
 ;; Branch (M-x eglot-code-actions on a word: "Use ' London' (1.2%) and continue"): the user chose the
 ;; edit in the menu already; eglot must not ask again before applying the server's workspace/applyEdit.

@@ -2,7 +2,8 @@
 ;; Opens the file named by $LOGITLS_TEST_FILE, connects eglot to logitls, and records what Emacs saw
 ;; (completion candidates and annotations through completion-at-point after `…is', `…is ' and
 ;; `…is Pa', the first chosen and inserted, eldoc's hover text, the buffer after M-x logitls-generate,
-;; the branch code actions of M-x eglot-code-actions and the buffer after one of them)
+;; the branch code actions of M-x eglot-code-actions and the buffer after one of them, and
+;; M-x logitls-score-selection's answer)
 ;; in $LOGITLS_TEST_OUT.
 (require 'logitls)
 (require 'json)
@@ -81,7 +82,11 @@
                      (seq-find (lambda (title) (string-match-p "' London'" title)) menu))))
           (logitls-check-note :branch-result (eglot-code-actions (point) nil nil t)))
         (logitls-check-note :branch-menu (vconcat menu)))
-      (logitls-check-note :after-branch (buffer-substring-no-properties (point-min) (point-max))))
+      (logitls-check-note :after-branch (buffer-substring-no-properties (point-min) (point-max)))
+      ;; M-x logitls-score-selection on the region `Paris. It is big.'
+      (erase-buffer) (insert "The capital of France is Paris. It is big.\n")
+      (goto-char (point-min)) (search-forward "Paris")
+      (logitls-check-note :score-result (logitls-score-selection (- (point) 5) (line-end-position))))
   (error (logitls-check-note :error (format "%S" err))))
 (let ((stderr (seq-find (lambda (b) (string-match-p "EGLOT.*stderr" (buffer-name b))) (buffer-list))))
   (when stderr (logitls-check-note :server-stderr (with-current-buffer stderr (buffer-string)))))

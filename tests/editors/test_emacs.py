@@ -2,8 +2,8 @@
 mode), on the embedded model. tests/editors/emacs_check.el runs inside Emacs and records what
 Emacs saw: completion-at-point's region, candidates and annotations after `…is`, `…is ` and
 `…is Pa` (and the first candidate chosen and inserted), eldoc's hover text, the buffer after
-`M-x logitls-generate`, and the branch code actions of `M-x eglot-code-actions` with the buffer
-after one of them."""
+`M-x logitls-generate`, the branch code actions of `M-x eglot-code-actions` with the buffer
+after one of them, and `M-x logitls-score-selection`'s answer."""
 
 from __future__ import annotations
 
@@ -102,3 +102,14 @@ def test_branch_code_actions_through_eglot(emacs_run, default_engine):
                                max_new_tokens=64)
     assert emacs_run["branch-result"]["applied"] is True, emacs_run["branch-result"]
     assert emacs_run["after-branch"] == france[:start] + expected.new_text + "\n"
+
+
+def test_logitls_score_selection_scores_the_region(emacs_run, default_engine):
+    """M-x logitls-score-selection on `Paris. It is big.`: the numbers `logitls score` gives there."""
+    from logitls.lens import score_selection, selection_summary
+
+    text = "The capital of France is Paris. It is big.\n"
+    result = emacs_run["score-result"]
+    expected = score_selection(text, default_engine.document_scores(text), text.index("Paris"), len(text) - 1)
+    assert result["summary"] == selection_summary(expected, text), result
+    assert "bits/token" in result["summary"] and result["tokens"] == expected.tokens

@@ -6,7 +6,9 @@ float opened by K, the buffer after :LogitlsGenerate, the branch code actions (v
 and the buffer after one of them, a :LogitlsRestart, and then, typed as a user
 types them, <C-x><C-o> and <C-n><C-y> after `…is `, `…is Pa` and `…is`: the popup's items and the
 line once the first is accepted. In tmux: the real completion popup on a terminal screen (the
-README's), and the line after accepting its first item.
+README's), and the line after accepting its first item; the branch menu, the hover float (entropy,
+top-two margin) and :'<,'>LogitlsScoreSelection's message, each a README screen. Headless without a
+server: the range :LogitlsScoreSelection sends for a Visual selection.
 
 Debian 12's Neovim is 0.7.2 (the vim.lsp.start_client path); LOGITLS_EXTRA_NVIM (paths separated
 by ':') adds other Neovim binaries, e.g. a 0.11 one for the vim.lsp.config/vim.lsp.enable path.
@@ -193,7 +195,7 @@ def test_completion_popup_on_a_terminal_screen(tmp_path):
         if os.environ.get("LOGITLS_SCREEN_OUT"):
             shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_SCREEN_OUT"])
         lines = screen.splitlines()
-        assert lines[0].startswith("The capital of France is"), screen
+        assert "The capital of France is" in lines[0], screen  # the lens's sign column may come first
         menu = [line for line in lines if "%" in line]
         assert "␣Paris" in menu[0] and "77.3%" in menu[0], screen
         assert "␣London" in screen and "1.2%" in screen, screen
@@ -257,3 +259,115 @@ def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
         assert document.read_text() == expected + "\n"
     finally:
         _tmux(socket, "kill-server", check=False)
+
+
+def _start_in_tmux(socket, tmp_path, document, width, height, options=""):
+    """The shipped config in Neovim in a tmux session of width x height, the statusline showing the
+    server's state (and `:set options`); waits until the model is ready and returns that screen."""
+    nvim = require_program("nvim")
+    env = editor_env(tmp_path)
+    statusline = f"set {options} laststatus=2 statusline=%f\\ \\ %{{v:lua.require'logitls'.statusline()}}"
+    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
+    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+                                "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", str(width), "-y", str(height),
+                    "-c", str(tmp_path), *env_args, command], env=dict(env, TERM="xterm-256color"), check=True)
+    screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
+    assert "logitls: ready" in screen, screen
+    return screen
+
+
+def _keep(tmp_path, screen, variable):
+    (tmp_path / "screen.txt").write_text(screen)
+    if os.environ.get(variable):
+        shutil.copy(tmp_path / "screen.txt", os.environ[variable])
+
+
+def test_hover_float_on_a_terminal_screen(tmp_path):
+    """Normal mode on ` Paris` of `The capital of France is Paris.`, K: Neovim's hover float shows the
+    token's probability, rank and bits, how unsure the model was there (entropy, top-two margin) and
+    the table of the tokens it preferred. The README's screen (LOGITLS_HOVER_SCREEN_OUT=path keeps a copy)."""
+    require_program("tmux")
+    document = tmp_path / "notes.txt"
+    document.write_text("The capital of France is Paris.\n")
+    socket = f"logitls-hover-{os.getpid()}"
+    try:
+        _start_in_tmux(socket, tmp_path, document, 90, 16)
+        _tmux(socket, "send-keys", "0", "f", "P", "K")
+        screen = _screen_until(socket, lambda s: "margin" in s and "| 3 |" in s, 60)
+        _keep(tmp_path, screen, "LOGITLS_HOVER_SCREEN_OUT")
+        assert "␣Paris" in screen and "77.3%" in screen and "rank 1" in screen and "bits" in screen, screen
+        assert "entropy" in screen and "margin" in screen, screen
+        assert "␣London" in screen and "1.2%" in screen, screen
+    finally:
+        _tmux(socket, "kill-server", check=False)
+
+
+def test_score_selection_on_a_terminal_screen(tmp_path, default_engine):
+    """Visual mode over `Paris. It is big.`, :'<,'>LogitlsScoreSelection: the server's message on the
+    message line gives bits per token, perplexity and the least likely token, the numbers
+    `logitls score` prints for the same characters. The README's screen
+    (LOGITLS_SCORE_SCREEN_OUT=path keeps a copy)."""
+    from logitls.lens import score_selection, selection_summary
+
+    require_program("tmux")
+    document = tmp_path / "notes.txt"
+    document.write_text(FRANCE + "\n")
+    socket = f"logitls-score-{os.getpid()}"
+    try:
+        _start_in_tmux(socket, tmp_path, document, 90, 8, "cmdheight=2")
+        _tmux(socket, "send-keys", "0", "f", "P", "v", "$")
+        _tmux(socket, "send-keys", ":")  # Visual mode's `:` puts '<,'> on the command line
+        time.sleep(0.2)
+        _tmux(socket, "send-keys", "-l", "LogitlsScoreSelection")
+        _tmux(socket, "send-keys", "Enter")
+        screen = _screen_until(socket, lambda s: "bits/token" in s, 60)
+        _keep(tmp_path, screen, "LOGITLS_SCORE_SCREEN_OUT")
+        assert "bits/token" in screen and "perplexity" in screen and "least likely" in screen, screen
+        text = FRANCE + "\n"
+        start = FRANCE.index("Paris")
+        expected = selection_summary(score_selection(text, default_engine.document_scores(text), start,
+                                                     len(FRANCE)), text)
+        assert expected in "".join(screen.splitlines()[-2:]), (expected, screen)  # the message may wrap
+    finally:
+        _tmux(socket, "kill-server", check=False)
+
+
+SELECTION_CHECK = r"""
+vim.opt.runtimepath:prepend(CLIENT_DIR)
+local M = require("logitls")
+vim.api.nvim_buf_set_lines(0, 0, -1, false, { "naïve 😀 Paris.", "second line" })
+local out = {}
+vim.cmd("normal! 0fPv$\27")
+out.charwise16 = M.selection_range(0, 1, 1, "utf-16")
+out.charwise8 = M.selection_range(0, 1, 1, "utf-8")
+out.charwise32 = M.selection_range(0, nil, nil, "utf-32")
+out.lines = M.selection_range(0, 1, 2, "utf-16") -- :1,2 with the marks on line 1 only
+vim.cmd("normal! ggVj\27")
+out.linewise = M.selection_range(0, 1, 2, "utf-16")
+vim.fn.writefile({ vim.fn.json_encode(out) }, OUT)
+vim.cmd("qall!")
+"""
+
+
+def test_the_selection_range_is_the_visual_selection_in_the_client_encoding(tmp_path):
+    """:'<,'>LogitlsScoreSelection's range: from '< to just after the character at '> (UTF-16 by
+    default), whole lines for a linewise selection or a line range the marks are not on."""
+    nvim = require_program("nvim")
+    out = tmp_path / "out.json"
+    script = tmp_path / "selection.lua"
+    script.write_text(f"local CLIENT_DIR, OUT = {json.dumps(str(CLIENT / 'neovim'))}, {json.dumps(str(out))}\n"
+                      + SELECTION_CHECK)
+    subprocess.run([nvim, "--headless", "-u", "NONE", "-c", f"luafile {script}"], env=editor_env(tmp_path),
+                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+
+    def span(line1, char1, line2, char2):
+        return {"start": {"line": line1, "character": char1}, "end": {"line": line2, "character": char2}}
+
+    # `Paris.` after `naïve 😀 `: UTF-16 columns 9-15 (😀 is a surrogate pair), bytes 12-18, code points 8-14
+    assert result["charwise16"] == span(0, 9, 0, 15)
+    assert result["charwise8"] == span(0, 12, 0, 18)
+    assert result["charwise32"] == span(0, 8, 0, 14)
+    assert result["lines"] == span(0, 0, 1, 11)
+    assert result["linewise"] == span(0, 0, 1, 11)

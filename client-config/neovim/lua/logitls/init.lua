@@ -11,7 +11,8 @@
 --   })
 --
 -- Neovim 0.11+ uses vim.lsp.config/vim.lsp.enable; 0.7-0.10 use vim.lsp.start_client and attach
--- each buffer of those filetypes. Commands: :LogitlsGenerate [N], :LogitlsRestart, :LogitlsStatus.
+-- each buffer of those filetypes. Commands: :LogitlsGenerate [N], :'<,'>LogitlsScoreSelection,
+-- :LogitlsRestart, :LogitlsStatus.
 local M = {}
 
 M.name = "logitls"
@@ -243,6 +244,57 @@ function M.generate(max_new_tokens, done)
   end, bufnr)
 end
 
+-- LSP character of byte column `col` (0-based) on `line`, in the client's offset encoding.
+local function lsp_character(line, col, encoding)
+  col = math.min(col, #line)
+  if encoding == "utf-8" then
+    return col
+  end
+  local utf32, utf16 = vim.str_utfindex(line, col)
+  return encoding == "utf-32" and utf32 or utf16
+end
+
+--- The LSP range of the last Visual selection ('< to '>, the end just after the last character;
+--- linewise: whole lines), or of lines `line1`..`line2` (1-based) when the marks are elsewhere.
+function M.selection_range(bufnr, line1, line2, encoding)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  local s, e = vim.fn.getpos("'<"), vim.fn.getpos("'>")
+  local srow, scol, erow, ecol = s[2], s[3] - 1, e[2], e[3] - 1
+  if line1 and (srow ~= line1 or erow ~= line2) then
+    srow, scol, erow, ecol = line1, 0, line2, vim.v.maxcol or 2147483646
+  end
+  local first = vim.api.nvim_buf_get_lines(bufnr, srow - 1, srow, false)[1] or ""
+  local last = vim.api.nvim_buf_get_lines(bufnr, erow - 1, erow, false)[1] or ""
+  return {
+    start = { line = srow - 1, character = lsp_character(first, math.max(scol, 0), encoding) },
+    ["end"] = { line = erow - 1, character = lsp_character(last, after_cursor_char(last, math.min(ecol, #last)), encoding) },
+  }
+end
+
+--- Score the selection (`logitls.scoreSelection`): bits per token, perplexity and the least likely
+--- token, which the server shows as a message. `range` an LSP range (default: the last Visual
+--- selection); `done(err, result)` gets the server's answer.
+function M.score_selection(range, done)
+  local bufnr = vim.api.nvim_get_current_buf()
+  local client = M.client(bufnr)
+  if not client then
+    vim.notify("logitls: no logitls server is attached to this buffer (:LogitlsRestart, or check the filetype)",
+      vim.log.levels.WARN)
+    return
+  end
+  local arg = { textDocument = { uri = vim.uri_from_bufnr(bufnr) },
+    range = range or M.selection_range(bufnr, nil, nil, client.offset_encoding) }
+  local params = { command = "logitls.scoreSelection", arguments = { arg } }
+  request(client, "workspace/executeCommand", params, function(err, result)
+    if err then
+      vim.notify("logitls: score selection failed: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    end
+    if done then
+      done(err, result)
+    end
+  end, bufnr)
+end
+
 --- "logitls: ready default on cpu", for a statusline: %{v:lua.require'logitls'.statusline()}
 function M.statusline()
   local s = M.status
@@ -411,6 +463,12 @@ function M.setup(opts)
   vim.api.nvim_create_user_command("LogitlsGenerate", function(args)
     M.generate(tonumber(args.args))
   end, { nargs = "?", desc = "logitls: insert the greedy continuation at the cursor ([N] tokens at most)" })
+  vim.api.nvim_create_user_command("LogitlsScoreSelection", function(args)
+    local client = M.client()
+    local encoding = client and client.offset_encoding or "utf-16"
+    local range = args.range > 0 and M.selection_range(nil, args.line1, args.line2, encoding) or nil
+    M.score_selection(range)
+  end, { range = true, desc = "logitls: bits per token and perplexity of the selection (:'<,'>)" })
   vim.api.nvim_create_user_command("LogitlsRestart", M.restart, { desc = "logitls: restart the language server" })
   vim.api.nvim_create_user_command("LogitlsStatus", function()
     local s = M.status
