@@ -123,7 +123,7 @@ SERVER_COMMAND = [sys.executable, "-m", "logitls", "serve"]
 
 
 async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,
-                        wait_ready: bool = True, client_info=None):
+                        wait_ready: bool = True, env: dict | None = None, client_info=None):
     """Start `logitls serve` over stdio with pytest-lsp's client and initialize it."""
     from lsprotocol import types
     from pytest_lsp import client_capabilities
@@ -141,11 +141,13 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
 
     client.held = []
 
-    # The client capabilities a test uses (VS Code's) promise these refreshes; answer them as VS Code does.
+    # The client capabilities a test uses (VS Code's) promise these refreshes; answer them as VS Code
+    # does, and keep a list of the methods asked for.
+    client.refreshes = []
     for refresh in ("workspace/semanticTokens/refresh", "workspace/codeLens/refresh", "workspace/diagnostic/refresh"):
         try:
-            client.feature(refresh)(lambda params: None)
-        except Exception:  # noqa: BLE001 - a pytest-lsp that already answers it
+            client.feature(refresh)(lambda params, method=refresh: client.refreshes.append(method))
+        except Exception:  # noqa: BLE001 - pytest-lsp answers workspace/diagnostic/refresh itself
             pass
 
     @client.feature("logitls/test/held")
@@ -153,7 +155,8 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
         client.held.append(params if isinstance(params, dict) else params._asdict())
 
     # LOGITLS_TEST_HOOKS: the model thread can be held mid-job (hold_model_thread), no timing needed
-    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1"))
+    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1",
+                                                    **(env or {})))
     client.initialize_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or client_capabilities("visual-studio-code"),
         initialization_options=init_options or {},

@@ -7,10 +7,9 @@ import asyncio
 import math
 import shutil
 
-import pytest
 from lsprotocol import types
 
-from conftest import engine_for, open_document, server_status, start_session, wait_until_queued
+from conftest import engine_for, open_document, server_status, start_session
 
 TEXT = "Udacity is the best place to learn about generative models"
 

@@ -239,15 +239,14 @@ async def test_closing_a_document_forgets_it(tiny_client):
 async def test_a_load_that_fails_while_settings_change_still_settles(tiny_models):
     """A settings change during a load (even one that needs no reload, like topN) must not leave the
     server waiting for a load that already ended: the failure is reported, and fixing the model loads."""
-    client = await start_session({"model": "/no/such/model"}, wait_ready=False)
+    client = await start_session({"model": "/no/such/model"}, wait_ready=False,
+                                 env={"LOGITLS_TEST_HOLD_AT_START": "model-load:0"})
     try:
-        mark = hold_model_thread(client, at_check=0, key_contains="model-load")
-        # The load was queued at `initialized`; arm the hold before it runs, or it has failed already.
-        if not any(s["state"] == "failed" for s in client.statuses):
-            client.set_configuration({"logitls": {"model": "/no/such/model", "topN": 4}})
-            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
-            await server_status(client)  # the change has been taken in
-            release_model_thread(client)
+        await wait_until_held(client, 0)  # the load is held before it starts
+        client.set_configuration({"logitls": {"model": "/no/such/model", "topN": 4}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await server_status(client)  # the change has been taken in
+        release_model_thread(client)
         assert await wait_for_status(client, ("ready", "failed"), timeout=60) == "failed"
         open_document(client, "file:///life/settling.txt", "hello")
         assert list((await asyncio.wait_for(complete(client, "file:///life/settling.txt", 0, 5), 10)).items) == []
@@ -262,9 +261,10 @@ async def test_a_load_that_fails_while_settings_change_still_settles(tiny_models
 
 
 async def test_settings_changed_during_a_load_reach_the_new_model(tiny_models):
-    client = await start_session({"model": str(tiny_models["gpt2"]), "cachedDocuments": 4}, wait_ready=False)
+    client = await start_session({"model": str(tiny_models["gpt2"]), "cachedDocuments": 4}, wait_ready=False,
+                                 env={"LOGITLS_TEST_HOLD_AT_START": "model-load:0"})
     try:
-        mark = hold_model_thread(client, at_check=0, key_contains="model-load")
+        await wait_until_held(client, 0)
         client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "cachedDocuments": 1}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
         await server_status(client)

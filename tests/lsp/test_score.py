@@ -205,15 +205,14 @@ async def test_entropy_view_and_decision_points(tiny_models, tiny_gpt2_engine):
             assert d.data["margin"] == pytest.approx(s.margin, abs=1e-5)
             assert d.range.end.character == s.end
         # back to the rank view: the server asks the client to fetch the colours again
-        refreshed = []
-        client.feature(types.WORKSPACE_SEMANTIC_TOKENS_REFRESH)(lambda params: refreshed.append(params))
+        before = len(client.refreshes)
         client.set_configuration({"logitls": {"lens": {"view": "rank"}}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
         for _ in range(200):
-            if refreshed:
+            if "workspace/semanticTokens/refresh" in client.refreshes[before:]:
                 break
             await asyncio.sleep(0.05)
-        assert refreshed
+        assert "workspace/semanticTokens/refresh" in client.refreshes[before:]
         result = await client.text_document_semantic_tokens_full_async(types.SemanticTokensParams(
             text_document=doc(uri)))
         assert {legend[k] for k in result.data[3::5]} <= {"likely", "plausible", "unlikely", "surprising"}

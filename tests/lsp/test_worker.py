@@ -27,7 +27,7 @@ async def test_a_newer_job_with_the_same_key_supersedes_a_queued_one():
     worker = ModelWorker()
     worker.hold.arm(0, "blocker")
     gate = threading.Event()
-    worker.hold.on_held = lambda key, n: gate.set()
+    worker.hold.on_held = lambda key, n, loop: gate.set()
     blocker = worker.enqueue(lambda stop: "blocked", key="blocker")
     await asyncio.get_running_loop().run_in_executor(None, gate.wait)
     older = worker.enqueue(lambda stop: "older", key=("doc", "completion"))

@@ -9,8 +9,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
-from .lens import LensUnavailable, document_scores, scores_if_enabled
-from .server import LogitlsServer, ModelUnavailable
+from .lens import command_scores, scores_if_enabled
+from .server import LogitlsServer
 
 COMMAND = "logitls.documentStats"
 
@@ -50,13 +50,7 @@ def register(server: LogitlsServer) -> None:
     @server.command(COMMAND)
     async def document_stats_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
         uri = _uri_argument(args)
-        ls.snapshot(uri)
-        try:
-            _, scores = await document_scores(ls, uri, debounce=False)
-        except ModelUnavailable as exc:
-            raise JsonRpcInvalidParams(f"{COMMAND}: no model: {exc}") from exc
-        except LensUnavailable as exc:
-            raise JsonRpcInvalidParams(f"{COMMAND}: cannot score this document: {exc}") from exc
+        _, scores = await command_scores(ls, uri, COMMAND)
         stats = document_stats(scores)
         ls.tell(lens_title(stats).removeprefix("logitls: "))
         return stats.to_json()

@@ -13,7 +13,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any
 
-from pygls.exceptions import JsonRpcContentModified
+from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from ..lens import DEFAULT_EDGES
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
@@ -119,4 +119,15 @@ async def scores_if_enabled(ls: LogitlsServer, uri: str, feature_on: bool, what:
         return None
 
 
-__all__ = ["document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable"]
+async def command_scores(ls: LogitlsServer, uri: str, command: str) -> tuple[str, Any]:
+    """(text, scores) for a command that needs the lens pass: a clear InvalidParams where there is none."""
+    ls.snapshot(uri)  # InvalidParams for a document that is not open
+    try:
+        return await document_scores(ls, uri, debounce=False)
+    except ModelUnavailable as exc:
+        raise JsonRpcInvalidParams(f"{command}: no model: {exc}") from exc
+    except LensUnavailable as exc:
+        raise JsonRpcInvalidParams(f"{command}: cannot score this document: {exc}") from exc
+
+
+__all__ = ["command_scores", "document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable"]

@@ -18,9 +18,9 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import EmptySelection, comparison_summary, score_selection, selection_summary
-from .lens import LensUnavailable, document_scores
+from .lens import command_scores
 from .positions import PositionError, PositionMap
-from .server import LogitlsServer, ModelUnavailable
+from .server import LogitlsServer
 
 SCORE = "logitls.scoreSelection"
 COMPARE = "logitls.compareSelections"
@@ -57,13 +57,7 @@ def parse_selection(arg: Any, command: str, name: str = "the selection") -> tupl
 
 async def selection_score(ls: LogitlsServer, uri: str, where: types.Range, command: str,
                           name: str = "the selection") -> dict[str, Any]:
-    ls.snapshot(uri)  # InvalidParams for a document that is not open
-    try:
-        text, scores = await document_scores(ls, uri, debounce=False)
-    except ModelUnavailable as exc:
-        raise JsonRpcInvalidParams(f"{command}: no model: {exc}") from exc
-    except LensUnavailable as exc:
-        raise JsonRpcInvalidParams(f"{command}: cannot score this document: {exc}") from exc
+    text, scores = await command_scores(ls, uri, command)
     positions = PositionMap(text, ls.position_encoding)
     try:
         start, end = positions.offset(where.start), positions.offset(where.end)

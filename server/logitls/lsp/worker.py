@@ -61,7 +61,7 @@ class ModelWorker:
             job = self._queue.get()
             if job.future.done():
                 continue
-            checkpoint = self.hold.for_job(job.key)
+            checkpoint = self.hold.for_job(job.key, job.loop)
             checkpoint()
             if job.should_stop():  # superseded, cancelled, or its document closed while it waited
                 self._settle(job, exception=JobCancelled("superseded"))
@@ -172,7 +172,8 @@ class CheckpointHold:
         self._armed_at: int | None = None
         self._key_contains = ""
         self._released = threading.Event()
-        self.on_held: Callable[[Hashable | None, int], None] = lambda key, n: None
+        # called on the model thread with the job's key, the check number and the job's event loop
+        self.on_held: Callable[[Hashable | None, int, asyncio.AbstractEventLoop], None] = lambda key, n, loop: None
 
     def arm(self, at_check: int, key_contains: str = "") -> None:
         self._released.clear()
@@ -183,7 +184,7 @@ class CheckpointHold:
         self._armed_at = None
         self._released.set()
 
-    def for_job(self, key: Hashable | None) -> Callable[[], None]:
+    def for_job(self, key: Hashable | None, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         at = self._armed_at
         if at is None or self._key_contains not in repr(key):
             return _no_checkpoint
@@ -193,7 +194,7 @@ class CheckpointHold:
         def checkpoint() -> None:
             n = next(checks)
             if n == at:
-                self.on_held(key, n)
+                self.on_held(key, n, loop)
                 self._released.wait()
 
         return checkpoint
