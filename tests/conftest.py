@@ -42,8 +42,15 @@ def build_tiny_models(root: Path) -> dict[str, Path]:
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                          max_position_embeddings=64, bos_token_id=eos, eos_token_id=eos,
                                          tie_word_embeddings=True))
-    folders = {"tokenizer": tokenizer_dir}
-    for name, model in (("gpt2", gpt2), ("llama", llama)):
+    return {"tokenizer": tokenizer_dir, **save_sharpened({"gpt2": gpt2, "llama": llama}, tokenizer, root)}
+
+
+def save_sharpened(models: dict, tokenizer, root: Path) -> dict[str, Path]:
+    """Save random-weight models beside their tokenizer, as `root/tiny-NAME`."""
+    import torch
+
+    folders = {}
+    for name, model in models.items():
         # Random weights give nearly flat distributions; sharpen them so greedy and ranks mean something.
         with torch.no_grad():
             model.get_output_embeddings().weight.mul_(20.0)
@@ -81,15 +88,7 @@ def build_tiny_sliding_models(root: Path) -> dict[str, Path]:
     mistral = MistralForCausalLM(MistralConfig(**common))
     torch.manual_seed(3)
     gemma2 = Gemma2ForCausalLM(Gemma2Config(**common, head_dim=8))
-    folders = {}
-    for name, model in (("mistral", mistral), ("gemma2", gemma2)):
-        with torch.no_grad():
-            model.get_output_embeddings().weight.mul_(20.0)
-        folder = root / f"tiny-{name}"
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[name] = folder
-    return folders
+    return save_sharpened({"mistral": mistral, "gemma2": gemma2}, tokenizer, root)
 
 
 @pytest.fixture(scope="session")
@@ -220,6 +219,20 @@ async def wait_until_queued(client, jobs: int = 1, timeout: float = 60.0) -> Non
         if loop.time() > deadline:
             raise TimeoutError(f"fewer than {jobs} jobs ever queued")
         await asyncio.sleep(0.01)
+
+
+def record_applied_edits(client) -> None:
+    """Answer workspace/applyEdit as an editor that applies it, keeping each in client.applied_edits."""
+    from lsprotocol import types
+
+    if hasattr(client, "applied_edits"):
+        return
+    client.applied_edits = []
+
+    @client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply(params: types.ApplyWorkspaceEditParams):
+        client.applied_edits.append(params)
+        return types.ApplyWorkspaceEditResult(applied=True)
 
 
 def apply_text_edit(text: str, edit) -> str:

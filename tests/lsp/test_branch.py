@@ -11,8 +11,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from conftest import (NOTEBOOK_TEXT, apply_text_edit, hold_model_thread, open_document, release_model_thread,
-                      start_session, wait_until_held)
+from conftest import (NOTEBOOK_TEXT, apply_text_edit, hold_model_thread, open_document, record_applied_edits,
+                      release_model_thread, start_session, wait_until_held)
 
 FRANCE = "The capital of France is Paris. It is big."
 PARIS = types.Position(line=0, character=FRANCE.index(" Paris") + 2)  # inside the token
@@ -66,13 +66,7 @@ def record_edits(request):
         if name in request.fixturenames:
             client = request.getfixturevalue(name)
             read_code_actions_as_clients_do(client)
-            if not hasattr(client, "applied_edits"):
-                client.applied_edits = []
-
-                @client.feature(types.WORKSPACE_APPLY_EDIT)
-                def apply(params: types.ApplyWorkspaceEditParams, client=client):
-                    client.applied_edits.append(params)
-                    return types.ApplyWorkspaceEditResult(applied=True)
+            record_applied_edits(client)
 
 
 def inverse(text: str, edit: types.TextEdit) -> types.TextEdit:

@@ -10,8 +10,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from conftest import (NOTEBOOK_TEXT, hold_model_thread, open_document, release_model_thread, start_session,
-                      wait_until_held, wait_until_queued)
+from conftest import (NOTEBOOK_TEXT, hold_model_thread, open_document, record_applied_edits, release_model_thread,
+                      start_session, wait_until_held, wait_until_queued)
 
 
 
@@ -40,13 +40,7 @@ def record_edits(request):
     for name in ("tiny_client", "default_client"):
         if name in request.fixturenames:
             client = request.getfixturevalue(name)
-            if not hasattr(client, "applied_edits"):
-                client.applied_edits = []
-
-                @client.feature(types.WORKSPACE_APPLY_EDIT)
-                def apply(params: types.ApplyWorkspaceEditParams, client=client):
-                    client.applied_edits.append(params)
-                    return types.ApplyWorkspaceEditResult(applied=True)
+            record_applied_edits(client)
 
 
 async def test_generate_inserts_the_greedy_continuation(tiny_client, tiny_gpt2_engine):
