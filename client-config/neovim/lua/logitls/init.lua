@@ -214,14 +214,22 @@ function M.generate_position(win, encoding)
   return { line = row, character = character }
 end
 
---- Insert the greedy continuation (`logitls.generate`) at the cursor. `max_new_tokens` optional.
---- `done(err, result)` is called with the server's answer {text, applied, stop}.
-function M.generate(max_new_tokens, done)
-  local bufnr = vim.api.nvim_get_current_buf()
+-- The logitls client of `bufnr`, or nil after telling the user there is none.
+local function attached_client(bufnr)
   local client = M.client(bufnr)
   if not client then
     vim.notify("logitls: no logitls server is attached to this buffer (:LogitlsRestart, or check the filetype)",
       vim.log.levels.WARN)
+  end
+  return client
+end
+
+--- Insert the greedy continuation (`logitls.generate`) at the cursor. `max_new_tokens` optional.
+--- `done(err, result)` is called with the server's answer {text, applied, stop}.
+function M.generate(max_new_tokens, done)
+  local bufnr = vim.api.nvim_get_current_buf()
+  local client = attached_client(bufnr)
+  if not client then
     return
   end
   local arg = {
@@ -276,10 +284,8 @@ end
 --- selection); `done(err, result)` gets the server's answer.
 function M.score_selection(range, done)
   local bufnr = vim.api.nvim_get_current_buf()
-  local client = M.client(bufnr)
+  local client = attached_client(bufnr)
   if not client then
-    vim.notify("logitls: no logitls server is attached to this buffer (:LogitlsRestart, or check the filetype)",
-      vim.log.levels.WARN)
     return
   end
   local arg = { textDocument = { uri = vim.uri_from_bufnr(bufnr) },
