@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .healing import VocabularyIndex, backoff
+from .healing import MAX_BACKOFF, VocabularyIndex, backoff
 from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
@@ -414,20 +414,22 @@ class Engine:
         if not 1 <= n <= self.vocab_size:
             raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
         ids, _, truncated = self._prepare(text)
-        tokens = [self.token(i) for i in ids]
-        k = backoff([t.text for t in tokens], [t.special for t in tokens], text) if text else 0
+        # Only the last tokens can be backed off: look up those, not the whole window, on every keystroke.
+        tail = [self.token(i) for i in ids[-(MAX_BACKOFF + 1):]]
+        k = backoff([t.text for t in tail], [t.special for t in tail], text) if text else 0
         base = len(ids) - k
+        backed_off = tail[len(tail) - k:]  # the fragment's tokens, as written
         state = self._state(document)
         self._advance(state, ids, want_scores=False, should_stop=should_stop, score_bulk=self.score_prefill,
                       logits_from=base - 1)
-        fragment = "".join(t.text for t in tokens[base:])
+        fragment = "".join(t.text for t in backed_off)
         index = self._vocabulary()
         best: dict[str, tuple[float, float, list[Token], bool]] = {}  # new_text -> the likeliest path spelling it
         mass, path_logprob, extended = 0.0, 0.0, False
         with torch.inference_mode():
             for j in range(k + 1):
                 logprobs = torch.log_softmax(state.tail[base - 1 + j], dim=-1)
-                written = tokens[base : base + j]
+                written = backed_off[:j]
                 consumed = "".join(t.text for t in written)
                 if j < k:
                     lo, hi = index.starting_with(fragment[len(consumed):])
