@@ -196,6 +196,16 @@ local function after_cursor_char(line, col)
   return math.min(#line, col + len)
 end
 
+-- LSP character of byte column `col` (0-based) on `line`, in the client's offset encoding.
+local function lsp_character(line, col, encoding)
+  col = math.min(col, #line)
+  if encoding == "utf-8" then
+    return col
+  end
+  local utf32, utf16 = vim.str_utfindex(line, col)
+  return encoding == "utf-32" and utf32 or utf16
+end
+
 --- Position for :LogitlsGenerate: in Normal mode just after the character under the cursor (as `a`
 --- appends), in Insert mode at the cursor.
 function M.generate_position(win, encoding)
@@ -206,12 +216,7 @@ function M.generate_position(win, encoding)
   if vim.fn.mode() ~= "i" then
     col = after_cursor_char(line, col)
   end
-  local character = col
-  if encoding ~= "utf-8" then
-    local utf32, utf16 = vim.str_utfindex(line, col)
-    character = encoding == "utf-32" and utf32 or utf16
-  end
-  return { line = row, character = character }
+  return { line = row, character = lsp_character(line, col, encoding) }
 end
 
 -- The logitls client of `bufnr`, or nil after telling the user there is none.
@@ -250,16 +255,6 @@ function M.generate(max_new_tokens, done)
       done(err, result)
     end
   end, bufnr)
-end
-
--- LSP character of byte column `col` (0-based) on `line`, in the client's offset encoding.
-local function lsp_character(line, col, encoding)
-  col = math.min(col, #line)
-  if encoding == "utf-8" then
-    return col
-  end
-  local utf32, utf16 = vim.str_utfindex(line, col)
-  return encoding == "utf-32" and utf32 or utf16
 end
 
 --- The LSP range of the last Visual selection ('< to '>, the end just after the last character;
