@@ -4,11 +4,13 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as readline from "readline";
+import type { Readable } from "stream";
 import * as vscode from "vscode";
 import type { LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import {
-  generateOutcome, generateParams, GenerateResult, resolveServerCommand, restartSections, ServerCommand,
-  serverSettings, Status, statusView,
+  generateOutcome, generateParams, GenerateResult, remoteSettingsHint, resolveServerCommand, restartSections, ServerCommand,
+  serverSettings, Status, StderrReader, stderrLevel, statusView,
 } from "./config";
 
 export const SECTION = "logitls";
@@ -55,9 +57,26 @@ export function trustBranchLinks<H extends { contents: unknown[] } | null | unde
   return hover;
 }
 
+/** The server's stderr in the output channel at each line's own level, its `logitls` records once
+ *  (vscode-languageclient would tag every stderr line `[error]`, and those records also arrive as
+ *  window/logMessage). */
+export function pipeServerStderr(input: Readable, channel: vscode.LogOutputChannel): void {
+  const reader: StderrReader = { current: "info" };
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on("line", (line) => {
+    const level = stderrLevel(line, reader);
+    if (level) {
+      channel[level](line);
+    }
+  });
+}
+
 export function clientOptions(): LanguageClientOptions {
   return {
     documentSelector: DOCUMENT_SELECTOR,
+    stdioOptions: {
+      stdout: (input, channel) => readline.createInterface({ input, terminal: false }).on("line", (line) => channel.info(line)),
+      stderr: pipeServerStderr,
+    },
     initializationOptions: currentSettings(),
     // didChangeConfiguration on every change under `logitls`; the server then pulls the section.
     synchronize: { configurationSection: SECTION },
@@ -133,11 +152,14 @@ export class LogitlsExtension implements vscode.Disposable {
     try {
       server = serverCommand();
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const hint = remoteSettingsHint(vscode.env.remoteName);
+      const message = [error instanceof Error ? error.message : String(error), hint].filter(Boolean).join(" ");
       this.showStatus({ state: "stopped", message });
-      const choice = await vscode.window.showErrorMessage(message, "Open Settings");
-      if (choice === "Open Settings") {
-        await vscode.commands.executeCommand("workbench.action.openSettings", "logitls.server");
+      const open = hint ? "Open Remote Settings" : "Open Settings";
+      const choice = await vscode.window.showErrorMessage(message, open);
+      if (choice === open) {
+        await vscode.commands.executeCommand(hint ? "workbench.action.openRemoteSettings" : "workbench.action.openSettings",
+          ...(hint ? [] : ["logitls.server"]));
       }
       return;
     }

@@ -191,6 +191,19 @@ test("a server that is not installed: error with Open Settings, status stopped, 
   ext.dispose();
 });
 
+test("not found in a remote window (code-server, SSH, WSL): the error says to use the Remote settings", async () => {
+  mock.setSetting("logitls.server.venv", "");
+  mock.setSetting("logitls.server.command", "logitls-not-installed-anywhere serve");
+  mock.state.remoteName = "ssh-remote";
+  mock.state.messageAnswer = "Open Remote Settings";
+  const ext = await activate(context, factory);
+  assert.equal(clients.length, 0);
+  assert.match(mock.state.messages[0].message, /not found.*remote window \(ssh-remote\).*Remote settings/);
+  assert.deepEqual(mock.state.executed, [{ command: "workbench.action.openRemoteSettings", args: [] }]);
+  assert.match(mock.state.statusItems[0].text, /stopped/);
+  ext.dispose();
+});
+
 test("the hover's branch links are trusted to run logitls.branch, and nothing else is", async () => {
   const middleware = clientOptions().middleware!;
   const link = "| 2 | `␣the` | 6.5% | [↪](command:logitls.branch?%5B%7B%7D%5D) |";
