@@ -164,6 +164,14 @@ export interface GenerateResult {
   stop: string;
 }
 
+/** LSP's RequestCancelled: vscode-languageclient rejects a request whose token was cancelled with it. */
+export const REQUEST_CANCELLED = -32800;
+
+/** Whether a request failed because it was cancelled (the user's Cancel on the progress notification). */
+export function isCancellation(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === REQUEST_CANCELLED;
+}
+
 /** What to tell the user after a generation; undefined when the inserted text speaks for itself. */
 export function generateOutcome(result: GenerateResult | null | undefined): { level: "info" | "warning"; message: string } | undefined {
   if (!result) {

@@ -9,7 +9,7 @@ import type { Readable } from "stream";
 import * as vscode from "vscode";
 import type { LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import {
-  generateOutcome, generateParams, GenerateResult, remoteSettingsHint, resolveServerCommand, restartSections, ServerCommand,
+  generateOutcome, generateParams, GenerateResult, isCancellation, remoteSettingsHint, resolveServerCommand, restartSections, ServerCommand,
   serverSettings, Status, StderrReader, stderrLevel, statusView,
 } from "./config";
 
@@ -204,7 +204,18 @@ export class LogitlsExtension implements vscode.Disposable {
     const client = this.client;
     const result = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: "logitls: generating", cancellable: true },
-      (_progress, token) => client.sendRequest<GenerateResult>("workspace/executeCommand", params, token),
+      async (_progress, token) => {
+        try {
+          return await client.sendRequest<GenerateResult>("workspace/executeCommand", params, token);
+        } catch (error) {
+          // Cancel on the notification rejects the request: that is the user's choice, not an error
+          // (VS Code would show "Command … resulted in an error" in a modal dialog).
+          if (token.isCancellationRequested || isCancellation(error)) {
+            return { text: "", applied: false, stop: "cancelled" };
+          }
+          throw error;
+        }
+      },
     );
     const outcome = generateOutcome(result);
     if (outcome) {

@@ -140,6 +140,25 @@ test("Generate greedy continuation runs logitls.generate at the cursor", async (
   ext.dispose();
 });
 
+test("Generate cancelled from its progress notification: no error, nothing to say", async () => {
+  const ext = await activated();
+  mock.state.activeTextEditor = {
+    document: { uri: { toString: () => "file:///tmp/capital.txt" } },
+    selection: { active: { line: 0, character: 24 } },
+  };
+  clients[0].sendRequest = async () => {
+    throw Object.assign(new Error("Request with id 60 is canceled"), { code: -32800 });
+  };
+  const result = await mock.vscode.commands.executeCommand("logitls.generateAtCursor");
+  assert.deepEqual(result, { text: "", applied: false, stop: "cancelled" });
+  assert.equal(mock.state.messages.length, 0);
+  clients[0].sendRequest = async () => {
+    throw Object.assign(new Error("Internal error"), { code: -32603 });
+  };
+  await assert.rejects(mock.vscode.commands.executeCommand("logitls.generateAtCursor") as Promise<unknown>, /Internal error/);
+  ext.dispose();
+});
+
 test("Generate without an editor asks for one and sends nothing", async () => {
   const ext = await activated();
   await mock.vscode.commands.executeCommand("logitls.generateAtCursor");
