@@ -262,6 +262,12 @@ def test_hover_shows_probability_and_rank(vscode_run):
     assert "␣Paris" in hover and re.search(r"p = 0\.\d+", hover) and "rank 1 of 49152" in hover, hover
 
 
+def test_the_hovers_branch_links_run_in_the_real_workbench(vscode_run):
+    assert vscode_run["hover_links"] == 4  # one per alternative, none on the written token
+    assert vscode_run["line_after_hover_link"].startswith("The capital of France is London")
+    assert vscode_run["line_after_hover_link_undo"] == vscode_run["lens_line"]
+
+
 def test_branch_code_action_takes_an_alternative_and_one_undo_restores(vscode_run):
     titles = vscode_run["code_actions"]
     assert "Use ' London' (1.2%) and continue" in titles, titles

@@ -87,10 +87,11 @@ async function toasts() {
   return page.evaluate(() => [...window.__logitls.toasts]);
 }
 
+/** Wait until the status bar item's text, as recorded in its history, matches. */
 async function waitForStatus(pattern, timeout = MODEL_TIMEOUT) {
   await page.waitForFunction((source) => {
-    const item = document.getElementById("logitls.logitls");
-    return item !== null && new RegExp(source).test(item.innerText);
+    const seen = window.__logitls.status;
+    return seen.length > 0 && new RegExp(source).test(seen[seen.length - 1]);
   }, pattern.source, { timeout });
   return (await page.locator(STATUS).innerText()).trim();
 }
@@ -310,11 +311,21 @@ try {
   await goTo(1, 28);
   result.hover = await hoverText("rank");
   await shot("vscode-hover");
+  // The alternatives' ↪ links run logitls.branch (the extension trusts the hover for that command).
+  const links = page.locator('.monaco-hover:not(.hidden) a[data-href^="command:logitls.branch"]');
+  result.hover_links = await links.count();
+  const beforeLink = await firstLine();
+  await page.locator(".monaco-hover:not(.hidden) tr", { hasText: "London" }).locator("a").click();
+  result.line_after_hover_link = await waitForFirstLine((line) => line !== beforeLink);
   await page.keyboard.press("Escape");
+  await page.locator(".editor-instance .view-lines").click();
+  await page.keyboard.press("Control+z");
+  result.line_after_hover_link_undo = await waitForFirstLine((line) => line === beforeLink);
   step("hover");
 
   // Branch: the code action menu on ` Paris`; take ` London` and continue; one undo restores the line.
   const lensLine = await firstLine();
+  await goTo(1, 28);
   await page.keyboard.press("Control+.");
   const actions = page.locator(".action-widget .monaco-list-row");
   await actions.filter({ hasText: "and continue" }).first().waitFor({ timeout: MODEL_TIMEOUT });
@@ -327,8 +338,11 @@ try {
   result.lens_line = lensLine;
   step("branch");
 
-  // The entropy view: the colours change to how unsure the model was at each position.
+  // The entropy view: the colours change to how unsure the model was at each position. First the
+  // rank colours of the restored text again (until the lens has scored it, the workbench shifts the
+  // branched text's colours along with the undo), so that any change after the switch is the view's.
   const rankKey = JSON.stringify(result.rank_colours.map((s) => s.colour));
+  await waitForColours((spans) => JSON.stringify(spans.map((s) => s.colour)) === rankKey);
   setSettings({ "logitls.lens.view": "entropy" });
   result.entropy_colours = await waitForColours((spans) => JSON.stringify(spans.map((s) => s.colour)) !== rankKey
     && new Set(spans.map((s) => s.colour)).size >= 3);
