@@ -2,10 +2,10 @@
 
 The extension is packaged from this checkout (esbuild bundle, vsce), installed into a fresh profile
 (temporary user-data, extensions and XDG folders), and pointed at this checkout's server through
-`logitls.server.venv` in the User settings (the venv's bin/ is not on PATH: the setting must find
-it). tests/editors/vscode_check.mjs then drives one workbench session with the keyboard, the command
-palette and the menus, as a user would, and records what the workbench showed; the tests below
-assert on that record. Its screenshots are the README's VS Code screens (`LOGITLS_SCREENS=DIR`
+`logitls.server.venv` in the Remote settings, where a code-server user must set it (the venv's bin/
+is not on PATH: the setting must find it). tests/editors/vscode_check.mjs then drives one
+workbench session with the keyboard, the command palette and the menus, as a user would, and
+records what the workbench showed; the tests below assert on that record. Its screenshots are the README's VS Code screens (`LOGITLS_SCREENS=DIR`
 copies them there, e.g. docs/).
 
 What it needs besides the repository (Node 24, code-server, playwright-core, Debian's Chromium) is
@@ -97,10 +97,11 @@ staging.rename(sys.argv[1])  # whole or absent: the driver waits for this folder
 """
 
 
-def _start_fine_tune(folder: Path, env: dict[str, str]) -> subprocess.Popen:
+def _start_fine_tune(folder: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     """Runs beside code-server's start and the first half of the session (it takes ~30 s on 2 cores)."""
-    return subprocess.Popen([sys.executable, "-c", FINE_TUNE, str(folder), TUNED_ON], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-c", FINE_TUNE, str(folder), TUNED_ON], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _start_code_server(paths: dict[str, str], tmp: Path, env: dict[str, str], workspace: Path):
@@ -112,20 +113,23 @@ def _start_code_server(paths: dict[str, str], tmp: Path, env: dict[str, str], wo
     installed = subprocess.run([*common, "--install-extension", str(_package(tmp))], env=env, capture_output=True,
                                text=True, timeout=120)
     assert "successfully installed" in installed.stdout, installed.stdout + installed.stderr
-    log = (tmp / "code-server.log").open("w")
-    proc = subprocess.Popen([*common, "--auth", "none", "--bind-addr", "127.0.0.1:0", "--disable-telemetry",
-                             "--disable-update-check", "--disable-workspace-trust", str(workspace)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group: the extension host and logitls too
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = re.search(r"HTTP server listening on (http://127\.0\.0\.1:\d+)/", (tmp / "code-server.log").read_text())
-        if found:
-            urllib.request.urlopen(found.group(1) + "/healthz", timeout=10).read()
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)  # polling a log file for the port; not a wait for the model
+    with (tmp / "code-server.log").open("w") as log:
+        proc = subprocess.Popen([*common, "--auth", "none", "--bind-addr", "127.0.0.1:0", "--disable-telemetry",
+                                 "--disable-update-check", "--disable-workspace-trust", str(workspace)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own process group: the extension host and logitls too
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"HTTP server listening on (http://127\.0\.0\.1:\d+)/",
+                              (tmp / "code-server.log").read_text())
+            if found:
+                urllib.request.urlopen(found.group(1) + "/healthz", timeout=10).read()
+                return proc, found.group(1)
+            time.sleep(0.1)  # polling a log file for the port; not a wait for the model
+    except BaseException:
+        _stop(proc)
+        raise
     _stop(proc)
     pytest.fail(f"code-server did not start:\n{(tmp / 'code-server.log').read_text()}")
 
@@ -183,19 +187,23 @@ def vscode_run(tmp_path_factory):
         "logitls.generate.maxNewTokens": 2000,
     }, indent=2))
     compare = tmp / "default-tuned"
-    fine_tune = _start_fine_tune(compare, editor_env(tmp))
     out = tmp / "out"
     out.mkdir()
-    proc, url = _start_code_server(paths, tmp, env, workspace)
+    fine_tune = _start_fine_tune(compare, editor_env(tmp), tmp / "fine-tune.log")
     try:
-        check_env = dict(env, LOGITLS_VSCODE_URL=f"{url}/?folder={workspace}", LOGITLS_PLAYWRIGHT=paths["NODE_MODULES"],
-                         LOGITLS_CHROMIUM=paths["CHROMIUM"], LOGITLS_TEST_OUT=str(out), LOGITLS_SETTINGS=str(settings),
-                         LOGITLS_COMPARE_MODEL=str(compare))
-        driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True, timeout=900)
+        proc, url = _start_code_server(paths, tmp, env, workspace)
+        try:
+            check_env = dict(env, LOGITLS_VSCODE_URL=f"{url}/?folder={workspace}",
+                             LOGITLS_PLAYWRIGHT=paths["NODE_MODULES"], LOGITLS_CHROMIUM=paths["CHROMIUM"],
+                             LOGITLS_TEST_OUT=str(out), LOGITLS_SETTINGS=str(settings), LOGITLS_COMPARE_MODEL=str(compare))
+            driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True,
+                                    timeout=900)
+        finally:
+            _stop(proc)
     finally:
-        _stop(proc)
-        fine_tune.kill()
-        fine_tune_errors = fine_tune.communicate()[1]
+        fine_tune.kill()  # done long before, unless the session failed early
+        fine_tune.wait()
+    fine_tune_errors = (tmp / "fine-tune.log").read_text()
     result_file = out / "result.json"
     assert result_file.exists(), f"the driver wrote nothing (rc {driver.returncode}):\n{driver.stdout}\n{driver.stderr}"
     result = json.loads(result_file.read_text())
