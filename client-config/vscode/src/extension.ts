@@ -120,7 +120,9 @@ export class LogitlsExtension implements vscode.Disposable {
   constructor(private readonly createClient: ClientFactory = createLanguageClient) {
     this.statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
     this.statusItem.command = "logitls.restartServer";
-    this.showStatus({ state: "loading", message: "starting the server" });
+    // the model the server will load, named before it says so ("loading model" read as a bug)
+    const model = vscode.workspace.getConfiguration(SECTION).get<string>("model") || undefined;
+    this.showStatus({ state: "loading", model, message: "starting the server" });
     this.statusItem.show();
   }
 
@@ -166,7 +168,8 @@ export class LogitlsExtension implements vscode.Disposable {
     const client = this.createClient(server, clientOptions());
     this.client = client;
     this.disposables.push(client.onNotification(STATUS_NOTIFICATION, (status) => this.showStatus(status)));
-    this.showStatus({ state: "loading", message: `${server.command} ${server.args.join(" ")}` });
+    this.showStatus({ state: "loading", model: vscode.workspace.getConfiguration(SECTION).get<string>("model") || undefined,
+      message: `${server.command} ${server.args.join(" ")}` });
     try {
       await client.start();
     } catch (error) {

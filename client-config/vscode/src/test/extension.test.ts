@@ -70,6 +70,7 @@ test("activation starts the server from the chosen venv and registers the comman
   const ext = await activated();
   assert.deepEqual(clients[0].server, { command: path.join(venv, "bin", "logitls"), args: ["serve"] });
   assert.equal(clients[0].started, 1);
+  assert.equal(mock.state.statusItems[0].text, "$(sync~spin) logitls: loading default", "the model's name while it starts");
   for (const command of ["logitls.generateAtCursor", "logitls.restartServer", "logitls.showLog"]) {
     assert.ok(mock.state.commands.has(command), command);
   }
