@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test bench clean schema editors-setup vscode-test
+.PHONY: setup run test bench clean schema editors-setup vscode-test vscode-e2e-setup
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP):
 run: setup
 	$(BIN)/logitls demo
 
-test: setup editors-setup vscode-test
+test: setup editors-setup vscode-test vscode-e2e-setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
@@ -84,6 +84,13 @@ editors-setup:
 
 vscode-test: editors-setup
 	cd client-config/vscode && npm ci --no-audit --no-fund && npm run compile && npm test
+
+# The real VS Code for tests/editors/test_vscode.py: code-server, driven in Debian's headless Chromium
+# by playwright-core, under Node 24; cached outside the repository per version (the first run builds
+# code-server's native modules for about 3 min; later runs install nothing). The test packages the
+# extension itself (npm run bundle, vsce), from the node_modules that vscode-test installed.
+vscode-e2e-setup: editors-setup vscode-test
+	bash tests/editors/vscode_e2e_setup.sh
 
 # Regenerate client-config/schema.json and the files derived from it (VS Code package.json,
 # Helix and Sublime settings, the README's settings table) after changing server/logitls/settings.py.

@@ -215,7 +215,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"--host {args.host} can be reached from other machines, and whoever connects "
                              f"drives the server (its settings can make it run code): give --token-file "
                              f"(or LOGITLS_TOKEN) too, or keep the default 127.0.0.1")
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="logitls %(levelname)s: %(message)s")
+    # The logger's name leads each line: an editor that shows stderr beside window/logMessage (the
+    # VS Code extension) tells the `logitls` records, which it also gets as logMessage, from the
+    # libraries' (transformers, pygls), and reads each line's level from it.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     logging.getLogger("logitls").setLevel(logging.INFO)
     from .lsp.server import create_server, quiet_expected_errors
 

@@ -273,6 +273,7 @@ def test_hover_links_only_for_vs_code_with_markdown(tiny_gpt2_engine):
     assert hover_branch_link(fake_server("Neovim", markdown), "file:///x", at, token) is None
     assert hover_branch_link(fake_server("Visual Studio Code", [types.MarkupKind.PlainText]), "file:///x", at,
                              token) is None
+    assert hover_branch_link(fake_server("code-server", markdown), "file:///x", at, token) is not None
     link = hover_branch_link(fake_server("Visual Studio Code", markdown), "file:///x", at, token)
     text = hover_markdown(token, 50257, limit=5, branch_link=link)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]

@@ -49,6 +49,19 @@ export class ServerNotFound extends Error {
   }
 }
 
+/** What to add to "not found" in a remote window (code-server, Remote - SSH, WSL, a container):
+ *  there VS Code applies `machine` and `machine-overridable` settings from the Remote settings only
+ *  and ignores them in the User settings (which belong to the local machine), so a venv set in the
+ *  User settings is not seen. Undefined in a local window. */
+export function remoteSettingsHint(remoteName: string | undefined): string | undefined {
+  if (!remoteName) {
+    return undefined;
+  }
+  return `This is a remote window (${remoteName}): set logitls.server.venv or logitls.server.command in the `
+    + "Remote settings (Settings → the \"Remote\" tab, or \"Preferences: Open Remote Settings\"); VS Code ignores "
+    + "them in your User settings here.";
+}
+
 function expandHome(p: string, home?: string): string {
   return home && (p === "~" || p.startsWith("~/")) ? path.join(home, p.slice(1)) : p;
 }
@@ -151,6 +164,14 @@ export interface GenerateResult {
   stop: string;
 }
 
+/** LSP's RequestCancelled: vscode-languageclient rejects a request whose token was cancelled with it. */
+export const REQUEST_CANCELLED = -32800;
+
+/** Whether a request failed because it was cancelled (the user's Cancel on the progress notification). */
+export function isCancellation(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === REQUEST_CANCELLED;
+}
+
 /** What to tell the user after a generation; undefined when the inserted text speaks for itself. */
 export function generateOutcome(result: GenerateResult | null | undefined): { level: "info" | "warning"; message: string } | undefined {
   if (!result) {
@@ -166,4 +187,32 @@ export function generateOutcome(result: GenerateResult | null | undefined): { le
     return { level: "info", message: "logitls: the model ended the text here (nothing to insert)" };
   }
   return { level: "warning", message: "logitls: the continuation was not inserted" };
+}
+
+export type LogLevel = "error" | "warn" | "info" | "debug";
+
+/** How the server's stderr lines are read: `logitls serve` writes `<logger> <LEVEL>: <message>`
+ *  (continuation lines, such as a traceback, follow their record). */
+export interface StderrReader {
+  /** The level of the record being continued, or "skip" when it also came as window/logMessage. */
+  current: LogLevel | "skip";
+}
+
+const RECORD = /^([\w.]+) (DEBUG|INFO|WARNING|ERROR|CRITICAL): /;
+const LEVELS: Record<string, LogLevel> = { DEBUG: "debug", INFO: "info", WARNING: "warn", ERROR: "error", CRITICAL: "error" };
+
+/** Where one stderr line goes in the output channel: its level, or undefined for a line of the
+ *  `logitls` logger, whose records the server also sends as window/logMessage (with their level)
+ *  and which would otherwise show twice. Progress bars and other bare lines are info. */
+export function stderrLevel(line: string, reader: StderrReader): LogLevel | undefined {
+  const record = RECORD.exec(line);
+  if (record) {
+    const logger = record[1];
+    reader.current = logger === "logitls" || logger.startsWith("logitls.") ? "skip" : LEVELS[record[2]];
+  } else if (line.startsWith("Traceback (most recent call last):") && reader.current !== "skip") {
+    reader.current = "error";
+  } else if (/\d+%\|/.test(line)) {
+    return "info"; // a progress bar (tqdm), whatever record came before it
+  }
+  return reader.current === "skip" ? undefined : reader.current;
 }

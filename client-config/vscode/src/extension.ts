@@ -4,11 +4,13 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as readline from "readline";
+import type { Readable } from "stream";
 import * as vscode from "vscode";
 import type { LanguageClient, LanguageClientOptions, ServerOptions } from "vscode-languageclient/node";
 import {
-  generateOutcome, generateParams, GenerateResult, resolveServerCommand, restartSections, ServerCommand,
-  serverSettings, Status, statusView,
+  generateOutcome, generateParams, GenerateResult, isCancellation, remoteSettingsHint, resolveServerCommand, restartSections, ServerCommand,
+  serverSettings, Status, StderrReader, stderrLevel, statusView,
 } from "./config";
 
 export const SECTION = "logitls";
@@ -55,9 +57,26 @@ export function trustBranchLinks<H extends { contents: unknown[] } | null | unde
   return hover;
 }
 
+/** The server's stderr in the output channel at each line's own level, its `logitls` records once
+ *  (vscode-languageclient would tag every stderr line `[error]`, and those records also arrive as
+ *  window/logMessage). */
+export function pipeServerStderr(input: Readable, channel: vscode.LogOutputChannel): void {
+  const reader: StderrReader = { current: "info" };
+  readline.createInterface({ input, crlfDelay: Infinity, terminal: false }).on("line", (line) => {
+    const level = stderrLevel(line, reader);
+    if (level) {
+      channel[level](line);
+    }
+  });
+}
+
 export function clientOptions(): LanguageClientOptions {
   return {
     documentSelector: DOCUMENT_SELECTOR,
+    stdioOptions: {
+      stdout: (input, channel) => readline.createInterface({ input, terminal: false }).on("line", (line) => channel.info(line)),
+      stderr: pipeServerStderr,
+    },
     initializationOptions: currentSettings(),
     // didChangeConfiguration on every change under `logitls`; the server then pulls the section.
     synchronize: { configurationSection: SECTION },
@@ -101,7 +120,9 @@ export class LogitlsExtension implements vscode.Disposable {
   constructor(private readonly createClient: ClientFactory = createLanguageClient) {
     this.statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
     this.statusItem.command = "logitls.restartServer";
-    this.showStatus({ state: "loading", message: "starting the server" });
+    // the model the server will load, named before it says so ("loading model" read as a bug)
+    const model = vscode.workspace.getConfiguration(SECTION).get<string>("model") || undefined;
+    this.showStatus({ state: "loading", model, message: "starting the server" });
     this.statusItem.show();
   }
 
@@ -133,18 +154,22 @@ export class LogitlsExtension implements vscode.Disposable {
     try {
       server = serverCommand();
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const hint = remoteSettingsHint(vscode.env.remoteName);
+      const message = [error instanceof Error ? error.message : String(error), hint].filter(Boolean).join(" ");
       this.showStatus({ state: "stopped", message });
-      const choice = await vscode.window.showErrorMessage(message, "Open Settings");
-      if (choice === "Open Settings") {
-        await vscode.commands.executeCommand("workbench.action.openSettings", "logitls.server");
+      const open = hint ? "Open Remote Settings" : "Open Settings";
+      const choice = await vscode.window.showErrorMessage(message, open);
+      if (choice === open) {
+        await vscode.commands.executeCommand(hint ? "workbench.action.openRemoteSettings" : "workbench.action.openSettings",
+          ...(hint ? [] : ["logitls.server"]));
       }
       return;
     }
     const client = this.createClient(server, clientOptions());
     this.client = client;
     this.disposables.push(client.onNotification(STATUS_NOTIFICATION, (status) => this.showStatus(status)));
-    this.showStatus({ state: "loading", message: `${server.command} ${server.args.join(" ")}` });
+    this.showStatus({ state: "loading", model: vscode.workspace.getConfiguration(SECTION).get<string>("model") || undefined,
+      message: `${server.command} ${server.args.join(" ")}` });
     try {
       await client.start();
     } catch (error) {
@@ -182,7 +207,18 @@ export class LogitlsExtension implements vscode.Disposable {
     const client = this.client;
     const result = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: "logitls: generating", cancellable: true },
-      (_progress, token) => client.sendRequest<GenerateResult>("workspace/executeCommand", params, token),
+      async (_progress, token) => {
+        try {
+          return await client.sendRequest<GenerateResult>("workspace/executeCommand", params, token);
+        } catch (error) {
+          // Cancel on the notification rejects the request: that is the user's choice, not an error
+          // (VS Code would show "Command … resulted in an error" in a modal dialog).
+          if (token.isCancellationRequested || isCancellation(error)) {
+            return { text: "", applied: false, stop: "cancelled" };
+          }
+          throw error;
+        }
+      },
     );
     const outcome = generateOutcome(result);
     if (outcome) {

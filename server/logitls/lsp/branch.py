@@ -41,7 +41,8 @@ KIND = types.CodeActionKind.RefactorRewrite
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
          '"tokenId": N, "until": "line"|"sentence"|"tokens" (optional), "maxNewTokens": N (optional)}')
 # Clients known to run `command:` links in a hover (VS Code and its builds, with a trusted hover).
-COMMAND_LINK_CLIENTS = ("visual studio code", "vscodium", "code - oss", "vscode")
+# code-server names itself in clientInfo ("code-server"): the real workbench, links included.
+COMMAND_LINK_CLIENTS = ("visual studio code", "vscodium", "code - oss", "vscode", "code-server")
 
 
 def arguments(uri: str, position: types.Position, token_id: int) -> dict[str, Any]:

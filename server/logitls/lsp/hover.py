@@ -44,7 +44,7 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
         return "\n".join(lines)
     # A remote backend may know neither the vocabulary size nor a rank below its top-k alternatives.
     rank = f"rank {score.rank}" if score.rank is not None else f"rank > {len(score.alternatives)}"
-    lines = [
+    head = [
         f"**`{shown}`**: p = {score.prob:.4g} ({percent(score.prob)}), {rank}{f' of {vocab_size}' if vocab_size else ''}, "
         f"{score.surprisal_bits:.2f} bits",
         *([f"how unsure the model was here: entropy {score.entropy_bits:.3f} bits, top-two margin "
@@ -53,10 +53,10 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
            f"({percent(math.exp(score.compare_logprob))}); log-ratio {score.compare_delta:+.3f} nats "
            f"({'likelier here' if score.compare_delta > 0 else 'likelier there'})"]
           if score.compare_delta is not None else []),
-        "",
-        "| rank | token | p |",
-        "|---:|---|---:|",
     ]
+    # Two trailing spaces: a markdown line break (VS Code joined these lines into one paragraph);
+    # invisible where the markdown is shown as text (a terminal editor's float).
+    lines = ["  \n".join(head), "", "| rank | token | p |", "|---:|---|---:|"]
     if branch_link is not None:
         lines[-2:] = ["| rank | token | p | branch |", "|---:|---|---:|:---:|"]
     for alternative in listed:

@@ -192,6 +192,13 @@ class LogitlsProtocol(LanguageServerProtocol):
         fails the request's future, so whatever awaits it goes on instead of waiting forever."""
         msg_id = message["id"]
         result_type = self._result_types.pop(msg_id, None)
+        future = self._request_futures.get(msg_id)
+        if future is not None and future.done():
+            # Given up before the answer came: `shutdown` cancels every request still waiting (VS
+            # Code answers a lens refresh late when a restart follows a settings change).
+            self._request_futures.pop(msg_id, None)
+            logger.debug("the client's late response to %s dropped: the request was given up", msg_id)
+            return
         error = message.get("error")
         try:
             if error is not None:

@@ -4,7 +4,7 @@ import * as path from "path";
 import { test } from "node:test";
 import {
   generateOutcome, generateParams, resolveServerCommand, restartSections, ServerNotFound, serverSettings, splitCommand,
-  statusView,
+  statusView, StderrReader, stderrLevel,
 } from "../config";
 
 test("splitCommand keeps quoted parts together", () => {
@@ -84,4 +84,26 @@ test("restartSections: server.* and the settings scoped to the machine, from pac
   assert.deepEqual(restartSections(pkg).sort(),
     ["logitls.apiKeyEnv", "logitls.endpoint", "logitls.server", "logitls.trustRemoteCode"]);
   assert.deepEqual(restartSections({}), ["logitls.server"]);
+});
+
+test("stderr lines keep their level; the logitls logger's, which also come as logMessage, are dropped", () => {
+  const reader: StderrReader = { current: "info" };
+  const lines = [
+    "logitls INFO: model default ready (converted, float32, cpu) in 0.9 s",
+    "logitls.worker WARNING: a job failed",
+    "Traceback (most recent call last):", // the record above continues: also dropped
+    "transformers WARNING: `torch_dtype` is deprecated",
+    "  use `dtype`",
+    "Loading weights: 100%|██████████| 272/272 [00:00<00:00, 1234.5it/s]",
+    "pygls.protocol.json_rpc ERROR: Failed to handle request 3",
+    "Traceback (most recent call last):",
+    '  File "x.py", line 1, in <module>',
+    "something printed by a library",
+  ];
+  assert.deepEqual(lines.map((line) => stderrLevel(line, reader)),
+    [undefined, undefined, undefined, "warn", "warn", "info", "error", "error", "error", "error"]);
+  const fresh: StderrReader = { current: "info" };
+  assert.equal(stderrLevel("a bare line before any record", fresh), "info");
+  assert.equal(stderrLevel("Traceback (most recent call last):", fresh), "error");
+  assert.equal(stderrLevel("torch DEBUG: x", fresh), "debug");
 });

@@ -70,6 +70,7 @@ test("activation starts the server from the chosen venv and registers the comman
   const ext = await activated();
   assert.deepEqual(clients[0].server, { command: path.join(venv, "bin", "logitls"), args: ["serve"] });
   assert.equal(clients[0].started, 1);
+  assert.equal(mock.state.statusItems[0].text, "$(sync~spin) logitls: loading default", "the model's name while it starts");
   for (const command of ["logitls.generateAtCursor", "logitls.restartServer", "logitls.showLog"]) {
     assert.ok(mock.state.commands.has(command), command);
   }
@@ -140,6 +141,25 @@ test("Generate greedy continuation runs logitls.generate at the cursor", async (
   ext.dispose();
 });
 
+test("Generate cancelled from its progress notification: no error, nothing to say", async () => {
+  const ext = await activated();
+  mock.state.activeTextEditor = {
+    document: { uri: { toString: () => "file:///tmp/capital.txt" } },
+    selection: { active: { line: 0, character: 24 } },
+  };
+  clients[0].sendRequest = async () => {
+    throw Object.assign(new Error("Request with id 60 is canceled"), { code: -32800 });
+  };
+  const result = await mock.vscode.commands.executeCommand("logitls.generateAtCursor");
+  assert.deepEqual(result, { text: "", applied: false, stop: "cancelled" });
+  assert.equal(mock.state.messages.length, 0);
+  clients[0].sendRequest = async () => {
+    throw Object.assign(new Error("Internal error"), { code: -32603 });
+  };
+  await assert.rejects(mock.vscode.commands.executeCommand("logitls.generateAtCursor") as Promise<unknown>, /Internal error/);
+  ext.dispose();
+});
+
 test("Generate without an editor asks for one and sends nothing", async () => {
   const ext = await activated();
   await mock.vscode.commands.executeCommand("logitls.generateAtCursor");
@@ -187,6 +207,19 @@ test("a server that is not installed: error with Open Settings, status stopped, 
   assert.equal(mock.state.messages[0].level, "error");
   assert.match(mock.state.messages[0].message, /not found.*nonexistent-venv/);
   assert.deepEqual(mock.state.executed, [{ command: "workbench.action.openSettings", args: ["logitls.server"] }]);
+  assert.match(mock.state.statusItems[0].text, /stopped/);
+  ext.dispose();
+});
+
+test("not found in a remote window (code-server, SSH, WSL): the error says to use the Remote settings", async () => {
+  mock.setSetting("logitls.server.venv", "");
+  mock.setSetting("logitls.server.command", "logitls-not-installed-anywhere serve");
+  mock.state.remoteName = "ssh-remote";
+  mock.state.messageAnswer = "Open Remote Settings";
+  const ext = await activate(context, factory);
+  assert.equal(clients.length, 0);
+  assert.match(mock.state.messages[0].message, /not found.*remote window \(ssh-remote\).*Remote settings/);
+  assert.deepEqual(mock.state.executed, [{ command: "workbench.action.openRemoteSettings", args: [] }]);
   assert.match(mock.state.statusItems[0].text, /stopped/);
   ext.dispose();
 });

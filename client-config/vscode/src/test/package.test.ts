@@ -57,5 +57,5 @@ test("commands, keybinding and activation events", () => {
   assert.ok(binding?.key, "generate has a default keybinding");
   assert.ok(pkg.activationEvents.includes("onLanguage:plaintext"));
   assert.match(pkg.dependencies["vscode-languageclient"], /^\^?11\./);
-  assert.equal(pkg.main, "./out/extension.js");
+  assert.equal(pkg.main, "./dist/extension.js"); // the esbuild bundle (npm run bundle)
 });

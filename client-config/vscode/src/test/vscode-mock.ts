@@ -49,6 +49,7 @@ export const state = {
   statusItems: [] as StatusBarItem[],
   activeTextEditor: undefined as unknown,
   progress: [] as Json[],
+  remoteName: undefined as string | undefined,
 };
 
 export function reset(): void {
@@ -61,6 +62,7 @@ export function reset(): void {
   state.statusItems = [];
   state.activeTextEditor = undefined;
   state.progress = [];
+  state.remoteName = undefined;
 }
 
 export function setSetting(dotted: string, value: unknown): void {
@@ -112,6 +114,11 @@ export const vscode = {
   ProgressLocation: { SourceControl: 1, Window: 10, Notification: 15 },
   ThemeColor,
   Disposable,
+  env: {
+    get remoteName() {
+      return state.remoteName;
+    },
+  },
   workspace: {
     getConfiguration(section?: string) {
       return {

@@ -1,0 +1,30 @@
+"""Responses from the client to the server's own requests (refreshes, configuration, applyEdit)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+
+def test_a_late_answer_to_a_request_given_up_at_shutdown_is_dropped_quietly(caplog):
+    """`shutdown` cancels the server's requests still waiting (pygls); the client may answer one of
+    them afterwards (VS Code does, for a lens refresh, when a restart follows a settings change).
+    That answer is expected: no warning in the editor's log, and the request is forgotten."""
+    from logitls.lsp.server import create_server
+
+    protocol = create_server().protocol
+    loop = asyncio.new_event_loop()
+    try:
+        given_up = loop.create_future()
+        given_up.cancel()
+        protocol._request_futures["refresh-1"] = given_up
+        waiting = loop.create_future()
+        protocol._request_futures["refresh-2"] = waiting
+        with caplog.at_level(logging.DEBUG):
+            protocol._handle_raw_response({"jsonrpc": "2.0", "id": "refresh-1", "result": None})
+            protocol._handle_raw_response({"jsonrpc": "2.0", "id": "refresh-2", "result": None})
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert "refresh-1" not in protocol._request_futures and "refresh-2" not in protocol._request_futures
+        assert waiting.done() and waiting.result() is None  # an answer still awaited is delivered as before
+    finally:
+        loop.close()
