@@ -54,7 +54,7 @@ def test_backend_next_tokens_and_kind(remote):
 def test_backend_token_scores_from_echo(remote, default_engine):
     text = "The capital of France is Paris."
     scores = remote.token_scores(text)
-    assert remote.echo_supported is True
+    assert remote.capabilities.ranks == "top-k" and remote.dialect.echo_supported is True
     assert "".join(s.token.text for s in scores.tokens) == text
     assert all(text[s.start:s.end] == s.token.text for s in scores.tokens)
     local = {(s.start, s.end): s for s in default_engine.token_scores(text).tokens}

@@ -188,10 +188,12 @@ def test_hover_scores_from_echo_and_degrades_without_it():
             "top_logprobs": [None, {" first": -1.0, " capital": -5.0}, {" of": -0.5, " city": -2.0},
                              {" Italy": -1.0, " Spain": -2.0}, {" is": -0.3}]}}]})
 
-    vllm_models = {"data": [{"id": "smol", "owned_by": "vllm", "max_model_len": 2048}]}
-    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=vllm_models), "/v1/completions": echo}), []
+    # An OpenAI-compatible server of no known kind that states its context (as vLLM's entry does)
+    models = {"data": [{"id": "smol", "owned_by": "someone", "max_model_len": 2048}]}
+    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=models), "/v1/completions": echo}), []
     engine = backend(fake, messages, alternatives=2)
-    assert engine.loaded.dtype == "vllm" and engine.context_window == 2048
+    assert engine.loaded.dtype == "openai-compatible" and engine.context_window == 2048
+    assert engine.capabilities.ranks == "top-k" and not engine.capabilities.document_scores
     scores = engine.token_scores(text)
     assert [(s.token.text, s.start, s.end) for s in scores.tokens] == [
         ("The", 0, 3), (" capital", 3, 11), (" of", 11, 14), (" France", 14, 21)]
@@ -209,6 +211,7 @@ def test_hover_scores_from_echo_and_degrades_without_it():
     assert engine.token_scores(text).tokens == []
     assert engine.token_scores(text).tokens == []
     assert len(no_echo.posts()) == 1 and len(messages) == 1 and "echo" in messages[0][1]
+    assert engine.capabilities.ranks == "none" and engine.down is None  # a fact about the server, not a failure
 
 
 def test_llama_server_chat_style_logprobs():
