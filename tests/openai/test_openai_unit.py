@@ -453,3 +453,24 @@ def test_hover_on_a_later_token_the_server_gave_nothing_for_is_not_called_the_fi
     missing = TokenScore(3, Token(7, " France"), 14, 21, None, None, None, [])
     text = hover_markdown(missing, None)
     assert "first token" not in text and "no probability" in text
+
+
+def test_a_refused_echo_is_a_fact_about_the_server_not_a_failure():
+    # llama-server's /v1/completions answers `echo` with a 400: before, that marked the server down,
+    # the next completion marked it up again, and every hover brought both messages back.
+    def completions(body):
+        if body.get("echo"):
+            return httpx.Response(400, json={"error": {"code": 400, "type": "invalid_request_error",
+                                                       "message": "Only no echo is supported"}})
+        return ok(body)
+
+    models = {"data": [{"id": "smol", "owned_by": "someone"}]}
+    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=models),
+                             "/v1/completions": completions}), []
+    engine = backend(fake, messages)
+    for _ in range(3):
+        assert engine.token_scores("The capital of France").tokens == []
+        assert engine.next_tokens("The capital of France", 3).choices
+    assert engine.down is None and engine.capabilities.ranks == "none"
+    assert [level for level, _ in messages] == ["warning"] and "refuses `echo`" in messages[0][1]
+    assert len([p for p in fake.posts() if p.get("echo")]) == 1  # asked once: the answer is kept

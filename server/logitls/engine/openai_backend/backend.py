@@ -80,6 +80,7 @@ class OpenAIBackend:
                                    retries=retries, backoff=backoff, transport=transport,
                                    model_name=lambda: self.model_name or self.requested_model)
         self.dialect: Dialect = OpenAICompatible(self)  # until /v1/models says which server this is
+        self._probed = False
         self._ids: dict[str, int] = {}
         self._tokens: list[Token] = []
         # Unknown until the server says (llama.cpp's meta.n_vocab); large so that callers' min(n, vocab) holds.
@@ -172,11 +173,12 @@ class OpenAIBackend:
             self.model_context = context
             self.context_window = self.max_context_tokens or context
         self.loaded = RemoteModel(self.model_name or "auto", self.base_url, "remote", self.server_kind)
+        self._probed = True
 
     # -- requests every dialect uses ---------------------------------------------------------------
 
     async def completion(self, body: dict) -> dict:
-        if self.model_name is None:
+        if not self._probed:  # down when connecting: which server this is is still to be learnt
             await self._probe()
         answer = await self.transport.send("POST", "/completions",
                                            {"model": self.model_name, **self.dialect.request_extra(), **body})
@@ -421,7 +423,7 @@ class OpenAIBackend:
                                               f"{type(exc).__name__}: {exc}")))
 
     async def _stream_steps(self, text: str, limit: int) -> AsyncIterator[GreedyStep]:
-        if self.model_name is None:
+        if not self._probed:
             await self._probe()
         body = {"model": self.model_name, **self.dialect.request_extra(), "prompt": text, "max_tokens": limit, "temperature": 0,
                 "stream": True}
