@@ -188,3 +188,13 @@ async def test_lsp_completion_and_generate_work_on_vllm(vllm_client):
     result = await vllm_client.text_document_completion_async(types.CompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=24)))
     assert result.items[0].label == "␣Paris"
+
+
+def test_bench_measures_the_lens_pass_on_vllm(remote, default_engine):
+    from logitls.bench.engine_bench import document_of
+    from logitls.bench.openai_bench import remote_measurements
+
+    results = remote_measurements(remote, document_of(default_engine, 120), document_of(default_engine, 30),
+                                  "1, 2, 3, 4, 5, 6, 7, 8,", repeats=1, keys=1, new_tokens=4)
+    assert results["ranks"] == "exact" and results["lens_pass_estimated"] is False
+    assert results["lens_pass_ms"] > 0 and results["hover_one_token_ms"] > 0 and results["lens_ms_per_token"] > 0
