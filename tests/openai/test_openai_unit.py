@@ -474,3 +474,20 @@ def test_a_refused_echo_is_a_fact_about_the_server_not_a_failure():
     assert engine.down is None and engine.capabilities.ranks == "none"
     assert [level for level, _ in messages] == ["warning"] and "refuses `echo`" in messages[0][1]
     assert len([p for p in fake.posts() if p.get("echo")]) == 1  # asked once: the answer is kept
+
+
+def test_the_local_engine_and_every_server_dialect_answer_one_protocol(tiny_engine):
+    from logitls.engine.openai_backend.dialects import DIALECTS, detect
+    from logitls.engine.types import LOCAL, Backend
+
+    assert isinstance(tiny_engine, Backend) and tiny_engine.capabilities is LOCAL
+    remote = OpenAIBackend("http://127.0.0.1:9")
+    assert isinstance(remote, Backend) and remote.capabilities.scored_remotely
+    entries = {"vllm": {"owned_by": "vllm"}, "llama.cpp": {"owned_by": "llamacpp", "meta": {}},
+               "llama-cpp-python": {"owned_by": "me"}, "openai-compatible": {"owned_by": "openai"}}
+    assert {name: detect(entry).name for name, entry in entries.items()} == {name: name for name in entries}
+    assert [d.name for d in DIALECTS][-1] == "openai-compatible"  # the fallback is tried last
+    capabilities = {d.name: d.capabilities for d in DIALECTS}
+    assert capabilities["vllm"].ranks == "exact" and capabilities["vllm"].document_scores
+    assert capabilities["llama.cpp"].ranks == "top-k" and not capabilities["llama.cpp"].document_scores
+    assert not any(c.healing for c in capabilities.values())
