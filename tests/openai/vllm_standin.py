@@ -39,7 +39,11 @@ class BadRequest(Exception):
 class VLLMStandIn:
     """One server on 127.0.0.1; `requests` records every (path, body) it was sent."""
 
-    def __init__(self, engine, *, max_model_len: int = 2048, max_logprobs: int = 20, name: str = "smol-vllm") -> None:
+    def __init__(self, engine, *, max_model_len: int = 2048, max_logprobs: int = 20, name: str = "smol-vllm",
+                 owned_by: str = "vllm", echo: bool = True) -> None:
+        # owned_by / echo: the same server posing as one of no known kind that ignores `echo` (as
+        # llama-server's /v1/completions does), for the tests of a backend that degrades.
+        self.owned_by, self.echo = owned_by, echo
         self.engine, self.model, self.tokenizer = engine, engine.model, engine.tokenizer
         self.max_model_len, self.max_logprobs, self.name = max_model_len, max_logprobs, name
         self.requests: list[tuple[str, Any]] = []
@@ -109,7 +113,7 @@ class VLLMStandIn:
 
     def models(self) -> dict:
         return {"object": "list", "data": [{
-            "id": self.name, "object": "model", "created": int(time.time()), "owned_by": "vllm", "root": self.name,
+            "id": self.name, "object": "model", "created": int(time.time()), "owned_by": self.owned_by, "root": self.name,
             "parent": None, "max_model_len": self.max_model_len, "permission": []}]}
 
     def _ids(self, prompt: Any, add_special_tokens: bool = True) -> list[int]:
@@ -128,7 +132,7 @@ class VLLMStandIn:
 
     def completions(self, body: dict) -> dict | str:
         prompt_logprobs, logprobs = body.get("prompt_logprobs"), body.get("logprobs")
-        echo, max_tokens = bool(body.get("echo")), body.get("max_tokens", 16)
+        echo, max_tokens = bool(body.get("echo")) and self.echo, body.get("max_tokens", 16)
         if max_tokens is None:
             max_tokens = 16
         if prompt_logprobs is not None and body.get("stream") and (prompt_logprobs > 0 or prompt_logprobs == -1):

@@ -136,6 +136,9 @@ def register(server: LogitlsServer) -> None:
         engine = ls.engine
         vocab_size = engine.vocab_size if engine is not None and getattr(engine, "vocab_size_known", True) else None
         if score is None:
+            if engine is not None and engine.capabilities.ranks == "none":  # learnt on this very hover
+                return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
+                                                                value=unavailable(engine)))
             return None
         from .branch import hover_branch_link  # branch imports this module
 
