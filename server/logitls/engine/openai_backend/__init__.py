@@ -3,6 +3,7 @@
 - backend.py: the engine adapter (`OpenAIBackend`, the `Backend` protocol of engine/types.py);
 - transport.py: HTTP on a private event loop, retries, errors sorted into kinds;
 - health.py: what the user hears (one message per kind of failure, facts once);
+- stream.py: greedy generation streamed (server-sent events), stoppable from the caller's thread;
 - dialects/: one file per kind of server (vLLM, llama.cpp's llama-server, llama-cpp-python, any
   other OpenAI-compatible server): how each scores a text, and what it can therefore do.
 """

@@ -18,21 +18,19 @@ This package knows nothing of LSP and does not import torch.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import queue
 import re
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import httpx
 
-from ..types import Cancelled, Capabilities, GreedyStep, NextTokens, TextScores, Token, TokenChoice, TokenScore
+from ..types import Capabilities, GreedyStep, NextTokens, TextScores, Token, TokenChoice, TokenScore
 from .dialects import Dialect, detect
 from .dialects.openai import OpenAICompatible
+from . import stream
 from .health import Health, Notify
-from .transport import POLL_SECONDS, BackendError, StopCheck, Transport, base_url, stated_limit
+from .transport import BackendError, StopCheck, Transport, base_url, stated_limit
 
 T = TypeVar("T")
 EOS_ID = -1  # the synthetic token a greedy stream ends with when the server stopped on end-of-sequence
@@ -119,7 +117,7 @@ class OpenAIBackend:
         try:
             backend.transport.run(backend._probe(), None)
         except BackendError as exc:
-            backend._failed(exc)
+            backend.report_failure(exc)
         return backend
 
     def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int, **_local_only) -> None:
@@ -191,19 +189,19 @@ class OpenAIBackend:
                                f"choices: {str(answer)[:120]!r}") from exc
         return choice
 
-    def _failed(self, exc: BackendError) -> None:
+    def report_failure(self, exc: BackendError) -> None:
         self.health.failed(exc, exc.kind)
 
-    def _succeeded(self) -> None:
+    def report_success(self) -> None:
         self.health.succeeded(self.model_name)
 
     def _call(self, make, should_stop: StopCheck | None, empty: Any) -> Any:
         try:
             result = self.transport.run(make(), should_stop)
         except BackendError as exc:
-            self._failed(exc)
+            self.report_failure(exc)
             return empty
-        self._succeeded()
+        self.report_success()
         return result
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -385,88 +383,7 @@ class OpenAIBackend:
         limit = max_new_tokens if max_new_tokens is not None else (max_length if max_length is not None else 100)
         if limit == 0:
             return
-        events: queue.Queue = queue.Queue()
-        loop = self.transport.ensure_loop()
-        task = asyncio.run_coroutine_threadsafe(self._stream(text, limit, events), loop)
-        try:
-            while True:
-                try:
-                    kind, value = events.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    if should_stop is not None and should_stop():
-                        raise Cancelled() from None
-                    continue
-                if kind == "step":
-                    yield value
-                elif kind == "error":
-                    self._failed(value)
-                    return
-                else:  # done
-                    self._succeeded()
-                    return
-                if should_stop is not None and should_stop():
-                    raise Cancelled()
-        finally:
-            task.cancel()  # closes the stream when the caller stops early, is cancelled, or is done
-
-    async def _stream(self, text: str, limit: int, events: queue.Queue) -> None:
-        try:
-            async for step in self._stream_steps(text, limit):
-                events.put(("step", step))
-            events.put(("done", None))
-        except BackendError as exc:
-            events.put(("error", exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - anything else is a failed request, not a crash
-            events.put(("error", BackendError("malformed", f"the inference server at {self.base_url}: "
-                                              f"{type(exc).__name__}: {exc}")))
-
-    async def _stream_steps(self, text: str, limit: int) -> AsyncIterator[GreedyStep]:
-        if not self._probed:
-            await self._probe()
-        body = {"model": self.model_name, **self.dialect.request_extra(), "prompt": text, "max_tokens": limit, "temperature": 0,
-                "stream": True}
-        tries = self.transport.tries()
-        for attempt in range(tries):
-            if attempt:
-                await asyncio.sleep(self.transport.backoff * (2 ** (attempt - 1)))
-            produced = 0
-            try:
-                async with self.transport.client.stream("POST", "/completions", json=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        error = self.transport.http_error(response)
-                        if response.status_code < 500 or attempt == tries - 1:
-                            raise error
-                        continue
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            return
-                        try:
-                            chunk = json.loads(data)
-                            choice = chunk["choices"][0]
-                        except (ValueError, KeyError, IndexError, TypeError) as exc:
-                            raise BackendError("malformed", f"the inference server at {self.base_url} sent a "
-                                               f"malformed stream event: {data[:120]!r}") from exc
-                        piece = choice.get("text") or ""
-                        if piece or not choice.get("finish_reason"):
-                            produced += 1
-                            yield GreedyStep(self.token(piece), piece)
-                        if choice.get("finish_reason") == "stop":
-                            yield GreedyStep(self.eos_token, "")
-                        if choice.get("finish_reason"):
-                            return
-                    return
-            except httpx.TransportError as exc:
-                if produced or attempt == tries - 1:  # a stream cut half-way is not retried: text would repeat
-                    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
-                    raise BackendError(kind, f"the inference server at {self.base_url} "
-                                       f"{'stopped answering mid-stream' if produced else 'cannot be reached'} "
-                                       f"({type(exc).__name__}: {exc or 'connection failed'})") from exc
+        yield from stream.greedy(self, text, limit, should_stop)
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))
