@@ -57,6 +57,34 @@ $(LLAMA_STAMP): | $(STAMP)
 	$(PIP) install --find-links $(LLAMA_WHEELS) 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
+# -- llama.cpp's own server for tests/openai: `llama-server`, from the same sdist ---------------------
+# llama-cpp-python's sdist carries llama.cpp (vendor/llama.cpp); its tools/server builds the server the
+# project's users run. The same portable flags as above (later -D's win), one static binary, no web UI
+# (the UI would be downloaded from Hugging Face), no TLS. Cached by version and flags: minutes on 2 cores.
+LLAMA_SERVER_CMAKE_ARGS := $(LLAMA_CMAKE_ARGS) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+	-DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+LLAMA_SERVER_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/logitls/llama-server-0.3.36-$(shell echo '$(LLAMA_SERVER_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+LLAMA_SERVER := $(LLAMA_SERVER_DIR)/llama-server
+
+.PHONY: llama-server
+llama-server: $(LLAMA_SERVER)
+test: $(LLAMA_SERVER)
+# tests/openai start this binary; without the variable (a bare pytest) they look in the same place.
+test: export LOGITLS_LLAMA_SERVER = $(LLAMA_SERVER)
+
+$(LLAMA_SERVER): | $(STAMP)
+	command -v cmake >/dev/null || $(PIP) install cmake
+	rm -rf $(LLAMA_SERVER_DIR).tmp && mkdir -p $(LLAMA_SERVER_DIR).tmp
+	$(PIP) download --no-deps --no-binary :all: -d $(LLAMA_SERVER_DIR).tmp 'llama-cpp-python==0.3.36'
+	tar xzf $(LLAMA_SERVER_DIR).tmp/llama_cpp_python-0.3.36.tar.gz -C $(LLAMA_SERVER_DIR).tmp
+	PATH="$(abspath $(BIN)):$$PATH" cmake -S $(LLAMA_SERVER_DIR).tmp/llama_cpp_python-0.3.36/vendor/llama.cpp \
+	  -B $(LLAMA_SERVER_DIR).tmp/build $(LLAMA_SERVER_CMAKE_ARGS) >$(LLAMA_SERVER_DIR).tmp/cmake.log
+	PATH="$(abspath $(BIN)):$$PATH" cmake --build $(LLAMA_SERVER_DIR).tmp/build --target llama-server \
+	  -j $$(nproc) >$(LLAMA_SERVER_DIR).tmp/build.log
+	mkdir -p $(LLAMA_SERVER_DIR).new && cp $(LLAMA_SERVER_DIR).tmp/build/bin/llama-server $(LLAMA_SERVER_DIR).new/
+	rm -rf $(LLAMA_SERVER_DIR).tmp $(LLAMA_SERVER_DIR) && mv $(LLAMA_SERVER_DIR).new $(LLAMA_SERVER_DIR)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

@@ -54,7 +54,7 @@ def test_backend_next_tokens_and_kind(remote):
 def test_backend_token_scores_from_echo(remote, default_engine):
     text = "The capital of France is Paris."
     scores = remote.token_scores(text)
-    assert remote.echo_supported is True
+    assert remote.capabilities.ranks == "top-k" and remote.dialect.echo_supported is True
     assert "".join(s.token.text for s in scores.tokens) == text
     assert all(text[s.start:s.end] == s.token.text for s in scores.tokens)
     local = {(s.start, s.end): s for s in default_engine.token_scores(text).tokens}
@@ -243,7 +243,8 @@ def test_bench_remote_measurements(remote, default_engine):
                                   "1, 2, 3, 4, 5, 6, 7, 8,", repeats=1, keys=2, new_tokens=8)
     assert results["cold_prefill_ms"] > 0 and results["keystroke_ms"] > 0
     assert results["greedy_tokens"] == 8 and results["greedy_tok_s"] > 0
-    assert results["hover_100_tokens_ms"] is not None
+    assert results["hover_100_tokens_ms"] is not None and results["lens_ms_per_token"] > 0
+    assert results["hover_one_token_ms"] > 0 and results["lens_pass_estimated"] and results["ranks"] == "top-k"
 
 
 def test_bench_cli_refuses_a_server_that_is_not_there():

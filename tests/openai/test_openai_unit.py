@@ -188,10 +188,12 @@ def test_hover_scores_from_echo_and_degrades_without_it():
             "top_logprobs": [None, {" first": -1.0, " capital": -5.0}, {" of": -0.5, " city": -2.0},
                              {" Italy": -1.0, " Spain": -2.0}, {" is": -0.3}]}}]})
 
-    vllm_models = {"data": [{"id": "smol", "owned_by": "vllm", "max_model_len": 2048}]}
-    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=vllm_models), "/v1/completions": echo}), []
+    # An OpenAI-compatible server of no known kind that states its context (as vLLM's entry does)
+    models = {"data": [{"id": "smol", "owned_by": "someone", "max_model_len": 2048}]}
+    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=models), "/v1/completions": echo}), []
     engine = backend(fake, messages, alternatives=2)
-    assert engine.loaded.dtype == "vllm" and engine.context_window == 2048
+    assert engine.loaded.dtype == "openai-compatible" and engine.context_window == 2048
+    assert engine.capabilities.ranks == "top-k" and not engine.capabilities.document_scores
     scores = engine.token_scores(text)
     assert [(s.token.text, s.start, s.end) for s in scores.tokens] == [
         ("The", 0, 3), (" capital", 3, 11), (" of", 11, 14), (" France", 14, 21)]
@@ -209,6 +211,7 @@ def test_hover_scores_from_echo_and_degrades_without_it():
     assert engine.token_scores(text).tokens == []
     assert engine.token_scores(text).tokens == []
     assert len(no_echo.posts()) == 1 and len(messages) == 1 and "echo" in messages[0][1]
+    assert engine.capabilities.ranks == "none" and engine.down is None  # a fact about the server, not a failure
 
 
 def test_llama_server_chat_style_logprobs():
@@ -450,3 +453,41 @@ def test_hover_on_a_later_token_the_server_gave_nothing_for_is_not_called_the_fi
     missing = TokenScore(3, Token(7, " France"), 14, 21, None, None, None, [])
     text = hover_markdown(missing, None)
     assert "first token" not in text and "no probability" in text
+
+
+def test_a_refused_echo_is_a_fact_about_the_server_not_a_failure():
+    # llama-server's /v1/completions answers `echo` with a 400: before, that marked the server down,
+    # the next completion marked it up again, and every hover brought both messages back.
+    def completions(body):
+        if body.get("echo"):
+            return httpx.Response(400, json={"error": {"code": 400, "type": "invalid_request_error",
+                                                       "message": "Only no echo is supported"}})
+        return ok(body)
+
+    models = {"data": [{"id": "smol", "owned_by": "someone"}]}
+    fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=models),
+                             "/v1/completions": completions}), []
+    engine = backend(fake, messages)
+    for _ in range(3):
+        assert engine.token_scores("The capital of France").tokens == []
+        assert engine.next_tokens("The capital of France", 3).choices
+    assert engine.down is None and engine.capabilities.ranks == "none"
+    assert [level for level, _ in messages] == ["warning"] and "refuses `echo`" in messages[0][1]
+    assert len([p for p in fake.posts() if p.get("echo")]) == 1  # asked once: the answer is kept
+
+
+def test_the_local_engine_and_every_server_dialect_answer_one_protocol(tiny_engine):
+    from logitls.engine.openai_backend.dialects import DIALECTS, detect
+    from logitls.engine.types import LOCAL, Backend
+
+    assert isinstance(tiny_engine, Backend) and tiny_engine.capabilities is LOCAL
+    remote = OpenAIBackend("http://127.0.0.1:9")
+    assert isinstance(remote, Backend) and remote.capabilities.scored_remotely
+    entries = {"vllm": {"owned_by": "vllm"}, "llama.cpp": {"owned_by": "llamacpp", "meta": {}},
+               "llama-cpp-python": {"owned_by": "me"}, "openai-compatible": {"owned_by": "openai"}}
+    assert {name: detect(entry).name for name, entry in entries.items()} == {name: name for name in entries}
+    assert [d.name for d in DIALECTS][-1] == "openai-compatible"  # the fallback is tried last
+    capabilities = {d.name: d.capabilities for d in DIALECTS}
+    assert capabilities["vllm"].ranks == "exact" and capabilities["vllm"].document_scores
+    assert capabilities["llama.cpp"].ranks == "top-k" and not capabilities["llama.cpp"].document_scores
+    assert not any(c.healing for c in capabilities.values())

@@ -6,7 +6,11 @@ side by side with the local backend, in one run on one machine, on the same ~100
 - keystroke: one character appended, then the top 10 again (the server's prompt cache and the local
   KV cache both warm);
 - greedy tokens/s over 64 new tokens (the server streams; locally, logitls's loop and model.generate);
-- hover: per-token scores of a 100-token text (the server's `echo` with `logprobs`).
+- scores of a 100-token text (llama-cpp-python's `echo`, vLLM's `prompt_logprobs`, llama-server's one
+  request per position): the lens's cost per token on that server;
+- hover: one token near the end of the document, cold (what the user waits for on a fresh file);
+- the lens pass over the whole document: measured where the backend scores whole documents (local,
+  vLLM), else estimated from the cost per token (marked "est."), which is why the lens is off there.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import uuid
 from typing import Any
 
 from .engine_bench import TYPED, document_of, run_engine_bench, timed
+
+
+def hover_offset(document: str) -> int:
+    """A character inside the document's last word: hover near the end of the file."""
+    return len(document.rstrip()) - 2
 
 
 def remote_measurements(remote, document: str, short: str, greedy_prompt: str, *, repeats: int, keys: int,
@@ -51,9 +60,20 @@ def remote_measurements(remote, document: str, short: str, greedy_prompt: str, *
         rates.append(count / elapsed if elapsed > 0 else 0.0)
         first_token.append(first or 0.0)
     hover_ms, scores = timed(lambda: remote.token_scores(short))
+    per_token = hover_ms / len(scores.tokens) if scores.tokens else None
+    fresh = f"# {uuid.uuid4()}\n" + document
+    one_ms, one = timed(lambda: remote.token_score_at(fresh, hover_offset(fresh), document="bench-hover"))
+    if remote.capabilities.document_scores:
+        lens_ms, lens = timed(lambda: remote.document_scores(fresh, document="bench-lens"))
+        lens_ms, estimated = (lens_ms if lens.tokens else None), False
+    else:
+        lens_ms = per_token * remote.token_count(fresh) if per_token is not None else None
+        estimated = True
     return {"cold_prefill_ms": statistics.median(cold), "keystroke_ms": statistics.median(strokes),
             "greedy_tok_s": max(rates), "greedy_first_token_ms": min(first_token), "greedy_tokens": count,
-            "hover_100_tokens_ms": hover_ms if scores.tokens else None}
+            "hover_100_tokens_ms": hover_ms if scores.tokens else None, "lens_ms_per_token": per_token,
+            "hover_one_token_ms": one_ms if one is not None else None, "lens_pass_ms": lens_ms,
+            "lens_pass_estimated": estimated, "ranks": remote.capabilities.ranks}
 
 
 def run(args) -> dict[str, Any]:
@@ -75,6 +95,10 @@ def run(args) -> dict[str, Any]:
     local = run_engine_bench(engine, doc_tokens=doc_tokens, repeats=repeats, keys=keys, greedy_tokens=new_tokens)
     hover_ms, _ = timed(lambda: engine.token_scores(short, document="bench-hover"))
     local["hover_100_tokens_ms"] = hover_ms
+    local["lens_ms_per_token"] = hover_ms / max(1, engine.token_count(short))
+    # Locally hover reads the lens's scores of the document: a cold hover is a cold lens pass.
+    lens_ms, _ = timed(lambda: engine.document_scores(document, document="bench-lens"))
+    local.update(hover_one_token_ms=lens_ms, lens_pass_ms=lens_ms, lens_pass_estimated=False, ranks="exact")
     served = remote_measurements(remote, document, short, greedy_prompt, repeats=repeats, keys=keys,
                                  new_tokens=new_tokens)
     remote.close()
@@ -82,7 +106,7 @@ def run(args) -> dict[str, Any]:
             "document_tokens": len(engine.tokenizer(document)["input_ids"]),
             "local": {"model": args.model, "dtype": args.dtype, "device": engine.loaded.device, **local},
             "openai": {"endpoint": remote.base_url, "model": remote.model_name, "server": remote.server_kind,
-                       "top_n_cap": remote.top_n_cap, "echo": remote.echo_supported, **served},
+                       "top_n_cap": remote.top_n_cap, **served},
             "messages": messages}
 
 
@@ -93,13 +117,18 @@ def table(results: dict[str, Any]) -> str:
             f"document: {results['document_tokens']} tokens", "",
             f"  {'':<44}{'local':>12}{'openai':>12}"]
 
-    def row(label: str, a: float | None, b: float | None, unit: str) -> None:
-        show = lambda v: f"{'—':>9}   " if v is None else f"{v:9.1f}{unit:>3}"
-        rows.append(f"  {label:<44}{show(a)}{show(b)}")
+    def row(label: str, a: float | None, b: float | None, unit: str, b_mark: str = "") -> None:
+        show = lambda v, mark="": f"{'—':>9}   " if v is None else f"{v:9.1f}{unit:>3}{mark}"
+        rows.append(f"  {label:<44}{show(a)}{show(b, b_mark)}")
 
     row("cold: first top-10 for the document", local["cold_prefill_ms"], served["cold_prefill_ms"], "ms")
     row("keystroke: one character, then top-10", local["keystroke_ms"], served["keystroke_ms"], "ms")
     row("hover: scores of a 100-token text", local["hover_100_tokens_ms"], served["hover_100_tokens_ms"], "ms")
+    row("hover: one token near the end, cold", local["hover_one_token_ms"], served["hover_one_token_ms"], "ms")
+    row("lens: cost per token", local["lens_ms_per_token"], served["lens_ms_per_token"], "ms")
+    row("lens: whole-document pass", local["lens_pass_ms"], served["lens_pass_ms"], "ms",
+        " est." if served["lens_pass_estimated"] else "")
+    rows.append(f"  {'hover ranks (exact / top-k: bound below / none)':<44}{local['ranks']:>12}{served['ranks']:>12}")
     row("greedy tokens/s (logitls loop / stream)", local["greedy"]["logitls_tok_s"], served["greedy_tok_s"], "")
     row("greedy tokens/s (model.generate)", local["greedy"]["generate_tok_s"], None, "")
     row("greedy: first streamed token", None, served["greedy_first_token_ms"], "ms")

@@ -20,6 +20,7 @@ import torch
 from .healing import MAX_BACKOFF, VocabularyIndex, backoff
 from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
+from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
                     TokenScore)
 
@@ -39,16 +40,6 @@ GENERATION_RESERVE = 100
 # Positions whose next-token logits a document keeps (DocumentState.tail): token healing backs off at
 # most TAIL_LOGITS - 1 tokens. Four rows of the LM head cost what one does on CPU (the weights are read once).
 TAIL_LOGITS = 4
-
-
-class Cancelled(Exception):
-    """The caller's stop check fired; the cache keeps whatever was already computed."""
-
-
-@dataclass
-class GreedyStep:
-    token: Token
-    text: str  # what this step appends to the document (may be "" while a character is incomplete)
 
 
 @dataclass
@@ -103,6 +94,8 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Engine:
+    capabilities = LOCAL  # the Backend protocol (types.Backend): everything, exact
+
     def __init__(
         self,
         loaded: LoadedModel,
@@ -194,6 +187,9 @@ class Engine:
         """The ids the model is fed for `text` (with the tokenizer's own special tokens), with offsets."""
         ids, offsets = self._encode(text)
         return TokenizedText(ids, [self.token(i) for i in ids], offsets)
+
+    def token_count(self, text: str) -> int:
+        return len(self._encode(text)[0])
 
     def _encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and their character offsets in `text` (none for the empty text)."""

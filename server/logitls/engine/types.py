@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,75 @@ class HealedTokens:
     healed: bool  # False: nothing was backed off or nothing continues the fragment; choices are the raw view
     context_tokens: int
     truncated: bool
+
+
+# -- one interface for every backend: the local Engine and the inference servers ---------------------
+
+class Cancelled(Exception):
+    """The caller's stop check fired. The local engine's cache keeps whatever was already computed;
+    a server's request was abandoned and its connection closed."""
+
+
+@dataclass
+class GreedyStep:
+    token: Token
+    text: str  # what this step appends to the document (may be "" while a character is incomplete)
+
+
+# What a backend's hover rank means: the token's rank in the whole vocabulary ("exact"), its rank
+# when it is among the top k the server listed and a bound below them ("top-k"), or none at all.
+RANKS = ("exact", "top-k", "none")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared so that callers never probe for methods or attributes."""
+
+    ranks: str  # one of RANKS
+    document_scores: bool  # a whole document scored in one pass: the surprisal lens
+    healing: bool  # completion and inline completion that continue a half-typed word
+    scored_remotely: bool  # every scored token costs a server request: hover asks for one position
+    branch: bool = False  # an alternative token can be fed by id (logitls.branch)
+
+    def __post_init__(self) -> None:
+        if self.ranks not in RANKS:
+            raise ValueError(f"ranks must be one of {RANKS}, got {self.ranks!r}")
+
+
+LOCAL = Capabilities(ranks="exact", document_scores=True, healing=True, scored_remotely=False, branch=True)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The calls the language server and the CLI make, answered by the local Engine or a server.
+
+    Optional calls exist exactly where `capabilities` declares them: `document_scores` (the lens),
+    `healed_next_tokens` / `healed_greedy` (healing), `token_score_at` (scored_remotely)."""
+
+    capabilities: Capabilities
+    loaded: Any
+    vocab_size: int
+    eos_ids: set[int]
+    context_window: int
+
+    def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int,
+                  **local_only: Any) -> None: ...
+
+    def token_count(self, text: str) -> int: ...
+
+    def next_tokens(self, text: str, n: int = 10, *, document: str = "",
+                    should_stop: Callable[[], bool] | None = None) -> NextTokens: ...
+
+    def token_scores(self, text: str, *, document: str = "",
+                     should_stop: Callable[[], bool] | None = None) -> TextScores: ...
+
+    def greedy(self, text: str, *, max_new_tokens: int | None = None, max_length: int | None = None,
+               document: str = "", should_stop: Callable[[], bool] | None = None) -> Iterator[GreedyStep]: ...
+
+    def generate_text(self, text: str, **options: Any) -> str: ...
+
+    def forget(self, document: str) -> None: ...
+
+    def forget_all(self) -> None: ...
+
+    def cached_documents_keys(self) -> list[str]: ...

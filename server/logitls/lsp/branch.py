@@ -33,7 +33,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from ..engine.branch import UNTIL, continue_branch
 from ..text import percent
 from .edit_job import apply_versioned_edit, document_position, field, is_int, run_with_progress, single_argument
-from .hover import _scored_text, _scores, scored_token, token_at
+from .hover import score_at, scored_token
 from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
 
 COMMAND = "logitls.branch"
@@ -118,7 +118,7 @@ def _alternative(engine, score, token_id: int):
     if token is None and token_id == score.token.id:
         token = score.token
     if token is None:
-        if getattr(engine, "remote", False) or not token_id < getattr(engine, "vocab_size", 0):
+        if not engine.capabilities.branch or not token_id < engine.vocab_size:
             return None, f"tokenId {token_id} is not a token of the model (or not one the server listed)"
         token = engine.token(token_id)
     if token.special:
@@ -165,8 +165,7 @@ def register(server: LogitlsServer) -> None:
         timeout = ls.settings.generate.timeout_seconds
 
         def run(engine, should_stop, report):
-            scores = _scores(engine, _scored_text(engine, text, offset), uri, should_stop)
-            score = token_at(scores, offset)
+            score = score_at(engine, text, offset, uri, should_stop)
             if score is None:
                 return None, f"no token at line {position.line}, character {position.character}"
             token, problem = _alternative(engine, score, token_id)

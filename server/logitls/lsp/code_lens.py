@@ -15,12 +15,21 @@ from .server import LogitlsServer
 COMMAND = "logitls.documentStats"
 
 
-def lens_title(stats) -> str:
+def lens_title(stats, scored_by: str = "") -> str:
+    """`scored_by`: the server that scored the document (backend openai), "" for the local model."""
+    remote = f" · scored remotely ({scored_by})" if scored_by else ""
     if stats.perplexity is None:
-        return f"logitls: {stats.tokens} tokens, too few to score"
+        return f"logitls: {stats.tokens} tokens, too few to score{remote}"
     window = " (sliding window)" if stats.truncated else ""
     return (f"logitls: perplexity {stats.perplexity:.2f} · {stats.mean_surprisal_bits:.2f} bits/token · "
-            f"{stats.tokens} tokens{window}")
+            f"{stats.tokens} tokens{window}{remote}")
+
+
+def scored_by(ls: LogitlsServer) -> str:
+    engine = ls.engine
+    if engine is None or not engine.capabilities.scored_remotely:
+        return ""
+    return f"{engine.loaded.dtype} at {engine.loaded.source}"
 
 
 def _uri_argument(args: tuple[Any, ...]) -> str:
@@ -45,12 +54,12 @@ def register(server: LogitlsServer) -> None:
         stats = document_stats(scored[1])
         top = types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0))
         return [types.CodeLens(range=top, command=types.Command(
-            title=lens_title(stats), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]
+            title=lens_title(stats, scored_by(ls)), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]
 
     @server.command(COMMAND)
     async def document_stats_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
         uri = _uri_argument(args)
         _, scores = await command_scores(ls, uri, COMMAND)
         stats = document_stats(scores)
-        ls.tell(lens_title(stats).removeprefix("logitls: "))
+        ls.tell(lens_title(stats, scored_by(ls)).removeprefix("logitls: "))
         return stats.to_json()

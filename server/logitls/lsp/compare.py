@@ -19,7 +19,8 @@ from .server import LogitlsServer, logger
 def sync_compare_model(server: LogitlsServer) -> None:
     """Load, swap or drop the compare model to match the settings (queued ahead of requests)."""
     wanted = server.settings.lens.compare_model.strip()
-    if wanted == server.compare_spec or server.engine is None or not hasattr(server.engine, "document_scores"):
+    # Compared token by token, both tokenizers here: a server's model is known only by its token texts.
+    if wanted == server.compare_spec or server.engine is None or server.engine.capabilities.scored_remotely:
         return
     settings, engine = server.settings, server.engine
     loop = asyncio.get_running_loop()

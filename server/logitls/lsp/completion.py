@@ -91,7 +91,7 @@ def register(server: LogitlsServer) -> None:
         heal = ls.settings.completion.token_healing
 
         def run(engine, stop):
-            if heal and hasattr(engine, "healed_next_tokens"):  # a remote backend lists only its top-k: no healing
+            if heal and engine.capabilities.healing:  # a server lists only its top k: nothing to heal from
                 return engine.healed_next_tokens(prefix, min(top_n, engine.vocab_size), document=uri, should_stop=stop)
             return engine.next_tokens(prefix, min(top_n + SPARE, engine.vocab_size), document=uri, should_stop=stop)
 

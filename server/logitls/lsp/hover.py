@@ -66,21 +66,33 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
     return "\n".join(lines)
 
 
-def _scored_text(engine, text: str, offset: int) -> str:
-    """A remote backend (`openai`) pays for every token it scores: it gets the text up to the end of the
-    hovered line only (the tokens before that score the same; a causal model never looks ahead)."""
-    if not getattr(engine, "remote", False):
-        return text
-    line_end = text.find("\n", offset)
-    return text if line_end < 0 else text[:line_end]
+def score_at(engine, text: str, offset: int, uri: str, should_stop):
+    """The scored token holding `offset`. Locally, the lens's scores (a sliding window over a document
+    longer than the context, so a token far from the end has the probability the lens colours it by).
+    A server pays for every token it scores: it is asked for as little as it can answer."""
+    if engine.capabilities.scored_remotely:
+        return engine.token_score_at(text, offset, document=uri, should_stop=should_stop)
+    return token_at(engine.document_scores(text, document=uri, should_stop=should_stop), offset)
 
 
-def _scores(engine, text: str, uri: str, should_stop):
-    """The same scores as the lens: with a sliding window over a document longer than the context,
-    so a token far from the end has a probability too, the one the lens colours it by."""
-    if hasattr(engine, "document_scores"):
-        return engine.document_scores(text, document=uri, should_stop=should_stop)
-    return engine.token_scores(text, document=uri, should_stop=should_stop)
+def exactness(engine, score) -> str:
+    """What a server's numbers are worth, said under its hover: nothing claims more than it gave."""
+    if engine is None or not engine.capabilities.scored_remotely:
+        return ""  # the local model: every number is exact, over the whole vocabulary
+    server = engine.loaded.dtype
+    if score.prob is None and score.alternatives:
+        return (f"_bound: the {server} server lists its top {len(score.alternatives)} only, "
+                f"and this token is not among them_")
+    if engine.capabilities.ranks == "exact":
+        return f"_exact: probability and rank over the whole vocabulary, from the {server} server_"
+    if score.rank is None:
+        return f"_probability exact, rank a bound: below the {len(score.alternatives)} the {server} server listed_"
+    return f"_exact: within the top {len(score.alternatives)} the {server} server listed_"
+
+
+def unavailable(engine) -> str:
+    return (f"**logitls**: unavailable: the {engine.loaded.dtype} server at {engine.loaded.source} gives no "
+            f"probabilities of a text's tokens, so hover has nothing to show; completion and generate work.")
 
 
 async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
@@ -101,9 +113,8 @@ async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feat
     Raises ModelUnavailable or JobCancelled."""
     scores = await _lens_scores(ls, uri, text)
     if scores is None:
-        scores = await ls.run_model(
-            lambda engine, stop: _scores(engine, _scored_text(engine, text, offset), uri, stop),
-            key=(uri, feature))
+        return await ls.run_model(lambda engine, stop: score_at(engine, text, offset, uri, stop),
+                                  key=(uri, feature))
     return token_at(scores, offset)
 
 
@@ -114,6 +125,9 @@ def register(server: LogitlsServer) -> None:
         text, _version = ls.snapshot(uri)
         positions, offset = ls.offset_at(text, params.position)
         alternatives = ls.settings.hover_alternatives
+        engine = ls.engine
+        if engine is not None and engine.capabilities.ranks == "none":
+            return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=unavailable(engine)))
         try:
             score = await scored_token(ls, uri, text, offset)
         except (ModelUnavailable, JobCancelled) as exc:
@@ -122,13 +136,16 @@ def register(server: LogitlsServer) -> None:
         engine = ls.engine
         vocab_size = engine.vocab_size if engine is not None and getattr(engine, "vocab_size_known", True) else None
         if score is None:
+            if engine is not None and engine.capabilities.ranks == "none":  # learnt on this very hover
+                return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
+                                                                value=unavailable(engine)))
             return None
         from .branch import hover_branch_link  # branch imports this module
 
         link = hover_branch_link(ls, uri, positions.position(score.start), score)
+        value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link)
+        note = exactness(engine, score)
         return types.Hover(
-            contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
-                                         value=hover_markdown(score, vocab_size, limit=alternatives,
-                                                              branch_link=link)),
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{value}\n\n{note}" if note else value),
             range=positions.range(score.start, score.end),
         )

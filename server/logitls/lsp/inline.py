@@ -19,7 +19,7 @@ def cut_at_line_end(text: str) -> str | None:
 def continuation(engine, prefix: str, heal: bool, **options):
     """Greedy steps after the cursor; with token healing the first completes the typed word (`…is ` →
     `Paris`), so each step's text is what goes after the cursor either way."""
-    if heal and hasattr(engine, "healed_greedy"):  # a remote backend cannot heal
+    if heal and engine.capabilities.healing:
         return engine.healed_greedy(prefix, **options)
     return engine.greedy(prefix, **options)
 

@@ -46,6 +46,8 @@ def bucket_edges(ls: LogitlsServer) -> tuple[int, int, int]:
 
 
 def engine_chunk(engine) -> int:
+    if engine.capabilities.scored_remotely:
+        return 0  # a server scores a window per request; the backend keeps finished windows
     from ..engine.engine import BACKGROUND_CHUNK  # the engine is loaded by now: no import cost
 
     return BACKGROUND_CHUNK
@@ -58,11 +60,12 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
     me = asyncio.current_task()
 
     def run(engine, should_stop):
-        if getattr(engine, "remote", False):
-            # A remote server scores a prompt ~40 ms a token (llama-cpp-python's echo): a lens pass
-            # over a page would take minutes. Completion, hover and generate still work.
-            raise LensUnavailable("the surprisal lens needs the local backend (backend: local)")
-        n_tokens = len(engine.tokenizer(text)["input_ids"]) if text else 0
+        if not engine.capabilities.document_scores:
+            # llama-cpp-python's echo scores a prompt ~40 ms a token, llama-server needs a request per
+            # token: a lens pass over a page would take minutes. Completion, hover and generate work.
+            raise LensUnavailable(f"the surprisal lens needs the local backend or a vLLM server (backend: local, "
+                                  f"or an endpoint served by vLLM); this one is {engine.loaded.dtype}")
+        n_tokens = engine.token_count(text) if text else 0
         if n_tokens > lens.max_document_tokens:
             raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
         scores = engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,

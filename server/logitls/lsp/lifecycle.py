@@ -195,7 +195,7 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
     def configure(_should_stop):
         options = {"max_context_tokens": settings.max_context_tokens, "alternatives": settings.hover_alternatives,
                    "cached_documents": settings.cached_documents}
-        if hasattr(engine, "score_prefill"):  # the local engine; a remote backend has no lens
+        if not engine.capabilities.scored_remotely:  # the local engine's own cache settings
             options["score_prefill"] = settings.lens.enabled
             # Room every window leaves for generation: inline completion and generate then reuse the
             # window (and KV cache) that completion and the lens already fed.
