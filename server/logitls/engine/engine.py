@@ -172,8 +172,9 @@ class Engine:
 
     @classmethod
     def load(cls, spec: str | None = None, *, dtype: str = "float32", device: str = "auto", threads: int = 0,
-             trust_remote_code: bool = False, **engine_options: Any) -> "Engine":
-        loaded = load_model(spec, dtype=dtype, device=device, threads=threads, trust_remote_code=trust_remote_code)
+             trust_remote_code: bool = False, weights: str = "exact", **engine_options: Any) -> "Engine":
+        loaded = load_model(spec, dtype=dtype, device=device, threads=threads, trust_remote_code=trust_remote_code,
+                            weights=weights)
         return cls(loaded, **engine_options)
 
     # -- tokens ---------------------------------------------------------------------------
