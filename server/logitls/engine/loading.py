@@ -144,7 +144,9 @@ def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
         )
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file for the user
         raise ModelLoadError(f"cannot read GGUF file {gguf}: {exc}") from exc
-    model = type(gguf_model)(gguf_model.config)
+    config = gguf_model.config
+    _drop_gguf_quantization(config)
+    model = type(gguf_model)(config)
     model.load_state_dict(gguf_model.state_dict())
     _remove_abandoned_staging(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".converting-{os.getpid()}-", dir=target.parent))
@@ -164,6 +166,16 @@ def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     progress("conversion done")
     return target
+
+
+def _drop_gguf_quantization(config: Any) -> None:
+    """A converted model holds plain dequantized weights: the GGUF's quantization_config, saved with it,
+    would have transformers treat the folder as packed GGUF blocks (and warn that bf16 is slow for them)."""
+    quantization = getattr(config, "quantization_config", None)
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else \
+        getattr(quantization, "quant_method", None)
+    if str(getattr(method, "value", method)) == "gguf":
+        del config.quantization_config
 
 
 def _remove_abandoned_staging(folder: Path) -> None:
@@ -310,6 +322,12 @@ def load_model(
         _check_hub_reachable(spec or source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        if gguf_of(spec) is not None:  # folders converted before the config was cleaned keep the GGUF's
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            _drop_gguf_quantization(config)
+            extra = {**extra, "config": config}
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
         )
