@@ -160,14 +160,15 @@ def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: 
     }
 
 
-def setting_profile(engine, document: str, greedy_prompt: str, *, keys: int, greedy_tokens: int) -> dict[str, Any]:
+def setting_profile(engine, document: str, greedy_prompt: str, *, keys: int, greedy_tokens: int,
+                    repeats: int = 2) -> dict[str, Any]:
     """The rows a weights/dtype setting must keep: cold prefill, keystroke and mid-document edit (and
     their ratios), and greedy against model.generate on the same model."""
-    cold = min(cold_prefill(engine, document, 2))
+    cold = min(cold_prefill(engine, document, repeats))
     keystroke = statistics.median(keystrokes(engine, document, "profile", keys))
     engine.forget("profile")
     n_tokens = len(engine.tokenizer(document)["input_ids"])
     mid = statistics.median(mid_document_edits(engine, document, min(500, n_tokens // 2), 1))
-    greedy = greedy_against_generate(engine, greedy_prompt, greedy_tokens, repeats=2)
+    greedy = greedy_against_generate(engine, greedy_prompt, greedy_tokens, repeats=repeats)
     return {"cold_prefill_ms": cold, "keystroke_ms": keystroke, "mid_edit_ms": mid,
             "keystroke_over_cold": keystroke / cold, "mid_edit_over_cold": mid / cold, "greedy": greedy}

@@ -25,6 +25,11 @@ def machine() -> str:
     return f"{device}; {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
+def progress(message: str) -> None:
+    """Where a long run is (on stderr: stdout carries the table or the JSON)."""
+    print(f"logitls bench: {message}", file=sys.stderr, flush=True)
+
+
 def cpu_bf16_support() -> str:
     """The CPU's bf16 instructions, as /proc/cpuinfo names them ("" where it has none)."""
     try:
@@ -48,6 +53,7 @@ def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: boo
     results: dict[str, Any] = {"model": model, "dtype": dtype, "weights": engine.loaded.weights,
                                "device": engine.loaded.device, "machine": machine(),
                                "cpu_bf16": cpu_bf16_support(), "command": " ".join(["logitls", *sys.argv[2:]])}
+    progress(f"engine rows ({engine.loaded.dtype}, {engine.loaded.weights} weights)")
     results.update(run_engine_bench(engine, doc_tokens=doc_tokens, repeats=1 if quick else 3,
                                     keys=5 if quick else 20, greedy_tokens=min(64, engine.context_window // 4)))
     results["settings"] = compare_settings(engine, model, device, threads, doc_tokens, quick)
@@ -55,6 +61,7 @@ def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: boo
         long_tokens = min(2000, engine.context_window - 16)
         base = document_of(engine, long_tokens)
         longs = [f"# document {n}\n" + base for n in range(3 if quick else 10)]
+        progress("the language server over stdio")
         served = run_lsp_bench(model, dtype, threads, document_of(engine, doc_tokens), longs, keys=5 if quick else 20,
                                weights=weights)
         served["lsp_overhead"] = served["lsp_keystroke_ms"] / results["keystroke_ms"] - 1
@@ -79,6 +86,7 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
         if (engine.loaded.dtype, engine.loaded.weights) == (dtype, weights):
             engines[(dtype, weights)] = engine
             continue
+        progress(f"loading {weights} {dtype}")
         other = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
         if other.loaded.weights == weights:
             engines[(dtype, weights)] = other
@@ -87,8 +95,11 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
     reference = engines[SETTINGS[0]]
     section: dict[str, Any] = {}
     for (dtype, weights), candidate in engines.items():
-        row = setting_profile(candidate, document, prompt, keys=5 if quick else 10, greedy_tokens=greedy_tokens)
+        progress(f"speed of {weights} {dtype}")
+        row = setting_profile(candidate, document, prompt, keys=5 if quick else 10, greedy_tokens=greedy_tokens,
+                              repeats=1 if quick else 2)
         if candidate is not reference:
+            progress(f"fidelity of {weights} {dtype}")
             row["fidelity"] = compare(reference, candidate)
         section[f"{weights} {dtype}"] = row
     section.update(skipped)
@@ -100,6 +111,7 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
     if why_not is None and engine.loaded.device == "cpu":
         import torch
 
+        progress("llama.cpp's server on the same GGUF")
         try:
             section["llama.cpp"] = llama_server.greedy_rate(gguf, prompt, greedy_tokens, torch.get_num_threads())
         except RuntimeError as exc:
