@@ -472,8 +472,7 @@ class Engine:
         if self._vocabulary_index is None:
             known = min(self.vocab_size, len(self.tokenizer))
             texts = self._token_texts(known)
-            pieces = self.tokenizer.convert_ids_to_tokens(list(range(known)))
-            for i, piece in enumerate(pieces):
+            for i, piece in enumerate(self._token_pieces(known)):
                 if piece and piece.startswith("\u2581") and not texts[i].startswith(" "):
                     texts[i] = " " + texts[i]  # as token(): SentencePiece drops a lone token's word-start space
             usable = [i not in self._special_ids and "\ufffd" not in texts[i] for i in range(known)]
@@ -481,6 +480,18 @@ class Engine:
             self._vocabulary_index.ids_tensor = torch.tensor(self._vocabulary_index.ids, dtype=torch.long,
                                                              device=self.device)
         return self._vocabulary_index
+
+    def _token_pieces(self, known: int) -> list[str | None]:
+        """Every token's vocabulary entry: from the Rust tokenizer's vocabulary in one call where it has
+        one (convert_ids_to_tokens asks for each id in turn: ~0.3 s for 49k tokens)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self.tokenizer.convert_ids_to_tokens(list(range(known)))
+        pieces: list[str | None] = [None] * known
+        for piece, token_id in backend.get_vocab(with_added_tokens=True).items():
+            if token_id < known:
+                pieces[token_id] = piece
+        return pieces
 
     def _token_texts(self, known: int) -> list[str]:
         """Every token's text alone. transformers' batch_decode costs ~0.6 s for 49k tokens, most of it
