@@ -75,7 +75,7 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
     float32, and llama.cpp's greedy rate on the same GGUF."""
     from ..engine import Engine
     from ..engine.loading import gguf_of
-    from .engine_bench import setting_profile
+    from .engine_bench import setting_profiles
     from .fidelity import compare
 
     document = document_of(engine, doc_tokens)
@@ -93,31 +93,38 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
         else:  # packed where the model has no 4-bit codes: nothing to compare
             skipped[f"{weights} {dtype}"] = {"skipped": other.loaded.note}
     reference = engines[SETTINGS[0]]
-    section: dict[str, Any] = {}
-    for (dtype, weights), candidate in engines.items():
-        progress(f"speed of {weights} {dtype}")
-        row = setting_profile(candidate, document, prompt, keys=5 if quick else 10, greedy_tokens=greedy_tokens,
-                              repeats=1 if quick else 2)
-        if candidate is not reference:
-            progress(f"fidelity of {weights} {dtype}")
-            row["fidelity"] = compare(reference, candidate)
-        section[f"{weights} {dtype}"] = row
-    section.update(skipped)
-    engines.clear()  # the extra models go before the language server's process starts
+    named = {f"{weights} {dtype}": candidate for (dtype, weights), candidate in engines.items()}
+    from contextlib import ExitStack
+
     from . import llama_server
 
     gguf = gguf_of(model)
     why_not = llama_server.available() if gguf is not None else "the model is not a GGUF file"
-    if why_not is None and engine.loaded.device == "cpu":
-        import torch
+    if why_not is None and engine.loaded.device != "cpu":
+        why_not = "measured on CPU only"
+    with ExitStack() as stack:
+        other_greedy = None
+        if why_not is None:
+            import torch
 
-        progress("llama.cpp's server on the same GGUF")
-        try:
-            section["llama.cpp"] = llama_server.greedy_rate(gguf, prompt, greedy_tokens, torch.get_num_threads())
-        except RuntimeError as exc:
-            section["llama.cpp"] = {"skipped": str(exc)}
-    else:
-        section["llama.cpp"] = {"skipped": why_not or "measured on CPU only"}
+            progress("starting llama.cpp's server on the same GGUF")
+            try:
+                server = stack.enter_context(llama_server.LlamaServer(gguf, torch.get_num_threads()))
+                other_greedy = lambda: server.greedy_tok_s(prompt, greedy_tokens)  # noqa: E731
+            except RuntimeError as exc:
+                why_not = str(exc)
+        progress("speed of each setting" + (" and of llama.cpp" if other_greedy else "") + ", in turns")
+        section: dict[str, Any] = setting_profiles(named, document, prompt, keys=5 if quick else 10,
+                                                   greedy_tokens=greedy_tokens, rounds=2 if quick else 3,
+                                                   other_greedy=other_greedy)
+    section["llama.cpp"] = section.pop("other", None) or {"skipped": why_not}
+    for name, candidate in named.items():
+        if candidate is not reference:
+            progress(f"fidelity of {name}")
+            section[name]["fidelity"] = compare(reference, candidate)
+    section.update(skipped)
+    engines.clear()  # the extra models go before the language server's process starts
+    named.clear()
     return section
 
 
