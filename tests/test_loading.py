@@ -70,6 +70,14 @@ def test_dtype_setting_is_applied(tiny_models, dtype):
     assert next(loaded.model.parameters()).dtype == getattr(torch, dtype)
 
 
+def test_the_default_model_in_bfloat16_loads_as_plain_weights_without_a_gguf_warning(capfd):
+    # The converted folder's config once kept the GGUF's quantization_config: transformers then took the
+    # folder for packed GGUF blocks and warned that bf16 is slow for them.
+    loaded = load_model("default", device="cpu", dtype="bfloat16")
+    assert getattr(loaded.model.config, "quantization_config", None) is None
+    assert "GGUF" not in capfd.readouterr().err
+
+
 def test_bfloat16_probabilities_are_computed_in_float32(tiny_models):
     from logitls.engine import Engine
 

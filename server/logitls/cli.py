@@ -26,6 +26,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("LOGITLS_MODEL", "default"),
                         help="'default' (embedded SmolLM2-135M-Instruct), a model folder, a .gguf file or a hub id")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--weights", default="exact", choices=("exact", "packed"),
+                        help="packed: a GGUF's 4-bit codes through torch's int4 kernel (CPU; faster decoding, "
+                             "probabilities move slightly); exact: the weights as loaded")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--trust-remote-code", action="store_true",
@@ -46,7 +49,7 @@ def _engine(args: argparse.Namespace):
 
     # One request per run: no window to share with other features, so none is kept free for them.
     return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                       trust_remote_code=args.trust_remote_code, generation_reserve=0)
+                       weights=args.weights, trust_remote_code=args.trust_remote_code, generation_reserve=0)
 
 
 def _read_text_once(args: argparse.Namespace) -> str:
@@ -186,7 +189,7 @@ def _engine_for_demo(args: argparse.Namespace):
     from .engine import Engine
 
     return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                       trust_remote_code=args.trust_remote_code)
+                       weights=args.weights, trust_remote_code=args.trust_remote_code)
 
 
 def _tcp_token(args: argparse.Namespace) -> str | None:
@@ -263,14 +266,14 @@ def _scoring_engine(args: argparse.Namespace):
     from .engine import Engine
 
     return Engine.load(args.model, dtype=args.dtype, device=args.device, threads=args.threads,
-                       trust_remote_code=args.trust_remote_code, generation_reserve=0)
+                       weights=args.weights, trust_remote_code=args.trust_remote_code, generation_reserve=0)
 
 
 def export_header(engine: Any, args: argparse.Namespace) -> dict[str, Any]:
     from .engine.loading import model_revision
 
     return {"logitls": __version__, "model": engine.loaded.name, "revision": model_revision(engine.loaded),
-            "dtype": engine.loaded.dtype, "device": engine.loaded.device, "contextWindow": engine.context_window,
+            "dtype": engine.loaded.dtype, "weights": engine.loaded.weights, "device": engine.loaded.device, "contextWindow": engine.context_window,
             "stride": args.stride or engine.context_window // 2, "vocabSize": engine.vocab_size,
             "alternatives": engine.alternatives}
 

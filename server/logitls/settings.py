@@ -117,6 +117,11 @@ class Settings:
                          scope="machine-overridable")
     dtype: str = setting("float32", "Weights' precision. Probabilities are always computed in float32.",
                          choices=("float32", "bfloat16", "float16"))
+    weights: str = setting("exact", "How the linear layers compute: `exact` (the weights as loaded, in `dtype`) or "
+                                    "`packed` (a GGUF's own 4-bit Q4_0/Q4_1 codes through torch's int4 kernel on "
+                                    "CPU: about 2x faster decoding; its bf16 rounding moves probabilities slightly, "
+                                    "see `logitls bench`'s fidelity table). Other models and devices stay exact.",
+                           choices=("exact", "packed"))
     device: str = setting("auto", "Where the model runs; `auto` takes a GPU when torch sees one.",
                           choices=("auto", "cpu", "cuda", "mps"))
     threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", minimum=0, maximum=256)
@@ -159,7 +164,7 @@ class Settings:
                                              "document perplexity.")
 
     # Settings whose change means loading the model again; the others apply at once.
-    RELOAD_FIELDS = ("model", "dtype", "device", "threads", "trust_remote_code",
+    RELOAD_FIELDS = ("model", "dtype", "weights", "device", "threads", "trust_remote_code",
                      "backend", "endpoint", "api_model", "api_key_env", "api_timeout_seconds")
 
     def needs_reload(self, other: "Settings") -> bool:

@@ -158,3 +158,37 @@ def run_engine_bench(engine, *, doc_tokens: int = 1000, repeats: int = 3, keys: 
         "mid_edit_over_cold": mid / cold,
         "greedy": greedy,
     }
+
+
+def setting_profiles(engines: dict[str, Any], document: str, greedy_prompt: str, *, keys: int, greedy_tokens: int,
+                     rounds: int = 2, other_greedy: Callable[[], float] | None = None) -> dict[str, dict[str, Any]]:
+    """The rows a weights/dtype setting must keep: cold prefill, keystroke and mid-document edit (and
+    their ratios), and greedy against model.generate on the same model; for each engine.
+
+    The settings take turns, round after round, and each row keeps its best round: on a shared
+    machine other work only ever adds time, and a slow spell then hits every setting alike.
+    `other_greedy` (another program's greedy tokens/s, e.g. llama.cpp's) takes its turn in each round too."""
+    taken: dict[str, dict[str, list]] = {name: {"cold": [], "keystroke": [], "mid": [], "greedy": []}
+                                         for name in engines}
+    other_rates: list[float] = []
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            n_tokens = len(engine.tokenizer(document)["input_ids"])
+            row = taken[name]
+            row["cold"] += cold_prefill(engine, document, 1)
+            row["keystroke"].append(statistics.median(keystrokes(engine, document, "profile", keys)))
+            engine.forget("profile")
+            row["mid"] += mid_document_edits(engine, document, min(500, n_tokens // 2), 1)
+            row["greedy"].append(greedy_against_generate(engine, greedy_prompt, greedy_tokens, repeats=1))
+        if other_greedy is not None:
+            other_rates.append(other_greedy())
+    profiles: dict[str, dict[str, Any]] = {"other": {"tok_s": max(other_rates)}} if other_rates else {}
+    for name, row in taken.items():
+        cold, keystroke, mid = min(row["cold"]), min(row["keystroke"]), min(row["mid"])
+        ours = max(g["logitls_tok_s"] for g in row["greedy"])
+        reference = max(g["generate_tok_s"] for g in row["greedy"])
+        greedy = {"new_tokens": greedy_tokens, "logitls_tok_s": ours, "generate_tok_s": reference,
+                  "ratio": ours / reference, "identical": all(g["identical"] for g in row["greedy"])}
+        profiles[name] = {"cold_prefill_ms": cold, "keystroke_ms": keystroke, "mid_edit_ms": mid,
+                          "keystroke_over_cold": keystroke / cold, "mid_edit_over_cold": mid / cold, "greedy": greedy}
+    return profiles

@@ -24,13 +24,13 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 async def _bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
-                 keys: int) -> dict[str, Any]:
+                 keys: int, weights: str) -> dict[str, Any]:
     from ..editor_session import EditorSession
 
     session = EditorSession("logitls-bench")
     client = session.client
     started = time.perf_counter()
-    initialize_ms = await session.start({"model": model, "dtype": dtype, "threads": threads,
+    initialize_ms = await session.start({"model": model, "dtype": dtype, "threads": threads, "weights": weights,
                                          "inline": {"enabled": False}})
     uri = "file:///bench/document.py"
     client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -81,5 +81,5 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
 
 
 def run_lsp_bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
-                  keys: int = 20) -> dict[str, Any]:
-    return asyncio.run(_bench(model, dtype, threads, document, long_documents, keys))
+                  keys: int = 20, weights: str = "exact") -> dict[str, Any]:
+    return asyncio.run(_bench(model, dtype, threads, document, long_documents, keys, weights))

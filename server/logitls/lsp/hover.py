@@ -23,11 +23,13 @@ def _row_text(choice) -> str:
     return visible(choice.text).replace("`", "ˋ").replace("|", "\\|")
 
 
-def hover_markdown(score, vocab_size: int | None, limit: int | None = None, branch_link=None) -> str:
+def hover_markdown(score, vocab_size: int | None, limit: int | None = None, branch_link=None,
+                   footer: str = "") -> str:
     """The hover for one scored token; `limit` caps the alternatives listed (`hoverAlternatives`).
 
     `branch_link(choice)`: a markdown link that branches on that alternative (`logitls.branch`), or ""
-    where none is offered; given, the table has a last column for them (VS Code's command links)."""
+    where none is offered; given, the table has a last column for them (VS Code's command links).
+    `footer`: a last line in italics (which weights produced the numbers, where not the exact ones)."""
     shown = visible(score.token.text).replace("`", "ˋ")
     listed = score.alternatives if limit is None else score.alternatives[:limit]
     if score.prob is None and not score.alternatives:
@@ -63,6 +65,8 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
         mark = " ◀" if alternative.id == score.token.id else ""
         link = "" if branch_link is None else f" {branch_link(alternative)} |"
         lines.append(f"| {alternative.rank} | `{_row_text(alternative)}`{mark} | {percent(alternative.prob)} |{link}")
+    if footer:
+        lines += ["", f"_{footer}_"]
     return "\n".join(lines)
 
 
@@ -118,6 +122,12 @@ async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feat
     return token_at(scores, offset)
 
 
+def weights_note(engine) -> str:
+    """Said under the numbers when they come from packed 4-bit weights rather than the exact ones."""
+    loaded = getattr(engine, "loaded", None)
+    return "from packed 4-bit weights" if getattr(loaded, "weights", "exact") == "packed" else ""
+
+
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -143,7 +153,7 @@ def register(server: LogitlsServer) -> None:
         from .branch import hover_branch_link  # branch imports this module
 
         link = hover_branch_link(ls, uri, positions.position(score.start), score)
-        value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link)
+        value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link, footer=weights_note(engine))
         note = exactness(engine, score)
         return types.Hover(
             contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{value}\n\n{note}" if note else value),

@@ -118,7 +118,7 @@ async def load_model(server: LogitlsServer) -> None:
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
         return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
-                           trust_remote_code=settings.trust_remote_code)
+                           weights=settings.weights, trust_remote_code=settings.trust_remote_code)
 
     message = "Model failed to load"
     try:
@@ -144,7 +144,11 @@ async def load_model(server: LogitlsServer) -> None:
         took = time.monotonic() - started
         logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
                     engine.loaded.device, engine.loaded.dtype, took)
-        server.set_status("ready", f"{settings.model} on {engine.loaded.device}")
+        loaded = getattr(engine, "loaded", None)
+        if loaded is not None and loaded.note:
+            logger.warning("%s", loaded.note)
+        weights = f", {loaded.weights} weights" if loaded is not None and loaded.weights != "exact" else ""
+        server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
         message = f"Model ready ({took:.1f} s)"
     finally:
         if token is not None:
@@ -282,7 +286,8 @@ def register(server: LogitlsServer) -> None:
         return {"state": ls.model_state, "model": ls.settings.model, "error": ls.model_error,
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
-                "compareModel": ls.compare_spec if ls.compare_engine is not None else None}
+                "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
+                "weights": getattr(getattr(engine, "loaded", None), "weights", None)}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:

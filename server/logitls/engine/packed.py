@@ -1,0 +1,349 @@
+"""Packed 4-bit weights: a GGUF's own Q4_0/Q4_1 codes run through torch's CPU int4 kernel.
+
+The default model's GGUF stores every linear layer as Q4_1 (blocks of 32 weights: value = d·q + m,
+q in 0..15) and the "exact" model is those values dequantized to fp32: every decode step reads
+4 bytes a weight where the file holds about 0.6. torch's `_weight_int4pack_mm_for_cpu` (group size
+32) computes with `(q - 8)·scale + zero`, so a Q4_1 block is `scale = d, zero = m + 8d` and a Q4_0
+block (value = d·(q - 8)) is `scale = d, zero = 0`: the codes go in unchanged. What changes the
+numbers is the kernel's bf16: its input is rounded to bf16 (it is vectorised for bf16 input only;
+fp32 input takes a scalar loop ~7x slower than fp32 GEMV), and so are the scales and zeros
+(fp16 in the file). Everything else (LM head, norms, residual stream, attention, KV cache) stays in
+the model's dtype; `logitls bench` measures what the rounding costs against the exact path.
+(Feeding the input as two bf16 halves, hi + lo, in one M = 2 call cut the mean KL by only a third:
+the rounding of the scales and of the output dominates, and those the kernel fixes.)
+
+Each packed layer is checked against the loaded model's own weight (the GGUF's values as
+transformers dequantized them): a layer whose codes do not reproduce it exactly stays exact. The
+packed layers are written once beside the converted model, per CPU capability (the kernel's layout
+differs between AVX-512, AVX2 and plain builds), so a later start only maps them in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger("logitls.engine")
+GROUP = 32  # weights per Q4_0/Q4_1 block, and the kernel's group size
+Q4_0, Q4_1 = 2, 3  # ggml type ids (gguf.GGMLQuantizationType)
+BLOCK_BYTES = {Q4_0: 18, Q4_1: 20}  # fp16 d [, fp16 m], 16 bytes of codes
+# Sibling projections that read the same input: one kernel call computes all of them.
+FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+@dataclass
+class Q4Blocks:
+    """One linear layer's Q4 codes as the GGUF stores them: rows of `K / 32` blocks."""
+
+    kind: int  # Q4_0 or Q4_1
+    raw: np.ndarray  # uint8 [N, K / 32 * BLOCK_BYTES[kind]]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * GROUP
+
+    def rows(self, order: np.ndarray) -> "Q4Blocks":
+        return Q4Blocks(self.kind, self.raw[order])
+
+    def unpack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """codes (int32 [N, K], 0..15), scale and zero (fp32 [N, K / 32]) with value = (q - 8)·scale + zero."""
+        n, k = self.shape
+        blocks = torch.from_numpy(np.ascontiguousarray(self.raw)).view(n, k // GROUP, BLOCK_BYTES[self.kind])
+        d = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()
+        if self.kind == Q4_1:
+            m = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1).float()
+            zero, qs = m + 8 * d, blocks[..., 4:]
+        else:
+            zero, qs = torch.zeros_like(d), blocks[..., 2:]
+        # a block's byte j holds weight j in its low nibble and weight j + 16 in its high one
+        codes = torch.cat([qs & 0x0F, qs >> 4], dim=-1).reshape(n, k).to(torch.int32)
+        return codes, d, zero
+
+    def dequantize(self) -> torch.Tensor:
+        """The fp32 values, computed as transformers' GGUF loader does (d·q + m in fp32)."""
+        codes, scale, zero = self.unpack()
+        n, k = self.shape
+        grouped = codes.view(n, k // GROUP, GROUP).float()
+        if self.kind == Q4_1:
+            return (grouped * scale[..., None] + (zero - 8 * scale)[..., None]).view(n, k)
+        return ((grouped - 8) * scale[..., None]).view(n, k)
+
+
+def quantize_q4(weight: torch.Tensor, kind: int = Q4_1) -> Q4Blocks:
+    """A weight quantised as llama.cpp does (gguf-py's reference quantiser): for tests and benches of
+    random-weight models, whose `exact` weights are then set to these blocks' values."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    raw = quantize(weight.detach().float().numpy(), GGMLQuantizationType(kind))
+    return Q4Blocks(kind, raw)
+
+
+class PackedLinear(nn.Module):
+    """A linear layer (or several sharing their input, see FUSED_GROUPS) computed by the int4 kernel."""
+
+    def __init__(self, packed: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None,
+                 in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("packed", packed, persistent=False)
+        self.register_buffer("scales_zeros", scales_zeros, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+
+    @classmethod
+    def from_blocks(cls, blocks: Q4Blocks, bias: torch.Tensor | None) -> "PackedLinear":
+        codes, scale, zero = blocks.unpack()
+        n, k = blocks.shape
+        # The packed layout depends on the CPU capability torch runs with (AVX-512, AVX2, scalar).
+        packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+        scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        return cls(packed, scales_zeros, None if bias is None else bias.detach().clone(), k, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != torch.bfloat16:
+            flat = flat.to(torch.bfloat16)
+        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
+        out = out.view(*x.shape[:-1], self.out_features)
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class FusedSlice(nn.Module):
+    """One projection of a fused group: the first of the group to see an input runs the kernel for all
+    of them, the others take their columns of that output.
+
+    The attention and MLP code of transformers calls q, k and v (gate and up) one after the other on
+    the same tensor; the cached output is reused only for that very tensor object (held, so no other
+    tensor can take its identity), and outside inference mode only while its version is unchanged.
+    """
+
+    def __init__(self, fused: "FusedGroup", start: int, end: int) -> None:
+        super().__init__()
+        self.fused = [fused]  # in a list: not a submodule of each slice
+        self.start, self.end = start, end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fused[0].part(x, self.start, self.end)
+
+
+class FusedGroup(nn.Module):
+    def __init__(self, linear: PackedLinear, parts: int) -> None:
+        super().__init__()
+        self.linear = linear
+        self.parts = parts
+        self._input: torch.Tensor | None = None
+        self._version: int | None = None
+        self._output: torch.Tensor | None = None
+        self._left = 0
+
+    def part(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        version = None if x.is_inference() else x._version  # inference tensors keep no version counter
+        if self._output is None or x is not self._input or version != self._version:
+            self._output = self.linear(x)
+            self._input, self._version, self._left = x, version, self.parts
+        out = self._output[..., start:end]
+        self._left -= 1
+        if self._left <= 0:  # every projection has its part: hold nothing between forward passes
+            self._input = self._output = None
+        return out
+
+
+def _concat(blocks: list[Q4Blocks]) -> Q4Blocks | None:
+    if len({b.kind for b in blocks}) != 1 or len({b.shape[1] for b in blocks}) != 1:
+        return None
+    return Q4Blocks(blocks[0].kind, np.concatenate([b.raw for b in blocks], axis=0))
+
+
+def _packable(blocks: Q4Blocks, linear: nn.Module) -> bool:
+    n, k = blocks.shape
+    # the kernel packs output rows in blocks of 16 and needs whole groups along the input
+    return isinstance(linear, nn.Linear) and (n, k) == tuple(linear.weight.shape) and n % 16 == 0 and k % GROUP == 0
+
+
+def build_packed(model: nn.Module, layers: dict[str, Q4Blocks], verify: bool = True) -> list[dict[str, Any]]:
+    """The packed form of the model's linear layers named in `layers` (by module name), sibling
+    projections fused where all of a group is packed: a list of entries {modules, widths, layer}.
+
+    With `verify`, a layer is packed only where its codes reproduce the loaded weight exactly.
+    """
+    modules = dict(model.named_modules())
+    usable: dict[str, Q4Blocks] = {}
+    for name, blocks in layers.items():
+        linear = modules.get(name)
+        if linear is None or not _packable(blocks, linear):
+            continue
+        if verify and not torch.equal(blocks.dequantize(), linear.weight.detach().float()):
+            logger.warning("packed weights: %s does not match the GGUF's codes; it stays exact", name)
+            continue
+        usable[name] = blocks
+    plan: list[dict[str, Any]] = []
+    grouped: set[str] = set()
+    for parent_name, parent in modules.items():
+        prefix = f"{parent_name}." if parent_name else ""
+        for group in FUSED_GROUPS:
+            names = [prefix + child for child in group]
+            if not all(n in usable for n in names):
+                continue
+            blocks = _concat([usable[n] for n in names])
+            biases = [getattr(parent, child).bias for child in group]
+            if blocks is None or len({b is None for b in biases}) != 1:
+                continue
+            bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+            plan.append({"modules": names, "widths": [usable[n].shape[0] for n in names],
+                         "layer": PackedLinear.from_blocks(blocks, bias)})
+            grouped.update(names)
+    for name, blocks in usable.items():
+        if name not in grouped:
+            plan.append({"modules": [name], "widths": [blocks.shape[0]],
+                         "layer": PackedLinear.from_blocks(blocks, modules[name].bias)})
+    return plan
+
+
+def apply_packed(model: nn.Module, plan: list[dict[str, Any]]) -> int:
+    """Put the plan's packed layers in place of the model's linear ones; returns how many were replaced."""
+    replaced = 0
+    for entry in plan:
+        layer: PackedLinear = entry["layer"]
+        if len(entry["modules"]) == 1:
+            _replace(model, entry["modules"][0], layer)
+            replaced += 1
+            continue
+        fused = FusedGroup(layer, len(entry["modules"]))
+        start = 0
+        for name, width in zip(entry["modules"], entry["widths"]):
+            _replace(model, name, FusedSlice(fused, start, start + width))
+            start += width
+            replaced += 1
+        parent_name = entry["modules"][0].rpartition(".")[0]
+        parent = model.get_submodule(parent_name) if parent_name else model
+        parent.add_module("fused_" + entry["modules"][0].rpartition(".")[2].split("_")[0], fused)
+    return replaced
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
+    """Write the packed layers to one safetensors file (written whole, then renamed into place)."""
+    import json
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    layout = []
+    for i, entry in enumerate(plan):
+        layer = entry["layer"]
+        tensors[f"{i}.packed"] = layer.packed
+        tensors[f"{i}.scales_zeros"] = layer.scales_zeros
+        if layer.bias is not None:
+            tensors[f"{i}.bias"] = layer.bias
+        layout.append({"modules": entry["modules"], "widths": entry["widths"], "in": layer.in_features,
+                       "out": layer.out_features})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=".packed-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, staging, metadata={"layout": json.dumps(layout)})
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+
+
+def load_plan(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    from safetensors import safe_open
+
+    plan = []
+    with safe_open(str(path), framework="pt") as f:
+        layout = json.loads(f.metadata()["layout"])
+        names = set(f.keys())
+        for i, entry in enumerate(layout):
+            bias = f.get_tensor(f"{i}.bias") if f"{i}.bias" in names else None
+            layer = PackedLinear(f.get_tensor(f"{i}.packed"), f.get_tensor(f"{i}.scales_zeros"), bias,
+                                 entry["in"], entry["out"])
+            plan.append({"modules": entry["modules"], "widths": entry["widths"], "layer": layer})
+    return plan
+
+
+def plan_file(folder: Path) -> Path:
+    """Where a converted model keeps its packed layers: per CPU capability, since the layout depends on it."""
+    return folder / f"packed-q4-{torch.backends.cpu.get_cpu_capability().lower()}.safetensors"
+
+
+def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path) -> int:
+    """Pack the model's Q4 layers from the GGUF it was converted from, building the packed file once."""
+    path = plan_file(folder)
+    if path.exists():
+        try:
+            return apply_packed(model, load_plan(path))
+        except Exception:  # noqa: BLE001 - a damaged or foreign file: build it again
+            logger.warning("packed weights: cannot read %s; building it again", path, exc_info=True)
+    plan = build_packed(model, gguf_q4_layers(gguf, model))
+    try:
+        save_plan(plan, path)
+    except OSError:
+        logger.warning("packed weights: cannot write %s; they are built again next time", path)
+    return apply_packed(model, plan)
+
+
+def gguf_q4_layers(gguf: Path, model: nn.Module) -> dict[str, Q4Blocks]:
+    """The GGUF's Q4_0/Q4_1 tensors by the model's module names, rows in the model's order.
+
+    Names are mapped with gguf-py's tensor name map and rows permuted (llama.cpp permutes Llama's q/k
+    rows for its RoPE) by transformers' own tensor processor, as transformers' GGUF loader does.
+    """
+    from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, read_field
+
+    reader = GGUFReader(str(gguf))
+    architecture = read_field(reader, "general.architecture")[0]
+    config = model.config
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config={
+        "num_attention_heads": getattr(config, "num_attention_heads", None),
+        "num_key_value_heads": getattr(config, "num_key_value_heads", None)})
+    arch = next((key for key, value in MODEL_ARCH_NAMES.items() if value == architecture), None)
+    if arch is None:
+        return {}
+    # transformers' get_gguf_hf_weights_map does this for every submodule (seconds); its naming is the
+    # same: a module's GGUF name from its full name, or from the name below the top module.
+    names = get_tensor_name_map(arch, config.num_hidden_layers)
+    mapping: dict[str, str] = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        gguf_name = names.get_name(module_name) or names.get_name(module_name.partition(".")[2])
+        if gguf_name is not None:
+            mapping.setdefault(gguf_name + ".weight", module_name + ".weight")
+    layers: dict[str, Q4Blocks] = {}
+    for tensor in reader.tensors:
+        if int(tensor.tensor_type) not in BLOCK_BYTES:
+            continue
+        raw = np.asarray(tensor.data)
+        order = np.arange(raw.shape[0], dtype=np.float64).reshape(-1, 1)
+        result = processor.process(weights=order, name=tensor.name, tensor_key_mapping=mapping,
+                                   parsed_parameters={"tensors": {}, "config": {}})
+        if result.name not in mapping or result.weights is None or np.shape(result.weights) != order.shape:
+            continue
+        hf_name = mapping[result.name]
+        if not hf_name.endswith(".weight"):
+            continue
+        rows = np.asarray(result.weights).reshape(-1).astype(np.int64)
+        layers[hf_name[: -len(".weight")]] = Q4Blocks(int(tensor.tensor_type), raw).rows(rows)
+    return layers
+

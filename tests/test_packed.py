@@ -1,0 +1,146 @@
+"""Packed 4-bit weights (engine/packed.py): the codes reproduce the exact weights, and the engine's answers
+through the int4 kernel stay within the bf16 rounding of the exact ones, the KV cache included."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import build_gpt2_tokenizer
+
+from logitls.engine import Engine
+from logitls.engine.packed import FusedSlice, PackedLinear, Q4_0, Q4_1, apply_packed, build_packed, quantize_q4
+
+TEXT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n# the quick brown fox jumps over the lazy dog"
+
+
+def _q4_layers(model, kind: int) -> dict:
+    """Quantise every linear layer but the LM head, and give the model those values: its exact weights
+    are then what a GGUF's Q4 blocks hold, as with the default model."""
+    layers = {}
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and module is not head:
+                blocks = quantize_q4(module.weight, kind)
+                module.weight.copy_(blocks.dequantize())
+                layers[name] = blocks
+    return layers
+
+
+@pytest.fixture(scope="module", params=[("llama", Q4_1), ("qwen2", Q4_1), ("llama", Q4_0)],
+                ids=["llama-q4_1", "qwen2-q4_1", "llama-q4_0"])
+def engines(request, tmp_path_factory):
+    """An exact and a packed engine on the same tiny random model (Qwen2: q/k/v with biases)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    architecture, kind = request.param
+    tokenizer = build_gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=eos,
+                  eos_token_id=eos, tie_word_embeddings=True)
+    torch.manual_seed(5)
+    model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**common)))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)  # sharpen: greedy and ranks mean something
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0, 0.1)
+    layers = _q4_layers(model, kind)
+    folder = tmp_path_factory.mktemp(f"q4-{architecture}")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    exact = Engine.load(str(folder), device="cpu")
+    packed = Engine.load(str(folder), device="cpu")
+    assert apply_packed(packed.model, build_packed(packed.model, layers)) == len(layers)
+    packed.loaded.weights = "packed"
+    return exact, packed
+
+
+def test_every_linear_layer_but_the_head_is_packed_and_siblings_are_fused(engines):
+    _, packed = engines
+    modules = dict(packed.model.named_modules())
+    for i in range(2):
+        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"):
+            assert isinstance(modules[f"model.layers.{i}.{name}"], FusedSlice), name
+        assert isinstance(modules[f"model.layers.{i}.self_attn.o_proj"], PackedLinear)
+        assert isinstance(modules[f"model.layers.{i}.mlp.down_proj"], PackedLinear)
+    assert isinstance(packed.model.get_output_embeddings(), torch.nn.Linear)  # the LM head stays exact
+
+
+def _distributions(engine, text):
+    ids = engine.tokenizer(text)["input_ids"]
+    with torch.inference_mode():
+        return torch.log_softmax(engine.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def test_packed_distributions_stay_within_the_kernels_bf16_rounding(engines):
+    exact, packed = engines
+    reference, candidate = _distributions(exact, TEXT), _distributions(packed, TEXT)
+    kl = (reference.exp() * (reference - candidate)).sum(dim=-1)
+    assert float(kl.mean()) < 5e-3
+    assert float((reference.exp() - candidate.exp()).abs().max()) < 0.05
+    # Unlike a wrong mapping or permutation, rounding moves no clear winner.
+    top2 = reference.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 0.1
+    assert bool((reference.argmax(-1) == candidate.argmax(-1))[clear].all())
+
+
+def test_packed_greedy_follows_the_exact_path(engines):
+    exact, packed = engines
+    exact_ids = [s.token.id for s in exact.greedy(TEXT, max_new_tokens=24, document="g")]
+    packed_ids = [s.token.id for s in packed.greedy(TEXT, max_new_tokens=24, document="g")]
+    # Token for token up to the first position where the exact model itself hesitates (a near tie).
+    ids = exact.tokenizer(TEXT)["input_ids"]
+    for step, token in enumerate(exact_ids):
+        logprobs = _distributions(exact, exact.tokenizer.decode(ids + exact_ids[:step]))[-1]
+        top2 = logprobs.topk(2).values
+        if float(top2[0] - top2[1]) < 0.1:
+            break
+        assert packed_ids[step] == token, step
+
+
+def test_kept_cache_with_packed_weights_equals_a_fresh_prefill(engines):
+    _, packed = engines
+    edited = TEXT.replace("brown", "red")
+    packed.next_tokens(TEXT, 5, document="kept")
+    packed.next_tokens(TEXT + " and", 5, document="kept")  # a keystroke: one more token on the cache
+    kept = packed.next_tokens(edited, 5, document="kept")  # an edit mid-text: the cache is cropped
+    packed.forget("fresh")
+    fresh = packed.next_tokens(edited, 5, document="fresh")
+    assert [c.token.id for c in kept.choices] == [c.token.id for c in fresh.choices]
+    for a, b in zip(kept.choices, fresh.choices):
+        assert math.isclose(a.prob, b.prob, abs_tol=2e-3)
+
+
+def test_packed_scores_equal_the_packed_forward(engines):
+    _, packed = engines
+    scores = packed.token_scores(TEXT, document="scores")
+    reference = _distributions(packed, TEXT)
+    ids = packed.tokenizer(TEXT)["input_ids"]
+    for i in range(1, len(ids)):
+        assert scores.tokens[i].logprob == pytest.approx(float(reference[i - 1, ids[i]]), abs=5e-3)
+
+
+def test_a_folder_model_asked_for_packed_weights_stays_exact_and_says_why(tiny_models):
+    engine = Engine.load(str(tiny_models["llama"]), device="cpu", weights="packed")
+    assert engine.loaded.weights == "exact"
+    assert "GGUF" in engine.loaded.note
+
+
+def test_the_default_models_gguf_codes_pack_every_linear_layer(default_engine):
+    packed = Engine.load("default", device="cpu", weights="packed")
+    assert packed.loaded.weights == "packed"
+    kinds = [type(m) for m in packed.model.modules()]
+    assert kinds.count(FusedSlice) == 30 * 5 and kinds.count(PackedLinear) == 30 * 2 + 30 * 2  # fused + o, down
+    exact = default_engine.next_tokens("The capital of France is", 3)
+    fast = packed.next_tokens("The capital of France is", 3)
+    assert [c.token.text for c in fast.choices] == [c.token.text for c in exact.choices]
+    assert fast.choices[0].prob == pytest.approx(exact.choices[0].prob, abs=0.03)
+    # no near tie on this path (after "import numpy as np\n" there is one, and packed takes the other side)
+    assert packed.generate_text("The capital of France is", max_new_tokens=8) == \
+        default_engine.generate_text("The capital of France is", max_new_tokens=8)
