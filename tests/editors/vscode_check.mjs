@@ -9,7 +9,7 @@
 // Environment: LOGITLS_VSCODE_URL (the workbench, ?folder=…), LOGITLS_PLAYWRIGHT (playwright-core's
 // node_modules folder), LOGITLS_CHROMIUM, LOGITLS_TEST_OUT, LOGITLS_SETTINGS (the Remote settings.json,
 // rewritten to change settings as the Settings editor would), LOGITLS_COMPARE_MODEL (a folder for
-// lens.compareModel).
+// lens.compareModel), LOGITLS_TOKEN_SPANS (lens.txt's tokens as [start, end) pairs, whitespace left out).
 import { createRequire } from "module";
 import * as fs from "fs";
 import * as path from "path";
