@@ -104,6 +104,21 @@ def _start_fine_tune(folder: Path, env: dict[str, str], log: Path) -> subprocess
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def _token_spans(env: dict[str, str]) -> list[list[int]]:
+    """The default model's tokens of LENS as the lens colours them: [start, end) without the whitespace
+    (the space of ` Paris` stays plain), from the tokenizer the server uses."""
+    proc = subprocess.run([sys.executable, "-m", "logitls", "tokens", "--json", LENS], env=env, capture_output=True,
+                          text=True, timeout=300, check=True)
+    spans = []
+    for token in json.loads(proc.stdout)["tokens"]:
+        piece = LENS[token["start"]:token["end"]]
+        start = token["start"] + len(piece) - len(piece.lstrip())
+        end = token["start"] + len(piece.rstrip())
+        if end > start:
+            spans.append([start, end])
+    return spans
+
+
 def _start_code_server(paths: dict[str, str], tmp: Path, env: dict[str, str], workspace: Path):
     data, extensions = tmp / "data", tmp / "extensions"
     config = tmp / "config.yaml"
@@ -189,13 +204,15 @@ def vscode_run(tmp_path_factory):
     compare = tmp / "default-tuned"
     out = tmp / "out"
     out.mkdir()
+    token_spans = _token_spans(editor_env(tmp))
     fine_tune = _start_fine_tune(compare, editor_env(tmp), tmp / "fine-tune.log")
     try:
         proc, url = _start_code_server(paths, tmp, env, workspace)
         try:
             check_env = dict(env, LOGITLS_VSCODE_URL=f"{url}/?folder={workspace}",
                              LOGITLS_PLAYWRIGHT=paths["NODE_MODULES"], LOGITLS_CHROMIUM=paths["CHROMIUM"],
-                             LOGITLS_TEST_OUT=str(out), LOGITLS_SETTINGS=str(settings), LOGITLS_COMPARE_MODEL=str(compare))
+                             LOGITLS_TEST_OUT=str(out), LOGITLS_SETTINGS=str(settings), LOGITLS_COMPARE_MODEL=str(compare),
+                             LOGITLS_TOKEN_SPANS=json.dumps(token_spans))
             driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True,
                                     timeout=900)
         finally:
@@ -207,6 +224,7 @@ def vscode_run(tmp_path_factory):
     result_file = out / "result.json"
     assert result_file.exists(), f"the driver wrote nothing (rc {driver.returncode}):\n{driver.stdout}\n{driver.stderr}"
     result = json.loads(result_file.read_text())
+    result["token_spans"] = token_spans
     result["log"] = "".join(p.read_text() for p in sorted((tmp / "data" / "logs").glob("*/exthost*/logitls.logitls/*.log")))
     screens = os.environ.get("LOGITLS_SCREENS")
     if screens:
@@ -263,6 +281,19 @@ def test_the_lens_colours_tokens_and_shows_perplexity_and_a_surprise(vscode_run)
     problems = vscode_run["problems"]
     assert any(row.startswith("lens.txt") for row in problems), problems
     assert any(re.match(r"unlikely here: p=\S+ \(rank \d+, [\d.]+ bits\); the model expected", row) for row in problems)
+
+
+def test_each_colour_covers_one_whole_token(vscode_run):
+    spans = [[span["start"], span["start"] + len(span["text"])] for span in vscode_run["rank_colours"]]
+    # every token but the first (it has no probability: nothing before it) is coloured, and only those
+    assert spans == vscode_run["token_spans"][1:], (spans, vscode_run["token_spans"])
+
+
+def test_after_an_undo_the_colours_are_the_restored_texts_on_its_tokens(vscode_run):
+    # was: the branched text's colours shifted along with the undo stayed on the screens (`a|nd`,
+    # `pelica|ns`) while the driver compared colours without their places
+    assert vscode_run["colours_after_hover_link_undo"] == vscode_run["rank_colours"]
+    assert vscode_run["colours_after_undo"] == vscode_run["rank_colours"]
 
 
 def test_hover_shows_probability_and_rank(vscode_run):

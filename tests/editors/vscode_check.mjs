@@ -9,7 +9,7 @@
 // Environment: LOGITLS_VSCODE_URL (the workbench, ?folder=…), LOGITLS_PLAYWRIGHT (playwright-core's
 // node_modules folder), LOGITLS_CHROMIUM, LOGITLS_TEST_OUT, LOGITLS_SETTINGS (the Remote settings.json,
 // rewritten to change settings as the Settings editor would), LOGITLS_COMPARE_MODEL (a folder for
-// lens.compareModel).
+// lens.compareModel), LOGITLS_TOKEN_SPANS (lens.txt's tokens as [start, end) pairs, whitespace left out).
 import { createRequire } from "module";
 import * as fs from "fs";
 import * as path from "path";
@@ -97,7 +97,8 @@ async function waitForStatus(pattern, timeout = MODEL_TIMEOUT) {
 }
 
 async function shot(name) {
-  await page.screenshot({ path: path.join(OUT, `${name}.png`) });
+  // a hover fades in: without its animation run to the end, a screen may catch it half drawn
+  await page.screenshot({ path: path.join(OUT, `${name}.png`), animations: "disabled" });
 }
 
 /** The editor's visible text: its lines as rendered (Monaco renders spaces as U+00A0), without the
@@ -171,26 +172,54 @@ async function triggerSuggest() {
   return suggestRows();
 }
 
-/** The lens's colours: each rendered token's text and computed colour, in reading order. */
+/** The lens's colours: each coloured span's text, where it starts in the document (the lines are one
+ *  wrapped line) and its computed colour, in reading order. Plain text (Monaco's default foreground,
+ *  class mtk1) is left out. */
 async function lineColours() {
-  return page.evaluate(() => [...document.querySelectorAll(".editor-instance .view-line")]
-    .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))
-    .flatMap((line) => [...line.querySelectorAll("span > span")])
-    .map((span) => ({
-      text: span.innerText.replace(/\u00a0/g, " "),
-      colour: getComputedStyle(span).color,
-      bold: Number(getComputedStyle(span).fontWeight) >= 700,
-    })));
+  return page.evaluate(() => {
+    let at = 0;
+    const out = [];
+    const lines = [...document.querySelectorAll(".editor-instance .view-line")]
+      .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top));
+    for (const span of lines.flatMap((line) => [...line.querySelectorAll("span > span")])) {
+      const text = span.textContent.replace(/\u00a0/g, " ");
+      if (!span.classList.contains("mtk1") && text.trim()) {
+        const style = getComputedStyle(span);
+        out.push({ start: at, text, colour: style.color, bold: Number(style.fontWeight) >= 700 });
+      }
+      at += text.length;
+    }
+    return out;
+  });
 }
 
-async function waitForColours(predicate, timeout = MODEL_TIMEOUT) {
+// The server's tokens of lens.txt as the lens colours them: [start, end) with the whitespace left out.
+const TOKEN_SPANS = new Set(JSON.parse(process.env.LOGITLS_TOKEN_SPANS ?? "[]").map(([start, end]) => `${start}-${end}`));
+
+/** Every colour covers one whole token: after an edit the workbench shifts the colours it has along
+ *  with the text until the server's tokens for the new text come, and those shifted colours straddle
+ *  tokens (`a|nd`, `pelica|ns`); the colour list alone can match while the positions are off. */
+function onTokens(spans) {
+  return spans.every((span) => TOKEN_SPANS.has(`${span.start}-${span.start + span.text.length}`));
+}
+
+function sameColours(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** The colours once they lie on the tokens and match; past the timeout an error, or with `orLast` the
+ *  colours as they were then (for the test to show what stayed on the screen). */
+async function waitForColours(predicate, { timeout = MODEL_TIMEOUT, orLast = false } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const colours = await lineColours();
-    if (predicate(colours)) {
+    if (colours.length > 0 && onTokens(colours) && predicate(colours)) {
       return colours;
     }
     if (Date.now() > deadline) {
+      if (orLast) {
+        return colours;
+      }
       throw new Error(`the lens colours never matched: ${JSON.stringify(colours)}`);
     }
     await page.waitForTimeout(200); // polling the DOM, not waiting for the model
@@ -296,7 +325,7 @@ try {
   await openFile("lens.txt");
   await page.locator(".codelens-decoration", { hasText: "perplexity" }).waitFor({ timeout: MODEL_TIMEOUT });
   result.code_lens = (await page.locator(".codelens-decoration").first().innerText()).replace(/\u00a0/g, " ");
-  result.rank_colours = await waitForColours((spans) => new Set(spans.map((s) => s.colour)).size >= 5);
+  result.rank_colours = await waitForColours((spans) => new Set(spans.map((s) => s.colour)).size >= 4);
   await shot("vscode-lens");
   await page.keyboard.press("Control+Shift+m");
   const problems = page.locator(".markers-panel .monaco-list-row");
@@ -321,6 +350,9 @@ try {
   await page.locator(".editor-instance .view-lines").click();
   await page.keyboard.press("Control+z");
   result.line_after_hover_link_undo = await waitForFirstLine((line) => line === beforeLink);
+  // The text is lens.txt again: its colours must come back to the very same tokens.
+  result.colours_after_hover_link_undo = await waitForColours((spans) => sameColours(spans, result.rank_colours),
+    { orLast: true });
   step("hover");
 
   // Branch: the code action menu on ` Paris`; take ` London` and continue; one undo restores the line.
@@ -336,16 +368,17 @@ try {
   await page.keyboard.press("Control+z");
   result.line_after_undo = await waitForFirstLine((line) => line === lensLine);
   result.lens_line = lensLine;
+  // Until the lens has scored the restored text, the workbench shows the branched text's colours
+  // shifted along with the undo; then the rank colours of the fresh document again, so that any
+  // change after the switch below is the view's.
+  result.colours_after_undo = await waitForColours((spans) => sameColours(spans, result.rank_colours),
+    { orLast: true });
   step("branch");
 
-  // The entropy view: the colours change to how unsure the model was at each position. First the
-  // rank colours of the restored text again (until the lens has scored it, the workbench shifts the
-  // branched text's colours along with the undo), so that any change after the switch is the view's.
-  const rankKey = JSON.stringify(result.rank_colours.map((s) => s.colour));
-  await waitForColours((spans) => JSON.stringify(spans.map((s) => s.colour)) === rankKey);
+  // The entropy view: the colours change to how unsure the model was at each position.
   setSettings({ "logitls.lens.view": "entropy" });
-  result.entropy_colours = await waitForColours((spans) => JSON.stringify(spans.map((s) => s.colour)) !== rankKey
-    && new Set(spans.map((s) => s.colour)).size >= 3);
+  result.entropy_colours = await waitForColours((spans) => !sameColours(spans, result.rank_colours)
+    && new Set(spans.map((s) => s.colour)).size >= 2);
   await shot("vscode-entropy");
   step("entropy");
 
@@ -371,11 +404,12 @@ try {
     await page.keyboard.press("Escape");
     await page.waitForTimeout(500);
   }
+  await page.keyboard.press("Escape");
+  result.compare_colours = await waitForColours((spans) => !sameColours(spans, result.entropy_colours)
+    && new Set(spans.map((s) => s.colour)).size >= 2);
+  await hoverText("compared model"); // again, over the compare view's colours
   await shot("vscode-compare-hover");
   await page.keyboard.press("Escape");
-  const entropyKey = JSON.stringify(result.entropy_colours.map((s) => s.colour));
-  result.compare_colours = await waitForColours((spans) => JSON.stringify(spans.map((s) => s.colour)) !== entropyKey
-    && new Set(spans.map((s) => s.colour)).size >= 3);
   await shot("vscode-compare");
   setSettings({ "logitls.lens.compareModel": undefined, "logitls.lens.view": undefined });
   step("compare");

@@ -214,6 +214,14 @@ class LogitlsProtocol(LanguageServerProtocol):
             self._handle_response(msg_id, None, types.ResponseError(
                 code=INVALID_PARAMS, message=f"malformed response: {_describe(exc)}"))
 
+    def _handle_cancel_notification(self, msg_id) -> None:
+        if msg_id not in self._request_futures:
+            # Answered before the cancel came (LSP: the server ignores it); pygls would warn, and the
+            # warning would land in the editor's log as if something were wrong.
+            logger.debug("cancel for %s dropped: it is answered already", _short(msg_id))
+            return
+        super()._handle_cancel_notification(msg_id)
+
     def answer_unreadable(self, error: BaseException) -> bool:
         """Answer a body pygls's read loop could not parse; False for errors that are not about that."""
         if not isinstance(error, (ValueError, RecursionError)):
