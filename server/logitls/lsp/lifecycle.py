@@ -147,7 +147,7 @@ async def load_model(server: LogitlsServer) -> None:
         loaded = getattr(engine, "loaded", None)
         if loaded is not None and loaded.note:
             logger.warning("%s", loaded.note)
-        weights = f", {loaded.weights} weights" if loaded is not None and loaded.weights != "exact" else ""
+        weights = f", {loaded.weights} weights" if loaded is not None and loaded.weights not in (None, "exact") else ""
         server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
         message = f"Model ready ({took:.1f} s)"
     finally:

@@ -49,6 +49,8 @@ class RemoteModel:
     dtype: str  # the kind of server, as detected: "llama-cpp-python", "llama.cpp", "vllm", "openai-compatible"
     model: Any = None
     tokenizer: Any = None
+    weights: str | None = None  # the server's own; "exact" or "packed" name only local weights
+    note: str = ""
 
 
 class OpenAIBackend:
