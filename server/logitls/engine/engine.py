@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .decode_step import DecodeStep
 from .healing import MAX_BACKOFF, VocabularyIndex, backoff
 from .kv_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_model
@@ -127,7 +126,6 @@ class Engine:
 
             self.static_decoders = StaticDecoders(self.model, self.model_context,
                                                   compile_step=self.device.type == "cuda")
-        self.decode_step = DecodeStep.for_model(self.model)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._special_ids = set(self.tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
@@ -671,29 +669,12 @@ class Engine:
                     return
                 if should_stop is not None and should_stop():
                     raise Cancelled()
+                output = self.model(
+                    input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1,
+                    use_cache=True)
                 state.ids.append(next_id)
-                state.last_logits = state.tail[len(state.ids) - 1] = self._decode(state, next_id)
+                state.last_logits = state.tail[len(state.ids) - 1] = output.logits[0, -1].float()
                 state.tail.pop(len(state.ids) - 1 - TAIL_LOGITS, None)
-
-    def _decode(self, state: DocumentState, next_id: int) -> torch.Tensor:
-        """Feed one generated token; the logits after it. The lean step where the model has one,
-        checked once against the model's own forward (which then decides what stays in the cache)."""
-        lean = self.decode_step
-        if lean is None or not lean.enabled:
-            return self._forward_one(state, next_id)
-        position = state.kv.get_seq_length()
-        ours = lean(next_id, position, state.kv)
-        if lean.verified:
-            return ours
-        crop_cache(state.kv, 1)
-        reference = self._forward_one(state, next_id)
-        lean.agrees(reference, ours)
-        return reference
-
-    def _forward_one(self, state: DocumentState, next_id: int) -> torch.Tensor:
-        output = self.model(input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv,
-                            logits_to_keep=1, use_cache=True)
-        return output.logits[0, -1].float()
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))
