@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from backend_helpers import hover
 from conftest import open_document, start_session
 from vllm_standin import VLLMStandIn
 
@@ -27,11 +28,6 @@ async def client(plain_server):
     session = await start_session({"backend": "openai", "endpoint": plain_server.url})
     yield session
     await session.shutdown_session()
-
-
-def hover(client, uri, character):
-    return client.text_document_hover_async(types.HoverParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=character)))
 
 
 async def test_hover_says_unavailable_once_learnt_and_completion_works(client, plain_server):

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from backend_helpers import connect, hover
 from conftest import open_document, start_session
 from llama_server import llama_cpp_server  # noqa: F401
 
@@ -19,11 +20,7 @@ TEXT = "The capital of France is Paris."
 
 @pytest.fixture(scope="module")
 def served(llama_cpp_server):
-    from logitls.engine.openai_backend import OpenAIBackend
-
-    messages: list = []
-    backend = OpenAIBackend.connect(llama_cpp_server.url, notify=lambda level, m: messages.append((level, m)))
-    backend.messages = messages
+    backend = connect(llama_cpp_server.url)
     yield backend
     backend.close()
 
@@ -74,11 +71,6 @@ async def client(llama_cpp_server):
     session = await start_session({"backend": "openai", "endpoint": llama_cpp_server.url})
     yield session
     await session.shutdown_session()
-
-
-def hover(client, uri, character):
-    return client.text_document_hover_async(types.HoverParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=character)))
 
 
 async def test_lsp_completion_hover_and_lens_say_what_the_server_gives(client):

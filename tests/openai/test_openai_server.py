@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from backend_helpers import connect
 from conftest import open_document, start_session
 from llama_server import LlamaServer, default_gguf, llama_server, require_llama_cpp_server  # noqa: F401
 
@@ -24,11 +25,7 @@ AGREEMENT_PROMPTS = [PARIS, "Udacity is the best place to learn about generative
 
 @pytest.fixture(scope="module")
 def remote(llama_server):
-    from logitls.engine.openai_backend import OpenAIBackend
-
-    messages = []
-    backend = OpenAIBackend.connect(llama_server.url, notify=lambda level, m: messages.append((level, m)))
-    backend.messages = messages
+    backend = connect(llama_server.url)
     yield backend
     backend.close()
 

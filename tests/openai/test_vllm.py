@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from backend_helpers import connect
 from conftest import open_document, start_session
 from vllm_standin import VLLMStandIn
 
@@ -24,13 +25,6 @@ def standin(default_engine):
     server = VLLMStandIn(default_engine).start()
     yield server
     server.stop()
-
-
-def connect(url: str, messages: list | None = None, **options):
-    from logitls.engine.openai_backend import OpenAIBackend
-
-    notes = messages if messages is not None else []
-    return OpenAIBackend.connect(url, notify=lambda level, message: notes.append((level, message)), **options)
 
 
 @pytest.fixture(scope="module")
