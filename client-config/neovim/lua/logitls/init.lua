@@ -229,6 +229,22 @@ local function attached_client(bufnr)
   return client
 end
 
+-- Run `command` with its one argument; an error is told to the user as "<what> failed", a result goes
+-- to `on_result` (optional), and both to `done(err, result)` (optional).
+local function execute_command(client, bufnr, command, arg, what, done, on_result)
+  local params = { command = command, arguments = { arg } }
+  request(client, "workspace/executeCommand", params, function(err, result)
+    if err then
+      vim.notify(("logitls: %s failed: %s"):format(what, err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    elseif on_result then
+      on_result(result)
+    end
+    if done then
+      done(err, result)
+    end
+  end, bufnr)
+end
+
 --- Insert the greedy continuation (`logitls.generate`) at the cursor. `max_new_tokens` optional.
 --- `done(err, result)` is called with the server's answer {text, applied, stop}.
 function M.generate(max_new_tokens, done)
@@ -244,17 +260,11 @@ function M.generate(max_new_tokens, done)
   if max_new_tokens then
     arg.maxNewTokens = max_new_tokens
   end
-  local params = { command = "logitls.generate", arguments = { arg } }
-  request(client, "workspace/executeCommand", params, function(err, result)
-    if err then
-      vim.notify("logitls: generate failed: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    elseif result and not result.applied and result.text == "" and result.stop == "eos" then
+  execute_command(client, bufnr, "logitls.generate", arg, "generate", done, function(result)
+    if result and not result.applied and result.text == "" and result.stop == "eos" then
       vim.notify("logitls: the model ended the text here (nothing to insert)", vim.log.levels.INFO)
     end
-    if done then
-      done(err, result)
-    end
-  end, bufnr)
+  end)
 end
 
 --- The LSP range of the last Visual selection ('< to '>, the end just after the last character;
@@ -285,15 +295,7 @@ function M.score_selection(range, done)
   end
   local arg = { textDocument = { uri = vim.uri_from_bufnr(bufnr) },
     range = range or M.selection_range(bufnr, nil, nil, client.offset_encoding) }
-  local params = { command = "logitls.scoreSelection", arguments = { arg } }
-  request(client, "workspace/executeCommand", params, function(err, result)
-    if err then
-      vim.notify("logitls: score selection failed: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    end
-    if done then
-      done(err, result)
-    end
-  end, bufnr)
+  execute_command(client, bufnr, "logitls.scoreSelection", arg, "score selection", done)
 end
 
 --- "logitls: ready default on cpu", for a statusline: %{v:lua.require'logitls'.statusline()}
