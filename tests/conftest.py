@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,6 +120,12 @@ def _offline_hub():
 # -- language server sessions ---------------------------------------------------------------
 
 SERVER_COMMAND = [sys.executable, "-m", "logitls", "serve"]
+
+
+def run_logitls(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 300):
+    """`logitls ARGS…` in a child process of this interpreter, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "logitls", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=env)
 
 
 async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT
-
-
-def logitls(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 300):
-    return subprocess.run([sys.executable, "-m", "logitls", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+from conftest import run_logitls as logitls
 
 
 def test_tokens_shows_the_notebook_table(tiny_models):

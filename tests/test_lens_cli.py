@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_logitls
 from logitls.lens import bucket_of, document_stats, visible_spans
 
 
 def lens(*args: str, stdin: str | None = None):
-    return subprocess.run([sys.executable, "-m", "logitls", "lens", *args], input=stdin, capture_output=True,
-                          text=True, timeout=300)
+    return run_logitls("lens", *args, stdin=stdin)
 
 
 def test_json_numbers_are_the_engines(tiny_models, tiny_gpt2_engine, tmp_path):
@@ -72,8 +70,7 @@ def test_bucket_edges():
 
 
 def score(*args: str, stdin: str | None = None):
-    return subprocess.run([sys.executable, "-m", "logitls", "score", *args], input=stdin, capture_output=True,
-                          text=True, timeout=300)
+    return run_logitls("score", *args, stdin=stdin)
 
 
 def test_jsonl_export(tiny_models, tiny_gpt2_engine, tmp_path):
