@@ -242,6 +242,19 @@ def record_applied_edits(client) -> None:
         return types.ApplyWorkspaceEditResult(applied=True)
 
 
+def edits_for(client, uri: str) -> list[list]:
+    """Each workspace edit the client was asked to apply to `uri`, as its list of text edits."""
+    found = []
+    for params in client.applied_edits:
+        edit = params.edit
+        for change in edit.document_changes or []:
+            if change.text_document.uri == uri:
+                found.append(list(change.edits))
+        if uri in (edit.changes or {}):
+            found.append(list(edit.changes[uri]))
+    return found
+
+
 def apply_text_edit(text: str, edit) -> str:
     """The document after an editor applies `edit` (a TextEdit with UTF-16 positions, single-line range)."""
     lines = text.split("\n")

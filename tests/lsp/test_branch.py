@@ -11,8 +11,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from conftest import (NOTEBOOK_TEXT, apply_text_edit, hold_model_thread, open_document, record_applied_edits,
-                      release_model_thread, start_session, wait_until_held)
+from conftest import (NOTEBOOK_TEXT, apply_text_edit, edits_for, hold_model_thread, open_document,
+                      record_applied_edits, release_model_thread, start_session, wait_until_held)
 
 FRANCE = "The capital of France is Paris. It is big."
 PARIS = types.Position(line=0, character=FRANCE.index(" Paris") + 2)  # inside the token
@@ -32,19 +32,6 @@ def code_actions(client, uri: str, position: types.Position, only=None):
     return client.text_document_code_action_async(types.CodeActionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(start=position, end=position),
         context=types.CodeActionContext(diagnostics=[], only=only)))
-
-
-def edits_for(client, uri: str) -> list[list[types.TextEdit]]:
-    """Each workspace edit the client was asked to apply to `uri`, as its list of text edits."""
-    found = []
-    for params in client.applied_edits:
-        edit = params.edit
-        for change in edit.document_changes or []:
-            if change.text_document.uri == uri:
-                found.append(list(change.edits))
-        if uri in (edit.changes or {}):
-            found.append(list(edit.changes[uri]))
-    return found
 
 
 def read_code_actions_as_clients_do(client) -> None:

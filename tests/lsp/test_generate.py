@@ -10,8 +10,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from conftest import (NOTEBOOK_TEXT, hold_model_thread, open_document, record_applied_edits, release_model_thread,
-                      start_session, wait_until_held, wait_until_queued)
+from conftest import (NOTEBOOK_TEXT, edits_for, hold_model_thread, open_document, record_applied_edits,
+                      release_model_thread, start_session, wait_until_held, wait_until_queued)
 
 
 
@@ -22,17 +22,6 @@ def generate_args(uri: str, line: int, character: int, **extra):
 def run_generate(client, arguments):
     return client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.generate",
                                                                              arguments=arguments))
-
-
-def edits_for(client, uri: str) -> list[types.TextEdit]:
-    found = []
-    for params in client.applied_edits:
-        edit = params.edit
-        for change in edit.document_changes or []:
-            if change.text_document.uri == uri:
-                found.extend(change.edits)
-        found.extend((edit.changes or {}).get(uri, []))
-    return found
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +38,7 @@ async def test_generate_inserts_the_greedy_continuation(tiny_client, tiny_gpt2_e
     result = await run_generate(tiny_client, generate_args(uri, 0, len(NOTEBOOK_TEXT), maxNewTokens=8))
     expected = tiny_gpt2_engine.generate_text(NOTEBOOK_TEXT, max_new_tokens=8)
     assert result["text"] == expected and result["applied"] is True
-    [edit] = edits_for(tiny_client, uri)
+    [[edit]] = edits_for(tiny_client, uri)
     cursor = types.Position(line=0, character=len(NOTEBOOK_TEXT))
     assert edit.range == types.Range(start=cursor, end=cursor)
     assert edit.new_text == expected
@@ -95,7 +84,7 @@ async def test_default_model_edit_equals_the_cli(default_client):
     assert cli.returncode == 0, cli.stderr
     assert result["text"] == cli.stdout[:-1]  # the CLI ends its output with a newline
     assert result["text"].startswith(" Paris.")
-    assert [e.new_text for e in edits_for(default_client, uri)] == [result["text"]]
+    assert [[e.new_text for e in edit] for edit in edits_for(default_client, uri)] == [[result["text"]]]
 
 
 async def test_cancelling_the_progress_stops_and_inserts_nothing(default_client):
@@ -183,7 +172,7 @@ async def test_the_time_cap_inserts_what_was_produced(default_client):
         default_client.set_configuration({"logitls": {}})
     assert result["stop"] == "timeout" and result["applied"] is True
     assert 0 < len(result["text"])
-    assert [e.new_text for e in edits_for(default_client, uri)] == [result["text"]]
+    assert [[e.new_text for e in edit] for edit in edits_for(default_client, uri)] == [[result["text"]]]
     assert any("generate.timeoutSeconds" in m.message for m in default_client.messages)
 
 
