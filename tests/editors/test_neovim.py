@@ -172,28 +172,16 @@ def test_completion_popup_on_a_terminal_screen(tmp_path):
     probabilities, Paris first; <C-n><C-y> makes the line `…is Paris`. Then the same after `…is Pa`.
     The first screen is the README's (LOGITLS_SCREEN_OUT=path keeps a copy)."""
     require_program("tmux")
-    nvim = require_program("nvim")
     document = tmp_path / "notes.txt"
     document.write_text("The capital of France is \n")
-    env = editor_env(tmp_path)
     socket = f"logitls-test-{os.getpid()}"
-    statusline = "set laststatus=2 statusline=%f\\ \\ %{v:lua.require'logitls'.statusline()}"
-    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
-    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
-                                "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
-    tmux_env = dict(env, TERM="xterm-256color")
-    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "72", "-y", "16", "-c", str(tmp_path),
-                    *env_args, command], env=tmux_env, check=True)
     try:
-        screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
-        assert "logitls: ready" in screen, screen
+        _start_in_tmux(socket, tmp_path, document, 72, 16)
         _tmux(socket, "send-keys", "A")
         time.sleep(0.3)
         _tmux(socket, "send-keys", "C-x", "C-o")
         screen = _screen_until(socket, lambda s: "77.3%" in s, 60)
-        (tmp_path / "screen.txt").write_text(screen)
-        if os.environ.get("LOGITLS_SCREEN_OUT"):
-            shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_SCREEN_OUT"])
+        _keep(tmp_path, screen, "LOGITLS_SCREEN_OUT")
         lines = screen.splitlines()
         assert "The capital of France is" in lines[0], screen  # the lens's sign column may come first
         menu = [line for line in lines if "%" in line]
@@ -223,26 +211,15 @@ def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
     from logitls.engine.branch import continue_branch
 
     require_program("tmux")
-    nvim = require_program("nvim")
     document = tmp_path / "notes.txt"
     document.write_text(FRANCE + "\n")
-    env = editor_env(tmp_path)
     socket = f"logitls-branch-{os.getpid()}"
-    statusline = "set laststatus=2 statusline=%f\\ \\ %{v:lua.require'logitls'.statusline()}"
-    command = " ".join([nvim, "-u", str(INIT), "-c", f'"{statusline}"', document.name])
-    env_args = [arg for key in ("PATH", "PYTHONPATH", "HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
-                                "HF_HUB_OFFLINE", "LOGITLS_CACHE_DIR") for arg in ("-e", f"{key}={env[key]}")]
-    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", "72", "-y", "12", "-c", str(tmp_path),
-                    *env_args, command], env=dict(env, TERM="xterm-256color"), check=True)
     try:
-        screen = _screen_until(socket, lambda s: "logitls: ready" in s, 180)
-        assert "logitls: ready" in screen, screen
+        _start_in_tmux(socket, tmp_path, document, 72, 12)
         _tmux(socket, "send-keys", "0", "f", "P")  # the cursor on ` Paris`
         _tmux(socket, "send-keys", ":lua vim.lsp.buf.code_action()", "Enter")
         screen = _screen_until(socket, lambda s: "Type number" in s, 60)
-        (tmp_path / "screen.txt").write_text(screen)
-        if os.environ.get("LOGITLS_BRANCH_SCREEN_OUT"):
-            shutil.copy(tmp_path / "screen.txt", os.environ["LOGITLS_BRANCH_SCREEN_OUT"])
+        _keep(tmp_path, screen, "LOGITLS_BRANCH_SCREEN_OUT")
         assert "1: Use ' the' (6.5%) and continue" in screen, screen
         assert "2: Use ' London' (1.2%) and continue" in screen, screen
         before = document.stat().st_mtime_ns
