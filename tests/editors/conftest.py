@@ -27,6 +27,19 @@ def require_program(name: str) -> str:
     return path
 
 
+FRANCE = "The capital of France is Paris. It is big."
+
+
+def london_branch(engine) -> str:
+    """FRANCE after choosing ` London` for ` Paris` and continuing to the line's end, as the branch
+    code action the editors are driven through does."""
+    from logitls.engine.branch import continue_branch
+
+    start = FRANCE.index(" Paris")
+    branch = continue_branch(engine, FRANCE, start, start + len(" Paris"), " London", until="line", max_new_tokens=64)
+    return FRANCE[:start] + branch.new_text
+
+
 def editor_env(tmp_path: Path) -> dict[str, str]:
     """The environment an editor runs in: `logitls` from this interpreter's venv first on PATH,
     running this checkout's server (server/ first on PYTHONPATH: the venv's `logitls` may be an

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from .conftest import CLIENT, ROOT, editor_env, require_program
+from .conftest import CLIENT, FRANCE, ROOT, editor_env, london_branch, require_program
 
 CHECK = ROOT / "tests" / "editors" / "emacs_check.el"
 
@@ -91,24 +91,18 @@ def test_branch_code_actions_through_eglot(emacs_run, default_engine):
     """M-x eglot-code-actions on ` Paris`: the menu offers the other tokens the hover lists; the
     ` London` one runs logitls.branch, whose edit (applied without a second question: logitls.el)
     rewrites the rest of the line."""
-    from logitls.engine.branch import continue_branch
-
-    france = "The capital of France is Paris. It is big."
     menu = emacs_run["branch-menu"]
     assert "Use ' the' (6.5%) and continue" in menu and "Use ' London' (1.2%) and continue" in menu, menu
     assert not any("Paris" in title for title in menu), menu
-    start = france.index(" Paris")
-    expected = continue_branch(default_engine, france, start, start + len(" Paris"), " London", until="line",
-                               max_new_tokens=64)
     assert emacs_run["branch-result"]["applied"] is True, emacs_run["branch-result"]
-    assert emacs_run["after-branch"] == france[:start] + expected.new_text + "\n"
+    assert emacs_run["after-branch"] == london_branch(default_engine) + "\n"
 
 
 def test_logitls_score_selection_scores_the_region(emacs_run, default_engine):
     """M-x logitls-score-selection on `Paris. It is big.`: the numbers `logitls score` gives there."""
     from logitls.lens import score_selection, selection_summary
 
-    text = "The capital of France is Paris. It is big.\n"
+    text = FRANCE + "\n"
     result = emacs_run["score-result"]
     expected = score_selection(text, default_engine.document_scores(text), text.index("Paris"), len(text) - 1)
     assert result["summary"] == selection_summary(expected, text), result

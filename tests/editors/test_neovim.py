@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from .conftest import CLIENT, ROOT, editor_env, require_program
+from .conftest import CLIENT, FRANCE, ROOT, editor_env, london_branch, require_program
 
 INIT = CLIENT / "neovim" / "init.lua"
 CHECK = ROOT / "tests" / "editors" / "nvim_check.lua"
@@ -115,21 +115,13 @@ def test_logitls_generate_changes_the_buffer(nvim_run):
     assert lines[0] != TEXT.rstrip("\n")
 
 
-FRANCE = "The capital of France is Paris. It is big."
-
-
 def test_branch_code_actions_replace_paris_and_continue(nvim_run, default_engine):
     """vim.lsp.buf.code_action() on ` Paris`: the menu offers the other tokens the hover lists; the
     ` London` one runs logitls.branch, which rewrites the rest of the line; one `u` restores it."""
-    from logitls.engine.branch import continue_branch
-
     menu = nvim_run["branch_menu"]
     assert "Use ' the' (6.5%) and continue" in menu and "Use ' London' (1.2%) and continue" in menu, menu
     assert not any("Paris" in title for title in menu), menu
-    start = FRANCE.index(" Paris")
-    expected = continue_branch(default_engine, FRANCE, start, start + len(" Paris"), " London", until="line",
-                               max_new_tokens=64)
-    assert nvim_run["after_branch"] == [FRANCE[:start] + expected.new_text], nvim_run["after_branch"]
+    assert nvim_run["after_branch"] == [london_branch(default_engine)], nvim_run["after_branch"]
     assert nvim_run["after_branch_undo"] == [FRANCE]
 
 
@@ -208,8 +200,6 @@ def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
     """Normal mode on ` Paris`, :lua vim.lsp.buf.code_action(): Neovim's own menu (0.7: inputlist)
     lists "Use ' the' (6.5%) and continue" and the others; choosing ` London` rewrites the rest of the
     line. The README's screen (LOGITLS_BRANCH_SCREEN_OUT=path keeps a copy)."""
-    from logitls.engine.branch import continue_branch
-
     require_program("tmux")
     document = tmp_path / "notes.txt"
     document.write_text(FRANCE + "\n")
@@ -224,9 +214,7 @@ def test_branch_menu_on_a_terminal_screen(tmp_path, default_engine):
         assert "2: Use ' London' (1.2%) and continue" in screen, screen
         before = document.stat().st_mtime_ns
         _tmux(socket, "send-keys", "2", "Enter")
-        start = FRANCE.index(" Paris")
-        expected = FRANCE[:start] + continue_branch(default_engine, FRANCE, start, start + len(" Paris"), " London",
-                                                    until="line", max_new_tokens=64).new_text
+        expected = london_branch(default_engine)
         _screen_until(socket, lambda s: s.splitlines()[0].startswith(expected), 60)
         _tmux(socket, "send-keys", ":w", "Enter")
         deadline = time.monotonic() + 20
