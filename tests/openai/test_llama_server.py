@@ -86,6 +86,9 @@ async def test_lsp_completion_hover_and_lens_say_what_the_server_gives(client):
     # " capital" after "The" is far below the top 10 here (the backend test above checks it locally)
     assert below.startswith("**`␣capital`**: below the 10 alternatives the server listed: p < ")
     assert "rank > 10 of 49152" in below and "_bound: the llama.cpp server lists its top 10 only" in below
+    first = (await hover(client, uri, 1)).contents.value
+    # the first token has no probability: the hover says so and claims no exactness for numbers it lacks
+    assert first == "**`The`**: the first token; nothing before it to condition on.", first
     tokens = await client.text_document_semantic_tokens_full_async(
         types.SemanticTokensParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     assert list(tokens.data) == []

@@ -29,7 +29,7 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
 
     `branch_link(choice)`: a markdown link that branches on that alternative (`logitls.branch`), or ""
     where none is offered; given, the table has a last column for them (VS Code's command links).
-    `footer`: a last line in italics (which weights produced the numbers, where not the exact ones)."""
+    `footer`: a last line in italics under the numbers (what they are worth: `numbers_note`)."""
     shown = visible(score.token.text).replace("`", "ˋ")
     listed = score.alternatives if limit is None else score.alternatives[:limit]
     if score.prob is None and not score.alternatives:
@@ -43,7 +43,7 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
                  f"rank > {len(score.alternatives)}"
                  f"{f' of {vocab_size}' if vocab_size else ''}", "", "| rank | token | p |", "|---:|---|---:|"]
         lines += [f"| {a.rank} | `{_row_text(a)}` | {percent(a.prob)} |" for a in listed]
-        return "\n".join(lines)
+        return _with_footer(lines, footer)
     # A remote backend may know neither the vocabulary size nor a rank below its top-k alternatives.
     rank = f"rank {score.rank}" if score.rank is not None else f"rank > {len(score.alternatives)}"
     head = [
@@ -65,9 +65,11 @@ def hover_markdown(score, vocab_size: int | None, limit: int | None = None, bran
         mark = " ◀" if alternative.id == score.token.id else ""
         link = "" if branch_link is None else f" {branch_link(alternative)} |"
         lines.append(f"| {alternative.rank} | `{_row_text(alternative)}`{mark} | {percent(alternative.prob)} |{link}")
-    if footer:
-        lines += ["", f"_{footer}_"]
-    return "\n".join(lines)
+    return _with_footer(lines, footer)
+
+
+def _with_footer(lines: list[str], footer: str) -> str:
+    return "\n".join([*lines, "", f"_{footer}_"] if footer else lines)
 
 
 def score_at(engine, text: str, offset: int, uri: str, should_stop):
@@ -79,19 +81,25 @@ def score_at(engine, text: str, offset: int, uri: str, should_stop):
     return token_at(engine.document_scores(text, document=uri, should_stop=should_stop), offset)
 
 
-def exactness(engine, score) -> str:
-    """What a server's numbers are worth, said under its hover: nothing claims more than it gave."""
-    if engine is None or not engine.capabilities.scored_remotely:
-        return ""  # the local model: every number is exact, over the whole vocabulary
+def numbers_note(engine, score) -> str:
+    """What the hover's numbers are worth, said under them: nothing claims more than it gave. A
+    server's: exact, exact within its top k, or a bound; the local model's are exact, and say so
+    only where packed 4-bit weights produced them."""
+    if engine is None:
+        return ""
+    if not engine.capabilities.scored_remotely:
+        return "from packed 4-bit weights" if engine.loaded.weights == "packed" else ""
     server = engine.loaded.dtype
-    if score.prob is None and score.alternatives:
-        return (f"_bound: the {server} server lists its top {len(score.alternatives)} only, "
-                f"and this token is not among them_")
+    if score.prob is None:
+        if not score.alternatives:
+            return ""  # no numbers shown (the first token)
+        return (f"bound: the {server} server lists its top {len(score.alternatives)} only, "
+                f"and this token is not among them")
     if engine.capabilities.ranks == "exact":
-        return f"_exact: probability and rank over the whole vocabulary, from the {server} server_"
+        return f"exact: probability and rank over the whole vocabulary, from the {server} server"
     if score.rank is None:
-        return f"_probability exact, rank a bound: below the {len(score.alternatives)} the {server} server listed_"
-    return f"_exact: within the top {len(score.alternatives)} the {server} server listed_"
+        return f"probability exact, rank a bound: below the {len(score.alternatives)} the {server} server listed"
+    return f"exact: within the top {len(score.alternatives)} the {server} server listed"
 
 
 def unavailable(engine) -> str:
@@ -122,12 +130,6 @@ async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feat
     return token_at(scores, offset)
 
 
-def weights_note(engine) -> str:
-    """Said under the numbers when they come from packed 4-bit weights rather than the exact ones."""
-    loaded = getattr(engine, "loaded", None)
-    return "from packed 4-bit weights" if getattr(loaded, "weights", "exact") == "packed" else ""
-
-
 def register(server: LogitlsServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LogitlsServer, params: types.HoverParams) -> types.Hover | None:
@@ -153,9 +155,9 @@ def register(server: LogitlsServer) -> None:
         from .branch import hover_branch_link  # branch imports this module
 
         link = hover_branch_link(ls, uri, positions.position(score.start), score)
-        value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link, footer=weights_note(engine))
-        note = exactness(engine, score)
+        value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link,
+                               footer=numbers_note(engine, score))
         return types.Hover(
-            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{value}\n\n{note}" if note else value),
+            contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value),
             range=positions.range(score.start, score.end),
         )
