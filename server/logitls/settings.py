@@ -117,11 +117,14 @@ class Settings:
                          scope="machine-overridable")
     dtype: str = setting("float32", "Weights' precision. Probabilities are always computed in float32.",
                          choices=("float32", "bfloat16", "float16"))
-    weights: str = setting("exact", "How the linear layers compute: `exact` (the weights as loaded, in `dtype`) or "
-                                    "`packed` (a GGUF's own 4-bit Q4_0/Q4_1 codes through torch's int4 kernel on "
-                                    "CPU: about 2x faster decoding; its bf16 rounding moves probabilities slightly, "
-                                    "see `logitls bench`'s fidelity table). Other models and devices stay exact.",
-                           choices=("exact", "packed"))
+    weights: str = setting("auto", "How the linear layers compute. `packed`: on CPU, straight from a GGUF's own "
+                                   "Q4_0/Q4_1/Q8_0 blocks (about 3x faster decoding, a fifth of the memory); "
+                                   "logitls's fp32 kernel gives the exact weights' numbers to within the order of "
+                                   "additions, and where it cannot be built torch's bf16 int4 kernel moves "
+                                   "probabilities slightly (see `logitls bench`'s fidelity table). `exact`: the "
+                                   "weights as loaded, in `dtype`. `auto`: packed where the fp32 kernel runs, "
+                                   "exact elsewhere (other models, GPUs).",
+                           choices=("auto", "exact", "packed"))
     device: str = setting("auto", "Where the model runs; `auto` takes a GPU when torch sees one.",
                           choices=("auto", "cpu", "cuda", "mps"))
     threads: int = setting(0, "CPU threads for torch; 0 keeps torch's default.", minimum=0, maximum=256)

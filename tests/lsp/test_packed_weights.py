@@ -1,5 +1,6 @@
-"""The `weights: packed` setting through `logitls serve`: the default model's GGUF codes run packed, and
-the status and the hover say that the numbers come from packed weights."""
+"""The `weights` setting through `logitls serve`: the default model runs packed by default (`auto`) on
+logitls's fp32 block kernel with the exact numbers; torch's bf16 kernel, where the fp32 one is switched
+off, is said in the status and under every hover's numbers."""
 
 from __future__ import annotations
 
@@ -7,22 +8,45 @@ from lsprotocol import types
 
 from conftest import open_document, server_status, start_session
 
+TEXT = "The capital of France is Paris"
 
-async def test_packed_weights_setting_reaches_the_engine_and_is_said(default_engine):
-    client = await start_session({"model": "default", "weights": "packed"})
+
+async def _paris_hover(client, uri: str) -> str:
+    open_document(client, uri, TEXT)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=27)))
+    assert "Paris" in hover.contents.value
+    return hover.contents.value
+
+
+def _shown_probability(hover: str) -> float:
+    return float(hover.split("p = ", 1)[1].split(" ", 1)[0])
+
+
+async def test_the_default_model_runs_packed_by_default_with_the_exact_numbers(default_engine):
+    client = await start_session({"model": "default"})
     try:
         status = await server_status(client)
-        assert status["state"] == "ready" and status["weights"] == "packed"
-        assert "packed weights" in client.statuses[-1]["message"]
-        uri = "file:///packed/france.txt"
-        text = "The capital of France is Paris"
-        open_document(client, uri, text)
-        hover = await client.text_document_hover_async(types.HoverParams(
-            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=27)))
-        assert "Paris" in hover.contents.value and hover.contents.value.endswith("_from packed 4-bit weights_")
-        exact = next(s for s in default_engine.token_scores(text).tokens if s.token.text == " Paris")
-        shown = float(hover.contents.value.split("p = ", 1)[1].split(" ", 1)[0])
-        assert abs(shown - exact.prob) < 0.03  # close to the exact weights' probability, not equal
+        assert status["state"] == "ready" and (status["weights"], status["kernel"]) == ("packed", "fp32")
+        assert client.statuses[-1]["message"] == "default on cpu, packed weights (fp32 kernel)"
+        hover = await _paris_hover(client, "file:///packed/auto.txt")
+        assert "packed" not in hover  # nothing to warn about: these are the exact weights' numbers
+        exact = next(s for s in default_engine.token_scores(TEXT).tokens if s.token.text == " Paris")
+        assert abs(_shown_probability(hover) - exact.prob) < 1e-3  # equal to the digits shown
+    finally:
+        await client.shutdown_session()
+
+
+async def test_torchs_bf16_kernel_is_said_under_the_numbers(default_engine):
+    client = await start_session({"model": "default", "weights": "packed"}, env={"LOGITLS_GGUF_KERNEL": "off"})
+    try:
+        status = await server_status(client)
+        assert (status["weights"], status["kernel"]) == ("packed", "bf16")
+        assert "packed weights (bf16 kernel)" in client.statuses[-1]["message"]
+        hover = await _paris_hover(client, "file:///packed/bf16.txt")
+        assert hover.endswith("_from packed 4-bit weights (bf16 kernel)_")
+        exact = next(s for s in default_engine.token_scores(TEXT).tokens if s.token.text == " Paris")
+        assert abs(_shown_probability(hover) - exact.prob) < 0.03  # close to the exact weights', not equal
     finally:
         await client.shutdown_session()
 
@@ -30,7 +54,8 @@ async def test_packed_weights_setting_reaches_the_engine_and_is_said(default_eng
 async def test_exact_weights_say_nothing_extra(tiny_models):
     client = await start_session({"model": str(tiny_models["gpt2"])})
     try:
-        assert (await server_status(client))["weights"] == "exact"
+        status = await server_status(client)
+        assert (status["weights"], status["kernel"]) == ("exact", None)  # auto: not a GGUF
         uri = "file:///packed/plain.txt"
         open_document(client, uri, "The quick brown fox")
         hover = await client.text_document_hover_async(types.HoverParams(

@@ -81,5 +81,5 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
 
 
 def run_lsp_bench(model: str, dtype: str, threads: int, document: str, long_documents: list[str],
-                  keys: int = 20, weights: str = "exact") -> dict[str, Any]:
+                  keys: int = 20, weights: str = "auto") -> dict[str, Any]:
     return asyncio.run(_bench(model, dtype, threads, document, long_documents, keys, weights))

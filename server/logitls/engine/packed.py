@@ -1,21 +1,24 @@
-"""Packed 4-bit weights: a GGUF's own Q4_0/Q4_1 codes run through torch's CPU int4 kernel.
+"""Packed weights: a GGUF's own Q4_0/Q4_1 (and Q8_0) blocks computed on directly, not dequantized.
 
 The default model's GGUF stores every linear layer as Q4_1 (blocks of 32 weights: value = d·q + m,
-q in 0..15) and the "exact" model is those values dequantized to fp32: every decode step reads
-4 bytes a weight where the file holds about 0.6. torch's `_weight_int4pack_mm_for_cpu` (group size
-32) computes with `(q - 8)·scale + zero`, so a Q4_1 block is `scale = d, zero = m + 8d` and a Q4_0
-block (value = d·(q - 8)) is `scale = d, zero = 0`: the codes go in unchanged. What changes the
-numbers is the kernel's bf16: its input is rounded to bf16 (it is vectorised for bf16 input only;
-fp32 input takes a scalar loop ~7x slower than fp32 GEMV), and so are the scales and zeros
-(fp16 in the file). Everything else (LM head, norms, residual stream, attention, KV cache) stays in
-the model's dtype; `logitls bench` measures what the rounding costs against the exact path.
-(Feeding the input as two bf16 halves, hi + lo, in one M = 2 call cut the mean KL by only a third:
-the rounding of the scales and of the output dominates, and those the kernel fixes.)
+q in 0..15) and its tied embedding / LM head as Q8_0; the "exact" model is those values dequantized
+to fp32: every decode step reads 4 bytes a weight where the file holds 0.6 (Q4_1) or 1.06 (Q8_0).
+
+Two kernels read the blocks:
+- "fp32" (kernels/gguf_linear.cpp, built at install): the blocks as the file stores them, the
+  weights dequantized in registers to their exact fp32 values, fp32 inputs and sums. Its numbers
+  differ from the exact path's only in the order of the additions; the LM head runs on the Q8_0
+  blocks too. Many input rows (a prefill) use the dense weights' GEMM, bit for bit the exact path.
+- "bf16" (torch's `_weight_int4pack_mm_for_cpu`, group size 32, Q4 layers only), where the fp32
+  kernel cannot be built: it computes with `(q - 8)·scale + zero`, so a Q4_1 block is `scale = d,
+  zero = m + 8d` and a Q4_0 block `scale = d, zero = 0`; but it rounds its input, scales and output
+  to bf16 (it is vectorised for bf16 input only), which moves the numbers: `logitls bench` measures
+  by how much.
 
 Each packed layer is checked against the loaded model's own weight (the GGUF's values as
 transformers dequantized them): a layer whose codes do not reproduce it exactly stays exact. The
-packed layers are written once beside the converted model, per CPU capability (the kernel's layout
-differs between AVX-512, AVX2 and plain builds), so a later start only maps them in.
+packed layers are written once beside the converted model (the bf16 kernel's layout per CPU
+capability: it differs between AVX-512, AVX2 and plain builds), so a later start only maps them in.
 """
 
 from __future__ import annotations
@@ -30,29 +33,35 @@ import torch
 from torch import nn
 
 logger = logging.getLogger("logitls.engine")
-GROUP = 32  # weights per Q4_0/Q4_1 block, and the kernel's group size
-Q4_0, Q4_1 = 2, 3  # ggml type ids (gguf.GGMLQuantizationType)
-BLOCK_BYTES = {Q4_0: 18, Q4_1: 20}  # fp16 d [, fp16 m], 16 bytes of codes
+GROUP = 32  # weights per Q4_0/Q4_1/Q8_0 block, and the int4 kernel's group size
+Q4_0, Q4_1, Q8_0 = 2, 3, 8  # ggml type ids (gguf.GGMLQuantizationType)
+BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}  # fp16 d [, fp16 m], 16 bytes of 4-bit codes or 32 int8
+Q4_KINDS = (Q4_0, Q4_1)
+KERNELS = ("fp32", "bf16")
+# Above this many input rows the fp32 kernel's layer uses a GEMM on dense weights (kept where they are
+# shared anyway, as a tied LM head's with the embedding); the C++ side dequantizes for it otherwise.
+DENSE_ROWS = 16
 # Sibling projections that read the same input: one kernel call computes all of them.
 FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 @dataclass
-class Q4Blocks:
-    """One linear layer's Q4 codes as the GGUF stores them: rows of `K / 32` blocks."""
+class Blocks:
+    """One linear layer's Q4_0/Q4_1/Q8_0 blocks as the GGUF stores them: rows of `K / 32` blocks."""
 
-    kind: int  # Q4_0 or Q4_1
+    kind: int  # Q4_0, Q4_1 or Q8_0
     raw: np.ndarray  # uint8 [N, K / 32 * BLOCK_BYTES[kind]]
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * GROUP
 
-    def rows(self, order: np.ndarray) -> "Q4Blocks":
-        return Q4Blocks(self.kind, self.raw[order])
+    def rows(self, order: np.ndarray) -> "Blocks":
+        return Blocks(self.kind, self.raw[order])
 
     def unpack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """codes (int32 [N, K], 0..15), scale and zero (fp32 [N, K / 32]) with value = (q - 8)·scale + zero."""
+        assert self.kind in Q4_KINDS, "only Q4 blocks unpack to 4-bit codes"
         n, k = self.shape
         blocks = torch.from_numpy(np.ascontiguousarray(self.raw)).view(n, k // GROUP, BLOCK_BYTES[self.kind])
         d = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()
@@ -67,26 +76,32 @@ class Q4Blocks:
 
     def dequantize(self) -> torch.Tensor:
         """The fp32 values, computed as transformers' GGUF loader does (d·q + m in fp32)."""
-        codes, scale, zero = self.unpack()
         n, k = self.shape
+        if self.kind == Q8_0:
+            blocks = torch.from_numpy(np.ascontiguousarray(self.raw)).view(n, k // GROUP, BLOCK_BYTES[Q8_0])
+            d = blocks[..., 0:2].contiguous().view(torch.float16).float()
+            return (blocks[..., 2:].contiguous().view(torch.int8).float() * d).view(n, k)
+        codes, scale, zero = self.unpack()
         grouped = codes.view(n, k // GROUP, GROUP).float()
         if self.kind == Q4_1:
             return (grouped * scale[..., None] + (zero - 8 * scale)[..., None]).view(n, k)
         return ((grouped - 8) * scale[..., None]).view(n, k)
 
 
-def quantize_q4(weight: torch.Tensor, kind: int = Q4_1) -> Q4Blocks:
+def quantize_blocks(weight: torch.Tensor, kind: int = Q4_1) -> Blocks:
     """A weight quantised as llama.cpp does (gguf-py's reference quantiser): for tests and benches of
     random-weight models, whose `exact` weights are then set to these blocks' values."""
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
 
     raw = quantize(weight.detach().float().numpy(), GGMLQuantizationType(kind))
-    return Q4Blocks(kind, raw)
+    return Blocks(kind, raw)
 
 
 class PackedLinear(nn.Module):
-    """A linear layer (or several sharing their input, see FUSED_GROUPS) computed by the int4 kernel."""
+    """A linear layer (or several sharing their input, see FUSED_GROUPS) computed by torch's int4 kernel."""
+
+    kernel = "bf16"
 
     def __init__(self, packed: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None,
                  in_features: int, out_features: int) -> None:
@@ -97,13 +112,26 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", bias, persistent=False)
 
     @classmethod
-    def from_blocks(cls, blocks: Q4Blocks, bias: torch.Tensor | None) -> "PackedLinear":
+    def from_blocks(cls, blocks: Blocks, bias: torch.Tensor | None, dense: torch.Tensor | None = None) -> "PackedLinear":
         codes, scale, zero = blocks.unpack()
         n, k = blocks.shape
         # The packed layout depends on the CPU capability torch runs with (AVX-512, AVX2, scalar).
         packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
         scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
         return cls(packed, scales_zeros, None if bias is None else bias.detach().clone(), k, n)
+
+    @staticmethod
+    def fits(blocks: Blocks) -> bool:
+        n, k = blocks.shape  # the kernel packs output rows in blocks of 16, whole groups along the input
+        return blocks.kind in Q4_KINDS and n % 16 == 0 and k % GROUP == 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"packed": self.packed, "scales_zeros": self.scales_zeros}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], bias: torch.Tensor | None,
+                     dense: torch.Tensor | None) -> "PackedLinear":
+        return cls(tensors["packed"], tensors["scales_zeros"], bias, meta["in"], meta["out"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
@@ -116,6 +144,61 @@ class PackedLinear(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return out
+
+
+class BlockLinear(nn.Module):
+    """A linear layer (or a fused group) computed on its GGUF blocks by the fp32 kernel (gguf_linear.cpp).
+
+    `dense`: the same weights as a dense tensor where the model holds them anyway (a tied LM head is
+    the embedding): a prefill's many rows then take a plain GEMM instead of dequantizing the blocks.
+    """
+
+    kernel = "fp32"
+
+    def __init__(self, blocks: torch.Tensor, kind: int, bias: torch.Tensor | None, in_features: int,
+                 out_features: int, dense: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.kind = in_features, out_features, kind
+        self.register_buffer("blocks", blocks, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        self.dense = [dense]  # in a list: not a buffer of this module (it belongs to the embedding)
+
+    @classmethod
+    def from_blocks(cls, blocks: Blocks, bias: torch.Tensor | None, dense: torch.Tensor | None = None) -> "BlockLinear":
+        n, k = blocks.shape
+        raw = torch.from_numpy(np.ascontiguousarray(blocks.raw)).clone()
+        return cls(raw, blocks.kind, None if bias is None else bias.detach().clone(), k, n, dense)
+
+    @staticmethod
+    def fits(blocks: Blocks) -> bool:
+        return blocks.shape[1] % GROUP == 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"blocks": self.blocks}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], bias: torch.Tensor | None,
+                     dense: torch.Tensor | None) -> "BlockLinear":
+        return cls(tensors["blocks"], meta["kind"], bias, meta["in"], meta["out"], dense)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = self.dense[0]
+        rows = x.numel() // self.in_features
+        if dense is not None and rows > DENSE_ROWS:
+            return nn.functional.linear(x, dense, self.bias)
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        out = torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features)
+        out = out.view(*x.shape[:-1], self.out_features)
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+LAYERS = {"fp32": BlockLinear, "bf16": PackedLinear}
 
 
 class FusedSlice(nn.Module):
@@ -158,29 +241,34 @@ class FusedGroup(nn.Module):
         return out
 
 
-def _concat(blocks: list[Q4Blocks]) -> Q4Blocks | None:
+def _concat(blocks: list[Blocks]) -> Blocks | None:
     if len({b.kind for b in blocks}) != 1 or len({b.shape[1] for b in blocks}) != 1:
         return None
-    return Q4Blocks(blocks[0].kind, np.concatenate([b.raw for b in blocks], axis=0))
+    return Blocks(blocks[0].kind, np.concatenate([b.raw for b in blocks], axis=0))
 
 
-def _packable(blocks: Q4Blocks, linear: nn.Module) -> bool:
-    n, k = blocks.shape
-    # the kernel packs output rows in blocks of 16 and needs whole groups along the input
-    return isinstance(linear, nn.Linear) and (n, k) == tuple(linear.weight.shape) and n % 16 == 0 and k % GROUP == 0
+def _shared_dense(model: nn.Module, name: str, linear: nn.Module) -> torch.Tensor | None:
+    """The weight of a tied LM head: the embedding keeps it in memory whatever the head runs on."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if linear is head and embeddings is not None and embeddings.weight is linear.weight:
+        return linear.weight.detach()
+    return None
 
 
-def build_packed(model: nn.Module, layers: dict[str, Q4Blocks], verify: bool = True) -> list[dict[str, Any]]:
+def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = True,
+                 kernel: str = "fp32") -> list[dict[str, Any]]:
     """The packed form of the model's linear layers named in `layers` (by module name), sibling
     projections fused where all of a group is packed: a list of entries {modules, widths, layer}.
 
     With `verify`, a layer is packed only where its codes reproduce the loaded weight exactly.
     """
+    layer_class = LAYERS[kernel]
     modules = dict(model.named_modules())
-    usable: dict[str, Q4Blocks] = {}
+    usable: dict[str, Blocks] = {}
     for name, blocks in layers.items():
         linear = modules.get(name)
-        if linear is None or not _packable(blocks, linear):
+        if not isinstance(linear, nn.Linear) or blocks.shape != tuple(linear.weight.shape) or not layer_class.fits(blocks):
             continue
         if verify and not torch.equal(blocks.dequantize(), linear.weight.detach().float()):
             logger.warning("packed weights: %s does not match the GGUF's codes; it stays exact", name)
@@ -200,12 +288,13 @@ def build_packed(model: nn.Module, layers: dict[str, Q4Blocks], verify: bool = T
                 continue
             bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
             plan.append({"modules": names, "widths": [usable[n].shape[0] for n in names],
-                         "layer": PackedLinear.from_blocks(blocks, bias)})
+                         "layer": layer_class.from_blocks(blocks, bias)})
             grouped.update(names)
     for name, blocks in usable.items():
         if name not in grouped:
+            linear = modules[name]
             plan.append({"modules": [name], "widths": [blocks.shape[0]],
-                         "layer": PackedLinear.from_blocks(blocks, modules[name].bias)})
+                         "layer": layer_class.from_blocks(blocks, linear.bias, _shared_dense(model, name, linear))})
     return plan
 
 
@@ -247,12 +336,12 @@ def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
     layout = []
     for i, entry in enumerate(plan):
         layer = entry["layer"]
-        tensors[f"{i}.packed"] = layer.packed
-        tensors[f"{i}.scales_zeros"] = layer.scales_zeros
+        for key, tensor in layer.tensors().items():
+            tensors[f"{i}.{key}"] = tensor
         if layer.bias is not None:
             tensors[f"{i}.bias"] = layer.bias
         layout.append({"modules": entry["modules"], "widths": entry["widths"], "in": layer.in_features,
-                       "out": layer.out_features})
+                       "out": layer.out_features, "kernel": layer.kernel, "kind": getattr(layer, "kind", None)})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(prefix=".packed-", dir=path.parent)
     os.close(fd)
@@ -264,37 +353,45 @@ def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
             os.unlink(staging)
 
 
-def load_plan(path: Path) -> list[dict[str, Any]]:
+def load_plan(path: Path, model: nn.Module | None = None) -> list[dict[str, Any]]:
     import json
 
     from safetensors import safe_open
 
+    modules = dict(model.named_modules()) if model is not None else {}
     plan = []
     with safe_open(str(path), framework="pt") as f:
         layout = json.loads(f.metadata()["layout"])
         names = set(f.keys())
         for i, entry in enumerate(layout):
             bias = f.get_tensor(f"{i}.bias") if f"{i}.bias" in names else None
-            layer = PackedLinear(f.get_tensor(f"{i}.packed"), f.get_tensor(f"{i}.scales_zeros"), bias,
-                                 entry["in"], entry["out"])
+            tensors = {key.partition(".")[2]: f.get_tensor(key) for key in names
+                       if key.partition(".")[0] == str(i) and not key.endswith(".bias")}
+            linear = modules.get(entry["modules"][0]) if len(entry["modules"]) == 1 else None
+            dense = _shared_dense(model, entry["modules"][0], linear) if linear is not None else None
+            layer = LAYERS[entry.get("kernel", "bf16")].from_tensors(tensors, entry, bias, dense)
             plan.append({"modules": entry["modules"], "widths": entry["widths"], "layer": layer})
     return plan
 
 
-def plan_file(folder: Path) -> Path:
-    """Where a converted model keeps its packed layers: per CPU capability, since the layout depends on it."""
+def plan_file(folder: Path, kernel: str = "fp32") -> Path:
+    """Where a converted model keeps its packed layers: the GGUF's blocks for the fp32 kernel, and per
+    CPU capability for torch's int4 kernel, whose layout depends on it."""
+    if kernel == "fp32":
+        return folder / "packed-gguf-blocks.safetensors"
     return folder / f"packed-q4-{torch.backends.cpu.get_cpu_capability().lower()}.safetensors"
 
 
-def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path) -> int:
-    """Pack the model's Q4 layers from the GGUF it was converted from, building the packed file once."""
-    path = plan_file(folder)
+def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp32") -> int:
+    """Pack the model's Q4 (and, for the fp32 kernel, Q8_0) layers from the GGUF it was converted from,
+    building the packed file once."""
+    path = plan_file(folder, kernel)
     if path.exists():
         try:
-            return apply_packed(model, load_plan(path))
+            return apply_packed(model, load_plan(path, model))
         except Exception:  # noqa: BLE001 - a damaged or foreign file: build it again
             logger.warning("packed weights: cannot read %s; building it again", path, exc_info=True)
-    plan = build_packed(model, gguf_q4_layers(gguf, model))
+    plan = build_packed(model, gguf_block_layers(gguf, model), kernel=kernel)
     try:
         save_plan(plan, path)
     except OSError:
@@ -302,8 +399,8 @@ def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path) -> int:
     return apply_packed(model, plan)
 
 
-def gguf_q4_layers(gguf: Path, model: nn.Module) -> dict[str, Q4Blocks]:
-    """The GGUF's Q4_0/Q4_1 tensors by the model's module names, rows in the model's order.
+def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
+    """The GGUF's Q4_0/Q4_1/Q8_0 tensors by the model's module names, rows in the model's order.
 
     Names are mapped with gguf-py's tensor name map and rows permuted (llama.cpp permutes Llama's q/k
     rows for its RoPE) by transformers' own tensor processor, as transformers' GGUF loader does.
@@ -330,7 +427,13 @@ def gguf_q4_layers(gguf: Path, model: nn.Module) -> dict[str, Q4Blocks]:
         gguf_name = names.get_name(module_name) or names.get_name(module_name.partition(".")[2])
         if gguf_name is not None:
             mapping.setdefault(gguf_name + ".weight", module_name + ".weight")
-    layers: dict[str, Q4Blocks] = {}
+    # A tied LM head has no tensor of its own in the file: it is the token embedding's.
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((name for name, module in model.named_modules() if module is head), None)
+    if head_name and _shared_dense(model, head_name, head) is not None and \
+            not any(t.name == "output.weight" for t in reader.tensors):
+        mapping["token_embd.weight"] = head_name + ".weight"
+    layers: dict[str, Blocks] = {}
     for tensor in reader.tensors:
         if int(tensor.tensor_type) not in BLOCK_BYTES:
             continue
@@ -344,6 +447,6 @@ def gguf_q4_layers(gguf: Path, model: nn.Module) -> dict[str, Q4Blocks]:
         if not hf_name.endswith(".weight"):
             continue
         rows = np.asarray(result.weights).reshape(-1).astype(np.int64)
-        layers[hf_name[: -len(".weight")]] = Q4Blocks(int(tensor.tensor_type), raw).rows(rows)
+        layers[hf_name[: -len(".weight")]] = Blocks(int(tensor.tensor_type), raw).rows(rows)
     return layers
 

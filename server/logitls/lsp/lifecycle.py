@@ -147,7 +147,10 @@ async def load_model(server: LogitlsServer) -> None:
         loaded = getattr(engine, "loaded", None)
         if loaded is not None and loaded.note:
             logger.warning("%s", loaded.note)
-        weights = f", {loaded.weights} weights" if loaded is not None and loaded.weights not in (None, "exact") else ""
+        weights = ""
+        if loaded is not None and loaded.weights not in (None, "exact"):
+            kernel = getattr(loaded, "kernel", "")
+            weights = f", {loaded.weights} weights" + (f" ({kernel} kernel)" if kernel else "")
         server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
         message = f"Model ready ({took:.1f} s)"
     finally:
@@ -287,7 +290,8 @@ def register(server: LogitlsServer) -> None:
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
-                "weights": getattr(getattr(engine, "loaded", None), "weights", None)}
+                "weights": getattr(getattr(engine, "loaded", None), "weights", None),
+                "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:

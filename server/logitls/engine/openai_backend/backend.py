@@ -50,6 +50,7 @@ class RemoteModel:
     model: Any = None
     tokenizer: Any = None
     weights: str | None = None  # the server's own; "exact" or "packed" name only local weights
+    kernel: str = ""
     note: str = ""
 
 

@@ -1,0 +1,79 @@
+"""The fp32 GGUF-block kernel (engine/kernels/gguf_linear.cpp) against gguf-py's own dequantizer: the
+same fp32 weights, bit for bit, and a layer's output equal to the dense layer's up to the order of the
+additions (exactly equal where many rows take the dense GEMM)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from logitls.engine import kernels
+from logitls.engine.packed import DENSE_ROWS, Q4_0, Q4_1, Q8_0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built():
+    assert kernels.available(), kernels.unavailable_reason()  # make setup builds it; a compiler builds it here
+
+
+def _blocks(kind: int, n: int, k: int, seed: int):
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
+    raw = quantize(weight, GGMLQuantizationType(kind))
+    return torch.from_numpy(raw.copy()), torch.from_numpy(dequantize(raw, GGMLQuantizationType(kind)).copy())
+
+
+@pytest.mark.parametrize("kind", [Q4_0, Q4_1, Q8_0], ids=["q4_0", "q4_1", "q8_0"])
+@pytest.mark.parametrize("n,k", [(64, 32), (37, 96), (576, 1536)])  # 37: rows in no multiple of 16
+def test_the_kernel_computes_with_gguf_pys_weights(kind, n, k):
+    blocks, weight = _blocks(kind, n, k, seed=n + k + kind)
+    assert torch.equal(torch.ops.logitls.gguf_dequantize(blocks, kind, k), weight)
+    for rows in (1, 2, 4, 5, DENSE_ROWS, DENSE_ROWS + 1, 40):
+        x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
+        dense = x @ weight.t()
+        out = torch.ops.logitls.gguf_linear(x, blocks, kind, k)
+        assert out.shape == (rows, n)
+        if rows > DENSE_ROWS:
+            assert torch.equal(out, dense)  # the dense GEMM on the dequantized weight
+        else:
+            torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-5 * float(dense.abs().max()))
+
+
+def test_the_kernel_refuses_what_does_not_fit():
+    blocks, _ = _blocks(Q4_1, 16, 64, seed=1)
+    with pytest.raises(RuntimeError, match="inputs do not fit"):
+        torch.ops.logitls.gguf_linear(torch.randn(1, 96), blocks, Q4_1, 96)
+    with pytest.raises(RuntimeError, match="fp32"):
+        torch.ops.logitls.gguf_linear(torch.randn(1, 64, dtype=torch.bfloat16), blocks, Q4_1, 64)
+
+
+def test_the_plain_loop_computes_the_same(tmp_path):
+    """The path CPUs without AVX2 take, run here in a process that asks for it."""
+    blocks, weight = _blocks(Q4_1, 40, 64, seed=3)
+    x = torch.randn(3, 64)
+    torch.save({"blocks": blocks, "x": x}, tmp_path / "case.pt")
+    code = ("import sys, torch; from logitls.engine import kernels; assert kernels.available(); "
+            f"case = torch.load({str(tmp_path / 'case.pt')!r}); "
+            "print(kernels.cpu_path()); "
+            f"torch.save(torch.ops.logitls.gguf_linear(case['x'], case['blocks'], {Q4_1}, 64), {str(tmp_path / 'out.pt')!r})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "LOGITLS_GGUF_KERNEL_PLAIN": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["plain"]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), x @ weight.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_avx2_path_runs_where_the_cpu_has_it():
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    assert kernels.cpu_path() == ("avx2" if {"avx2", "fma"} <= flags else "plain")

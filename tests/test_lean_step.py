@@ -1,0 +1,112 @@
+"""The lean decode step (engine/lean_step.py): greedy decoding through it gives transformers' tokens and
+logits, leaves the document's KV cache as transformers' forward would, and is dropped for good when it
+ever disagrees."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from conftest import build_gpt2_tokenizer
+
+from logitls.engine import Engine, kernels
+from logitls.engine.packed import Q4_1, Q8_0, apply_packed, build_packed, quantize_blocks
+
+PROMPT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n# the quick brown fox"
+
+
+def _tiny(architecture: str, folder):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=eos,
+                  eos_token_id=eos, tie_word_embeddings=True)
+    torch.manual_seed(11)
+    model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**common)))  # Qwen2: q/k/v with biases
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)  # sharpen: greedy means something
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0, 0.1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _pack(engine: Engine) -> Engine:
+    """Give the engine's model GGUF-block weights (Q4_1, the head Q8_0) on the fp32 kernel."""
+    assert kernels.available(), kernels.unavailable_reason()
+    model, layers = engine.model, {}
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                blocks = quantize_blocks(module.weight, Q8_0 if module is head else Q4_1)
+                module.weight.copy_(blocks.dequantize())
+                layers[name] = blocks
+    assert apply_packed(model, build_packed(model, layers, kernel="fp32")) == len(layers)
+    return engine
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "llama-packed"])
+def pair(request, tmp_path_factory):
+    """The same model twice: decoding through the lean step, and through transformers' forward only."""
+    architecture, _, packed = request.param.partition("-")
+    folder = _tiny(architecture, tmp_path_factory.mktemp(request.param))
+    lean = Engine.load(str(folder), device="cpu")
+    plain = Engine.load(str(folder), device="cpu", lean_step=False)
+    if packed:
+        _pack(lean), _pack(plain)
+        # the same blocks in both: the weights were rounded to Q4_1 in place, identically from the same seed
+    assert lean.lean_step is not None and plain.lean_step is None
+    return lean, plain
+
+
+def test_lean_greedy_gives_transformers_tokens_and_logits(pair):
+    lean, plain = pair
+    fast = [s.token.id for s in lean.greedy(PROMPT, max_new_tokens=40, document="g")]
+    slow = [s.token.id for s in plain.greedy(PROMPT, max_new_tokens=40, document="g")]
+    assert lean._lean_checked is True  # the lean step was checked and used
+    assert fast == slow
+    # every step's distribution, as kept for healing and backspaces
+    lean_tail, plain_tail = lean._state("g").tail, plain._state("g").tail
+    assert lean_tail.keys() == plain_tail.keys()
+    for position in lean_tail:
+        assert torch.allclose(lean_tail[position], plain_tail[position], rtol=1e-4, atol=1e-4)
+
+
+def test_the_cache_a_lean_greedy_leaves_serves_the_next_keystroke(pair):
+    lean, _ = pair
+    continued = PROMPT + lean.generate_text(PROMPT, max_new_tokens=12, document="kept")
+    kept = lean.next_tokens(continued + " and", 5, document="kept")  # on the cache the lean steps wrote
+    lean.forget("fresh")
+    fresh = lean.next_tokens(continued + " and", 5, document="fresh")
+    assert [c.token.id for c in kept.choices] == [c.token.id for c in fresh.choices]
+    for a, b in zip(kept.choices, fresh.choices):
+        assert a.prob == pytest.approx(b.prob, abs=1e-4)
+
+
+def test_models_it_does_not_mirror_decode_through_transformers(tiny_models, tiny_sliding_models):
+    assert Engine.load(str(tiny_models["gpt2"]), device="cpu").lean_step is None
+    sliding = Engine.load(str(tiny_sliding_models["mistral"]), device="cpu")
+    # a sliding-window cache is not one the lean step writes into: transformers' forward decodes
+    text = sliding.generate_text("one two three", max_new_tokens=4, document="s")
+    assert sliding._lean_checked is None and isinstance(text, str)
+
+
+def test_a_lean_step_that_disagrees_is_dropped_for_good(tmp_path, caplog):
+    folder = _tiny("llama", tmp_path / "m")
+    engine = Engine.load(str(folder), device="cpu")
+    reference = Engine.load(str(folder), device="cpu", lean_step=False)
+    broken = engine.lean_step.final_norm
+    engine.lean_step.final_norm = lambda x: broken(x) * 1.01  # a step that is subtly wrong
+    with caplog.at_level(logging.WARNING, logger="logitls.engine"):
+        ids = [s.token.id for s in engine.greedy(PROMPT, max_new_tokens=20, document="g")]
+    assert engine._lean_checked is False
+    assert "lean decode step differs" in caplog.text
+    assert ids == [s.token.id for s in reference.greedy(PROMPT, max_new_tokens=20, document="g")]
