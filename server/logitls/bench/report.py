@@ -230,23 +230,23 @@ def table(results: dict[str, Any]) -> str:
 def settings_table(results: dict[str, Any]) -> str:
     settings = results["settings"]
     rows = ["settings, same document and prompt (ms; greedy in tokens/s):",
-            f"  {'':<18}{'cold':>9}{'keystroke':>11}{'mid edit':>10}{'greedy':>9}{'generate':>10}"]
+            f"  {'':<30}{'cold':>9}{'keystroke':>11}{'mid edit':>10}{'greedy':>9}{'generate':>10}"]
     for name, row in settings.items():
         if "greedy" in row:
             g = row["greedy"]
-            rows.append(f"  {name:<18}{row['cold_prefill_ms']:9.1f}{row['keystroke_ms']:11.1f}{row['mid_edit_ms']:10.1f}"
+            rows.append(f"  {name:<30}{row['cold_prefill_ms']:9.1f}{row['keystroke_ms']:11.1f}{row['mid_edit_ms']:10.1f}"
                         f"{g['logitls_tok_s']:9.1f}{g['generate_tok_s']:10.1f}")
         elif name != "llama.cpp":
-            rows.append(f"  {name:<18}  skipped: {row['skipped']}")
+            rows.append(f"  {name:<30}  skipped: {row['skipped']}")
     llama = settings.get("llama.cpp", {})
-    rows.append(f"  {'llama.cpp server':<18}" + (f"{'':>39}{llama['tok_s']:9.1f}" if "tok_s" in llama
+    rows.append(f"  {'llama.cpp server':<30}" + (f"{'':>39}{llama['tok_s']:9.1f}" if "tok_s" in llama
                                                   else f"  skipped: {llama.get('skipped')}"))
     rows += ["", "fidelity against exact float32 (fixed code, prose and chat texts):",
-             f"  {'':<18}{'positions':>10}{'mean KL':>10}{'p99 KL':>10}{'top-1':>9}{'worst top-10 |Δp|':>19}"]
+             f"  {'':<30}{'positions':>10}{'mean KL':>10}{'p99 KL':>10}{'top-1':>9}{'worst top-10 |Δp|':>19}"]
     for name, row in settings.items():
         if "fidelity" in row:
             f = row["fidelity"]
-            rows.append(f"  {name:<18}{f['positions']:10d}{f['mean_kl']:10.2e}{f['p99_kl']:10.2e}"
+            rows.append(f"  {name:<30}{f['positions']:10d}{f['mean_kl']:10.2e}{f['p99_kl']:10.2e}"
                         f"{f['top1_agreement']:9.2%}{f['worst_top_n_abs_error']:19.4f}"
                         f"  {'meets the bar' if f['meets_bar'] else 'misses the bar (KL < 1e-3, top-1 ≥ 99.5 %)'}")
     rows += ["", "goals:"]
