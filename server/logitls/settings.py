@@ -118,7 +118,7 @@ class Settings:
     dtype: str = setting("float32", "Weights' precision. Probabilities are always computed in float32.",
                          choices=("float32", "bfloat16", "float16"))
     weights: str = setting("auto", "How the linear layers compute. `packed`: on CPU, straight from a GGUF's own "
-                                   "Q4_0/Q4_1/Q8_0 blocks (about 3x faster decoding, a fifth of the memory); "
+                                   "Q4_0/Q4_1/Q8_0 blocks (about 3x faster decoding, the linear layers in a fifth of the memory); "
                                    "logitls's fp32 kernel gives the exact weights' numbers to within the order of "
                                    "additions, and where it cannot be built torch's bf16 int4 kernel moves "
                                    "probabilities slightly (see `logitls bench`'s fidelity table). `exact`: the "

@@ -7,16 +7,16 @@ ops a layer, gpt-fast style:
 - q, k and v come from one call where they are fused (packed weights), and gate/up likewise (dense
   weights are not fused: a fused copy measured +10 % greedy but kept +250 MB resident, the mapped
   originals' pages staying in memory);
-- RoPE turns q and k together, from cos/sin computed once per decode for the positions it will visit;
+- RoPE turns q and k together;
 - keys and values are written straight into the document's growable KV cache (kv_cache.GrowableLayer),
   which therefore holds the generated tokens afterwards exactly as the transformers path leaves it;
-- grouped-query attention is one SDPA call with each KV head's queries stacked (as transformers' own
-  `pack_gqa` does for one query): no repeated keys or values.
+- attention is the SDPA call transformers makes (grouped-query heads by `enable_gqa`, no mask), so
+  the numbers are transformers' own, bit for bit in float32.
 
-Only models it can mirror are taken (`LeanStep.supports`): plain full-attention Llama-style layers, in
-float32.
-The engine checks it once against transformers' forward (same tokens, logits within float rounding)
-before trusting it, and falls back to that forward for good on any difference.
+Only models it can mirror are taken (`LeanStep.supports`): plain full-attention Llama-style layers.
+Every op is the one transformers runs, on the same shapes, so the logits are transformers' bit for bit;
+the engine checks that once before trusting the step and falls back to transformers' forward for good
+on any difference (a model or a torch build where some op dispatches differently).
 """
 
 from __future__ import annotations
@@ -62,9 +62,14 @@ def _joined(parent: nn.Module, names: tuple[str, ...]) -> Projection:
 
 
 def _rms_norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    # torch's fused RMSNorm: in fp32 the same numbers as transformers' LlamaRMSNorm (the check says so)
-    weight, eps, shape = module.weight, module.variance_epsilon, tuple(module.weight.shape)
-    return lambda x: F.rms_norm(x, shape, weight, eps)
+    weight, eps = module.weight, module.variance_epsilon
+
+    def norm(x: torch.Tensor) -> torch.Tensor:  # transformers' LlamaRMSNorm, op for op
+        held = x.float()
+        held = held * torch.rsqrt(held.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * held.to(x.dtype)
+
+    return norm
 
 
 class LeanStep:
@@ -72,7 +77,7 @@ class LeanStep:
         config, inner = model.config, model.model
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.group = self.heads // self.kv_heads
+        self.gqa = self.heads != self.kv_heads
         self.embedding = inner.embed_tokens.weight
         self.rotary = inner.rotary_emb
         self.final_norm = _rms_norm(inner.norm)
@@ -84,8 +89,7 @@ class LeanStep:
                 _rms_norm(layer.input_layernorm), _joined(attention, ("q_proj", "k_proj", "v_proj")),
                 _projection(attention.o_proj), attention.scaling, _rms_norm(layer.post_attention_layernorm),
                 _joined(mlp, ("gate_proj", "up_proj")), mlp.act_fn, _projection(mlp.down_proj), mlp.intermediate_size))
-        self._cos = self._sin = None
-        self._first_position = 0
+        self._probe = self.embedding[:1][None]  # the rotary module reads only dtype and device from it
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -101,29 +105,20 @@ class LeanStep:
                 and config.model_type == "mistral":
             return False
         inner = getattr(model, "model", None)
-        if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "embed_tokens"):
-            return False
-        # fp32 only: in bf16 the two paths' roundings (SDPA kernels, GEMV shapes) differ by ~0.1 in a
-        # logit, which no check could tell from a real difference, so bf16 decodes through transformers
-        return inner.embed_tokens.weight.dtype == torch.float32
+        return inner is not None and hasattr(inner, "rotary_emb") and hasattr(inner, "embed_tokens")
 
     @staticmethod
     def cache_fits(cache: Any) -> bool:
         return cache is not None and all(type(layer) is GrowableLayer and layer.is_initialized
                                          and layer._key_buffer is not None for layer in cache.layers)
 
-    def prepare(self, first_position: int, count: int) -> None:
-        """cos and sin for positions first_position .. first_position + count - 1, computed once."""
-        positions = torch.arange(first_position, first_position + count, device=self.embedding.device)[None]
-        probe = self.embedding[:1][None]
-        cos, sin = self.rotary(probe, positions)
-        self._cos, self._sin, self._first_position = cos[0], sin[0], first_position
-
     def step(self, token_id: int, cache: Any) -> torch.Tensor:
         """Feed one token at the cache's end; returns the next-token logits (fp32, [vocab])."""
         position = cache.layers[0]._length
-        row = position - self._first_position
-        cos, sin = self._cos[row], self._sin[row]
+        # one position at a time, as transformers computes it: cos/sin of a batch of positions can
+        # differ in the last bit (vectorised against scalar tails)
+        cos, sin = self.rotary(self._probe, torch.tensor([[position]], device=self.embedding.device))
+        cos, sin = cos[0], sin[0]
         half = self.head_dim // 2
         q_heads, k_heads = self.heads, self.kv_heads
         x = self.embedding[token_id][None]  # [1, hidden]
@@ -132,8 +127,8 @@ class LeanStep:
             qk = heads[: q_heads + k_heads]
             qk = qk * cos + torch.cat((-qk[:, half:], qk[:, :half]), dim=-1) * sin
             keys, values = _append(layer, qk[q_heads:], heads[q_heads + k_heads:])
-            queries = qk[:q_heads].view(1, k_heads, self.group, self.head_dim)
-            attended = F.scaled_dot_product_attention(queries, keys, values, scale=scaling)
+            queries = qk[:q_heads].view(1, q_heads, 1, self.head_dim)
+            attended = F.scaled_dot_product_attention(queries, keys, values, scale=scaling, enable_gqa=self.gqa)
             x = x + out(attended.reshape(1, q_heads * self.head_dim))
             both = gate_up(norm_post(x))
             x = x + down(act(both[:, :inner_size]) * both[:, inner_size:])

@@ -40,7 +40,7 @@ namespace {
 
 constexpr int kGroup = 32;
 constexpr int64_t kBlasRows = 16;  // above this many input rows: dequantize a tile at a time, then GEMM
-constexpr int64_t kTileFloats = 64 * 1024;  // a tile's dequantized weights: 256 KB, within a core's L2
+constexpr int64_t kTileFloats = 256 * 1024;  // a tile's dequantized weights: 1 MB, about a core's L2
 
 enum Kind : int64_t { Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };
 
