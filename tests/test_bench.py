@@ -19,6 +19,10 @@ def test_bench_reports_every_measurement(tiny_models):
         assert report[key] > 0, key
     assert report["greedy"]["identical"] is True  # logitls's loop produced generate()'s tokens
     assert report["greedy"]["logitls_tok_s"] > 0 and report["greedy"]["generate_tok_s"] > 0
+    # decoding alone (first token to last), what the llama.cpp comparison takes on both sides
+    assert report["greedy"]["decode_tok_s"] > 0
+    exact = report["settings"]["exact float32"]
+    assert exact["greedy"]["decode_tok_s"] > 0 and exact["greedy"]["identical"] is True
     lsp = report["lsp"]
     assert 0 < lsp["initialize_ms"] < lsp["first_completion_ms"]
     assert lsp["lsp_keystroke_ms"] > 0 and lsp["peak_rss_mb"] > 0

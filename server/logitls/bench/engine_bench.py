@@ -78,6 +78,12 @@ def mid_document_edits(engine, document: str, at_token: int, repeats: int) -> li
     return times
 
 
+def _decode_rate(stamps: list[float]) -> float:
+    """Tokens/s from the first token to the last: decoding only, whatever the prompt cost (llama.cpp's
+    server keeps the prompt of the previous request cached, logitls's bench forgets it)."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+
+
 def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) -> dict[str, Any]:
     import torch
 
@@ -85,11 +91,21 @@ def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) 
     saved_eos = engine.eos_ids
     engine.eos_ids = set()  # both sides run the full length
     try:
-        ours, reference_times = [], []
+        ours, reference_times, decode_rates = [], [], []
         for _ in range(repeats):
             engine.forget("greedy")
-            ms, steps = timed(lambda: list(engine.greedy(prompt, max_new_tokens=new_tokens, document="greedy")))
+            stamps: list[float] = []
+
+            def run() -> list:
+                steps = []
+                for step in engine.greedy(prompt, max_new_tokens=new_tokens, document="greedy"):
+                    stamps.append(time.perf_counter())
+                    steps.append(step)
+                return steps
+
+            ms, steps = timed(run)
             ours.append(ms)
+            decode_rates.append(_decode_rate(stamps))
             with torch.inference_mode():
                 ref_ms, output = timed(lambda: engine.model.generate(
                     ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
@@ -103,7 +119,8 @@ def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) 
     ours_rate = new_tokens / (min(ours) / 1000)
     reference_rate = new_tokens / (min(reference_times) / 1000)
     return {"new_tokens": new_tokens, "logitls_tok_s": ours_rate, "generate_tok_s": reference_rate,
-            "ratio": ours_rate / reference_rate, "identical": ours_ids == reference_ids}
+            "ratio": ours_rate / reference_rate, "identical": ours_ids == reference_ids,
+            "decode_tok_s": max(decode_rates)}
 
 
 def lens_passes(engine, document: str, repeats: int) -> dict[str, float]:
@@ -188,7 +205,8 @@ def setting_profiles(engines: dict[str, Any], document: str, greedy_prompt: str,
         ours = max(g["logitls_tok_s"] for g in row["greedy"])
         reference = max(g["generate_tok_s"] for g in row["greedy"])
         greedy = {"new_tokens": greedy_tokens, "logitls_tok_s": ours, "generate_tok_s": reference,
-                  "ratio": ours / reference, "identical": all(g["identical"] for g in row["greedy"])}
+                  "ratio": ours / reference, "identical": all(g["identical"] for g in row["greedy"]),
+                  "decode_tok_s": max(g["decode_tok_s"] for g in row["greedy"])}
         profiles[name] = {"cold_prefill_ms": cold, "keystroke_ms": keystroke, "mid_edit_ms": mid,
                           "keystroke_over_cold": keystroke / cold, "mid_edit_over_cold": mid / cold, "greedy": greedy}
     return profiles

@@ -63,11 +63,13 @@ class LlamaServer:
         return self
 
     def greedy_tok_s(self, prompt: str, new_tokens: int) -> float:
-        """Tokens/s of the server's streamed greedy continuation of `prompt`."""
-        started = time.perf_counter()
-        count = sum(1 for step in self.remote.greedy(prompt, max_new_tokens=new_tokens)
-                    if step.token.id not in self.remote.eos_ids)
-        return count / (time.perf_counter() - started)
+        """Decode tokens/s of the server's streamed greedy continuation of `prompt`: from the first
+        streamed token to the last, so that its prompt cache (kept between requests) does not count."""
+        from .engine_bench import _decode_rate
+
+        stamps = [time.perf_counter() for step in self.remote.greedy(prompt, max_new_tokens=new_tokens)
+                  if step.token.id not in self.remote.eos_ids]
+        return _decode_rate(stamps)
 
     def __exit__(self, *exc: Any) -> None:
         if self.remote is not None:

@@ -153,12 +153,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
              row["keystroke_over_cold"] <= 0.05)
         goal(f"mid-document edit / cold prefill, {name}", row["mid_edit_over_cold"], "≤ 0.6",
              row["mid_edit_over_cold"] <= 0.6)
-    fast = [(row["greedy"]["logitls_tok_s"], name) for name, row in settings.items()
+    fast = [(row["greedy"]["decode_tok_s"], name) for name, row in settings.items()
             if "greedy" in row and row.get("fidelity", {"meets_bar": True})["meets_bar"]]
     llama = settings.get("llama.cpp", {})
     if fast and "tok_s" in llama:
         rate, name = max(fast)
-        goal(f"greedy, fastest setting within the fidelity bar ({name}) / llama.cpp", rate / llama["tok_s"],
+        goal(f"greedy decode, fastest setting within the fidelity bar ({name}) / llama.cpp", rate / llama["tok_s"],
              "≥ 1.0", rate >= llama["tok_s"])
     else:
         goal(f"greedy / llama.cpp: skipped ({llama.get('skipped', 'not measured')})", None, "≥ 1.0", None)
@@ -229,17 +229,18 @@ def table(results: dict[str, Any]) -> str:
 
 def settings_table(results: dict[str, Any]) -> str:
     settings = results["settings"]
-    rows = ["settings, same document and prompt (ms; greedy in tokens/s):",
-            f"  {'':<30}{'cold':>9}{'keystroke':>11}{'mid edit':>10}{'greedy':>9}{'generate':>10}"]
+    rows = ["settings, same document and prompt (ms; tokens/s: greedy and model.generate with the prompt's",
+            "prefill, decode from the first token to the last):",
+            f"  {'':<30}{'cold':>9}{'keystroke':>11}{'mid edit':>10}{'greedy':>9}{'generate':>10}{'decode':>9}"]
     for name, row in settings.items():
         if "greedy" in row:
             g = row["greedy"]
             rows.append(f"  {name:<30}{row['cold_prefill_ms']:9.1f}{row['keystroke_ms']:11.1f}{row['mid_edit_ms']:10.1f}"
-                        f"{g['logitls_tok_s']:9.1f}{g['generate_tok_s']:10.1f}")
+                        f"{g['logitls_tok_s']:9.1f}{g['generate_tok_s']:10.1f}{g['decode_tok_s']:9.1f}")
         elif name != "llama.cpp":
             rows.append(f"  {name:<30}  skipped: {row['skipped']}")
     llama = settings.get("llama.cpp", {})
-    rows.append(f"  {'llama.cpp server':<30}" + (f"{'':>39}{llama['tok_s']:9.1f}" if "tok_s" in llama
+    rows.append(f"  {'llama.cpp server':<30}" + (f"{'':>49}{llama['tok_s']:9.1f}" if "tok_s" in llama
                                                   else f"  skipped: {llama.get('skipped')}"))
     rows += ["", "fidelity against exact float32 (fixed code, prose and chat texts):",
              f"  {'':<30}{'positions':>10}{'mean KL':>10}{'p99 KL':>10}{'top-1':>9}{'worst top-10 |Δp|':>19}"]
