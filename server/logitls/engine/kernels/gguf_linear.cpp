@@ -100,7 +100,17 @@ void rows_plain(const float* x, int64_t n_inputs, int64_t k, const uint8_t* bloc
 }
 
 #if LOGITLS_X86
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+#define LOGITLS_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// One instruction (F16C, on every AVX2 CPU) instead of the portable bit manipulation: a block's scales
+// are converted once per 32 weights, which the plain conversion would make a fifth of the work.
+LOGITLS_AVX2 inline float half_f16c(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return _cvtsh_ss(bits);
+}
+
+LOGITLS_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -111,8 +121,8 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 // fp32 (an 11-bit mantissa times a 4- or 8-bit integer), so one FMA rounds d * q + m exactly as the
 // multiply-then-add of gguf-py does. Codes are widened straight from memory, two bytes' nibbles per
 // lane pair: the shuffle port, not the arithmetic, limits a naive unpacking.
-__attribute__((target("avx2,fma"))) inline void block_ps(const uint8_t* block, int64_t kind, __m256 w[4]) {
-  const __m256 d = _mm256_set1_ps(half(block));
+LOGITLS_AVX2 inline void block_ps(const uint8_t* block, int64_t kind, __m256 w[4]) {
+  const __m256 d = _mm256_set1_ps(half_f16c(block));
   if (kind == Q8_0) {
     for (int part = 0; part < 4; ++part) {
       const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * part));
@@ -128,7 +138,7 @@ __attribute__((target("avx2,fma"))) inline void block_ps(const uint8_t* block, i
   __m256i q[4] = {_mm256_and_si256(first, mask), _mm256_and_si256(second, mask), _mm256_srli_epi32(first, 4),
                   _mm256_srli_epi32(second, 4)};
   if (kind == Q4_1) {
-    const __m256 m = _mm256_set1_ps(half(block + 2));
+    const __m256 m = _mm256_set1_ps(half_f16c(block + 2));
     for (int part = 0; part < 4; ++part) w[part] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q[part]), m);
   } else {
     const __m256i eight = _mm256_set1_epi32(8);
@@ -139,7 +149,7 @@ __attribute__((target("avx2,fma"))) inline void block_ps(const uint8_t* block, i
 
 // One input row (a decode step): four sums, so that four independent chains of FMAs hide the
 // instruction's latency (two would wait on it every block).
-__attribute__((target("avx2,fma"))) void one_input_avx2(const float* x, int64_t k, const uint8_t* blocks, int64_t kind,
+LOGITLS_AVX2 void one_input_avx2(const float* x, int64_t k, const uint8_t* blocks, int64_t kind,
                                                          int64_t row_bytes, float* out, int64_t begin, int64_t end) {
   const int64_t bytes = block_bytes(kind), n_blocks = k / kGroup;
   for (int64_t row = begin; row < end; ++row) {
@@ -157,7 +167,7 @@ __attribute__((target("avx2,fma"))) void one_input_avx2(const float* x, int64_t 
 }
 
 // Up to four input rows at a time share each dequantized block.
-__attribute__((target("avx2,fma"))) void rows_avx2(const float* x, int64_t n_inputs, int64_t k, const uint8_t* blocks,
+LOGITLS_AVX2 void rows_avx2(const float* x, int64_t n_inputs, int64_t k, const uint8_t* blocks,
                                                     int64_t kind, int64_t row_bytes, float* out, int64_t n,
                                                     int64_t begin, int64_t end) {
   if (n_inputs == 1) return one_input_avx2(x, k, blocks, kind, row_bytes, out, begin, end);
@@ -186,6 +196,7 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* x, int64_t n_inp
 
 bool has_avx2() {  // LOGITLS_GGUF_KERNEL_PLAIN: the plain loop even here (its tests run on any machine)
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c") &&
                           std::getenv("LOGITLS_GGUF_KERNEL_PLAIN") == nullptr;
   return yes;
 }
