@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,29 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
 NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
+
+
+@contextmanager
+def counting_feeds(engine, fed: list[int]):
+    """Record how many tokens each forward feeds: transformers' (model.forward) and the lean decode
+    step's (always one), so a test counts work whichever path a keystroke or a decode step takes."""
+    original = engine.model.forward
+
+    def forward(*args, **kwargs):
+        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
+        return original(*args, **kwargs)
+
+    engine.model.forward = forward
+    lean = engine.lean_step
+    if lean is not None:
+        step = lean.step
+        lean.step = lambda token, cache: (fed.append(1), step(token, cache))[1]
+    try:
+        yield fed
+    finally:
+        del engine.model.forward
+        if lean is not None:
+            del lean.step
 
 
 def build_gpt2_tokenizer(**options):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT
+from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT, counting_feeds
 
 PROMPTS = [NOTEBOOK_TEXT, "The capital of France is", "def f(x):\n    return", "a"]
 
@@ -196,27 +196,13 @@ def test_document_scores_equal_token_scores_within_the_window(tiny_engine):
     assert [(s.token.id, s.logprob, s.rank) for s in a.tokens] == [(s.token.id, s.logprob, s.rank) for s in b.tokens]
 
 
-def counting(engine, fed: list[int]):
-    """A stand-in for model.forward that records how many tokens each call feeds."""
-    original = engine.model.forward
-
-    def forward(*args, **kwargs):
-        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
-        return original(*args, **kwargs)
-
-    return forward
-
-
 def test_document_scores_again_feeds_nothing(tiny_engine):
     """Hover asks for the lens's scores of the same text: no window is computed twice."""
     text = " ".join(f"word{i % 7}" for i in range(200))
     first = tiny_engine.document_scores(text, document="again")
     fed: list[int] = []
-    tiny_engine.model.forward = counting(tiny_engine, fed)
-    try:
+    with counting_feeds(tiny_engine, fed):
         second = tiny_engine.document_scores(text, document="again")
-    finally:
-        del tiny_engine.model.forward
     assert fed == []
     assert [(s.token.id, s.logprob, s.rank) for s in second.tokens] == \
         [(s.token.id, s.logprob, s.rank) for s in first.tokens]
@@ -239,23 +225,17 @@ def test_completion_generation_and_lens_share_one_window(tiny_engine):
         engine.document_scores(text, document=key)  # the lens has run once
         list(engine.greedy("warm up", max_new_tokens=2, document="warm-up"))  # the lean step's one check
         engine.forget("warm-up")
-        engine.model.forward = counting(engine, fed)
-        if engine.lean_step is not None:  # a decode step that does not go through model.forward
-            step = engine.lean_step.step
-            engine.lean_step.step = lambda token, cache: (fed.append(1), step(token, cache))[1]
-        completion = engine.next_tokens(edited, 5, document=key)
-        assert sum(fed) <= 4, fed  # the appended word
-        fed.clear()
-        generated = [s.token.id for s in engine.greedy(edited, max_new_tokens=8, document=key)]
-        assert fed == [1] * 7  # decode steps only: the prompt's window is the one completion fed
-        fed.clear()
-        lens = engine.document_scores(edited, document=key)
-        # The generated tokens are cropped off; the appended word's tokens, fed unscored by completion
-        # (see score_bulk), are fed again with the one before them to score them: nothing else.
-        assert sum(fed) <= 4, fed
-        del engine.model.forward
-        if engine.lean_step is not None:
-            del engine.lean_step.step
+        with counting_feeds(engine, fed):
+            completion = engine.next_tokens(edited, 5, document=key)
+            assert sum(fed) <= 4, fed  # the appended word
+            fed.clear()
+            generated = [s.token.id for s in engine.greedy(edited, max_new_tokens=8, document=key)]
+            assert fed == [1] * 7  # decode steps only: the prompt's window is the one completion fed
+            fed.clear()
+            lens = engine.document_scores(edited, document=key)
+            # The generated tokens are cropped off; the appended word's tokens, fed unscored by completion
+            # (see score_bulk), are fed again with the one before them to score them: nothing else.
+            assert sum(fed) <= 4, fed
         fresh = Engine(engine.loaded)
         fresh.eos_ids = set()
         assert [c.id for c in completion.choices] == [c.id for c in fresh.next_tokens(edited, 5).choices]

@@ -96,6 +96,23 @@ def test_the_cache_a_lean_greedy_leaves_serves_the_next_keystroke(pair):
         assert a.prob == pytest.approx(b.prob, abs=1e-4)
 
 
+def test_a_keystroke_feeds_its_one_token_through_the_lean_step(pair):
+    lean, plain = pair
+    for engine in (lean, plain):
+        engine.next_tokens(PROMPT, 5, document="typing")
+    list(lean.greedy("warm up", max_new_tokens=2, document="check"))  # the one check, done before counting
+    stepped = []
+    step = lean.lean_step.step
+    lean.lean_step.step = lambda token, cache: (stepped.append(token), step(token, cache))[1]
+    try:
+        fast = lean.next_tokens(PROMPT + " and", 5, document="typing")
+    finally:
+        del lean.lean_step.step
+    slow = plain.next_tokens(PROMPT + " and", 5, document="typing")
+    assert len(stepped) == 1  # the new token, on the kept cache
+    assert [(c.token.id, c.prob) for c in fast.choices] == [(c.token.id, c.prob) for c in slow.choices]
+
+
 def test_models_it_does_not_mirror_decode_through_transformers(tiny_models, tiny_sliding_models):
     assert Engine.load(str(tiny_models["gpt2"]), device="cpu").lean_step is None
     assert Engine.load(str(tiny_models["llama"]), device="cpu").lean_step is not None

@@ -326,14 +326,18 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             chunk = ids[position : position + chunk_size]
-            # logits_to_keep skips the LM head for all but the last few positions when no scores are wanted
-            output = self.model(
-                input_ids=torch.tensor([chunk], device=self.device),
-                cache=state.kv,
-                logits_to_keep=0 if want_scores else TAIL_LOGITS,
-                use_cache=True,
-            )
-            logits = output.logits[0].float()  # softmax in fp32 even when the model runs in bf16
+            if len(chunk) == 1 and self._lean_usable(state, ids[:position]):
+                # a keystroke's one token: the lean step gives transformers' logits, ~5 ms sooner
+                logits = self.lean_step.step(chunk[0], state.kv)[None]
+            else:
+                # logits_to_keep skips the LM head for all but the last few positions when no scores are wanted
+                output = self.model(
+                    input_ids=torch.tensor([chunk], device=self.device),
+                    cache=state.kv,
+                    logits_to_keep=0 if want_scores else TAIL_LOGITS,
+                    use_cache=True,
+                )
+                logits = output.logits[0].float()  # softmax in fp32 even when the model runs in bf16
             state.ids.extend(chunk)
             kept = min(TAIL_LOGITS, len(chunk))
             for row in range(kept):  # copies: a view would keep the whole chunk's logits alive
@@ -676,11 +680,13 @@ class Engine:
         yield from self._eager_greedy_ids(state, limit, should_stop)
 
     def _lean_usable(self, state: DocumentState, prompt: list[int]) -> bool:
+        """Whether the next one-token feed on `state` can take the lean step (checked once, on `prompt`)."""
         from .lean_step import LeanStep
 
-        if self.lean_step is None or not LeanStep.cache_fits(state.kv):
+        if self.lean_step is None or not prompt or not LeanStep.cache_fits(state.kv):
             return False
         if self._lean_checked is None:
+            self._lean_checked = False  # while the check runs, its own feeds go through transformers
             self._lean_checked = self._check_lean_step(prompt[-32:])
         return self._lean_checked
 
@@ -708,21 +714,21 @@ class Engine:
         return True
 
     def _lean_greedy_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None) -> Iterator[int]:
-        """The eager loop below with the lean step in place of transformers' forward."""
-        with torch.inference_mode():
-            for step in range(limit):
-                next_id = int(torch.argmax(state.last_logits))
-                yield next_id
-                if step == limit - 1:
-                    return
-                if should_stop is not None and should_stop():
-                    raise Cancelled()
-                logits = self.lean_step.step(next_id, state.kv)
-                state.ids.append(next_id)
-                state.last_logits = state.tail[len(state.ids) - 1] = logits
-                state.tail.pop(len(state.ids) - 1 - TAIL_LOGITS, None)
+        return self._decode(state, limit, should_stop, lambda token: self.lean_step.step(token, state.kv))
 
     def _eager_greedy_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None) -> Iterator[int]:
+        def forward(token: int) -> torch.Tensor:
+            output = self.model(input_ids=torch.tensor([[token]], device=self.device), cache=state.kv,
+                                logits_to_keep=1, use_cache=True)
+            return output.logits[0, -1].float()
+
+        return self._decode(state, limit, should_stop, forward)
+
+    @staticmethod
+    def _decode(state: DocumentState, limit: int, should_stop: StopCheck | None,
+                feed: Callable[[int], torch.Tensor]) -> Iterator[int]:
+        """Greedy decoding on `state`: yield the best next token, `feed` it (its next-token logits come
+        back), and again; `limit` tokens at most."""
         with torch.inference_mode():
             for step in range(limit):
                 next_id = int(torch.argmax(state.last_logits))
@@ -731,11 +737,9 @@ class Engine:
                     return
                 if should_stop is not None and should_stop():
                     raise Cancelled()
-                output = self.model(
-                    input_ids=torch.tensor([[next_id]], device=self.device), cache=state.kv, logits_to_keep=1,
-                    use_cache=True)
+                logits = feed(next_id)
                 state.ids.append(next_id)
-                state.last_logits = state.tail[len(state.ids) - 1] = output.logits[0, -1].float()
+                state.last_logits = state.tail[len(state.ids) - 1] = logits
                 state.tail.pop(len(state.ids) - 1 - TAIL_LOGITS, None)
 
     def generate_text(self, text: str, **options: Any) -> str:
