@@ -17,6 +17,47 @@ NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
 NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
 
 
+def tiny_llama_family(architecture: str, seed: int, max_positions: int = 128):
+    """A tiny random Llama or Qwen2 (q/k/v with biases) on GPT-2's tokenizer, its head tied to the
+    embedding and sharpened so that greedy and ranks mean something: (model, tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                  bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**common)))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(20.0)
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0, 0.1)
+    return model, tokenizer
+
+
+def block_layers(model, kind: int) -> dict:
+    """Quantise every linear layer to `kind` (a ggml type id) and the tied LM head (the embedding) to
+    Q8_0, and give the model those values: its exact weights are then what a GGUF's blocks hold, as
+    with the default model. Returns the blocks by module name, for build_packed."""
+    import torch
+
+    from logitls.engine.packed import Q8_0, quantize_blocks
+
+    layers = {}
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                blocks = quantize_blocks(module.weight, Q8_0 if module is head else kind)
+                module.weight.copy_(blocks.dequantize())
+                layers[name] = blocks
+    return layers
+
+
 @contextmanager
 def counting_feeds(engine, fed: list[int]):
     """Record how many tokens each forward feeds: transformers' (model.forward) and the lean decode

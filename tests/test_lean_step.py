@@ -9,31 +9,17 @@ import logging
 import pytest
 import torch
 
-from conftest import build_gpt2_tokenizer
+from conftest import block_layers, tiny_llama_family
 
 from logitls.engine import Engine, kernels
 from logitls.engine.lean_step import LeanStep
-from logitls.engine.packed import Q4_1, Q8_0, apply_packed, build_packed, quantize_blocks
+from logitls.engine.packed import Q4_1, apply_packed, build_packed
 
 PROMPT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n# the quick brown fox"
 
 
 def _tiny(architecture: str, folder):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_gpt2_tokenizer()
-    eos = tokenizer.eos_token_id
-    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=eos,
-                  eos_token_id=eos, tie_word_embeddings=True)
-    torch.manual_seed(11)
-    model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
-             else Qwen2ForCausalLM(Qwen2Config(**common)))  # Qwen2: q/k/v with biases
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(20.0)  # sharpen: greedy means something
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_(0, 0.1)
+    model, tokenizer = tiny_llama_family(architecture, seed=11, max_positions=256)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -42,14 +28,8 @@ def _tiny(architecture: str, folder):
 def _pack(engine: Engine) -> Engine:
     """Give the engine's model GGUF-block weights (Q4_1, the head Q8_0) on the fp32 kernel."""
     assert kernels.available(), kernels.unavailable_reason()
-    model, layers = engine.model, {}
-    head = model.get_output_embeddings()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                blocks = quantize_blocks(module.weight, Q8_0 if module is head else Q4_1)
-                module.weight.copy_(blocks.dequantize())
-                layers[name] = blocks
+    model = engine.model
+    layers = block_layers(model, Q4_1)
     assert apply_packed(model, build_packed(model, layers, kernel="fp32")) == len(layers)
     if engine.lean_step is not None:  # built on the layers as loaded: build it again on the packed ones
         engine.lean_step = LeanStep(model)

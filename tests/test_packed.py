@@ -9,28 +9,14 @@ import math
 import pytest
 import torch
 
-from conftest import build_gpt2_tokenizer
+from conftest import block_layers, tiny_llama_family
 
 from logitls.engine import Engine
 from logitls.engine import kernels
-from logitls.engine.packed import (Q4_0, Q4_1, Q8_0, BlockLinear, FusedSlice, PackedLinear, apply_packed,
-                                    build_packed, quantize_blocks)
+from logitls.engine.packed import (Q4_0, Q4_1, BlockLinear, FusedSlice, PackedLinear, apply_packed,
+                                    build_packed)
 
 TEXT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n# the quick brown fox jumps over the lazy dog"
-
-
-def _block_layers(model, kind: int) -> dict:
-    """Quantise every linear layer to `kind` and the tied LM head (the embedding) to Q8_0, and give the
-    model those values: its exact weights are then what a GGUF's blocks hold, as with the default model."""
-    layers = {}
-    head = model.get_output_embeddings()
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear):
-                blocks = quantize_blocks(module.weight, Q8_0 if module is head else kind)
-                module.weight.copy_(blocks.dequantize())
-                layers[name] = blocks
-    return layers
 
 
 @pytest.fixture(scope="module", params=[("llama", Q4_1, "fp32"), ("qwen2", Q4_1, "fp32"), ("llama", Q4_0, "fp32"),
@@ -39,25 +25,11 @@ def _block_layers(model, kind: int) -> dict:
                      "llama-q4_1-bf16", "qwen2-q4_1-bf16", "llama-q4_0-bf16"])
 def engines(request, tmp_path_factory):
     """An exact and a packed engine on the same tiny random model (Qwen2: q/k/v with biases)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
     architecture, kind, kernel = request.param
     if kernel == "fp32":
         assert kernels.available(), kernels.unavailable_reason()  # make setup builds it; a compiler builds it here
-    tokenizer = build_gpt2_tokenizer()
-    eos = tokenizer.eos_token_id
-    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=eos,
-                  eos_token_id=eos, tie_word_embeddings=True)
-    torch.manual_seed(5)
-    model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
-             else Qwen2ForCausalLM(Qwen2Config(**common)))
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(20.0)  # sharpen: greedy and ranks mean something
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias"):
-                parameter.normal_(0, 0.1)
-    layers = _block_layers(model, kind)
+    model, tokenizer = tiny_llama_family(architecture, seed=5)
+    layers = block_layers(model, kind)
     folder = tmp_path_factory.mktemp(f"q4-{architecture}")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -134,16 +134,8 @@ class PackedLinear(nn.Module):
         return cls(tensors["packed"], tensors["scales_zeros"], bias, meta["in"], meta["out"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != torch.bfloat16:
-            flat = flat.to(torch.bfloat16)
-        out = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
-        out = out.view(*x.shape[:-1], self.out_features)
-        if out.dtype != x.dtype:
-            out = out.to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        return _rows_through(x, self, torch.bfloat16,
+                             lambda flat: torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros))
 
 
 class BlockLinear(nn.Module):
@@ -186,16 +178,21 @@ class BlockLinear(nn.Module):
         rows = x.numel() // self.in_features
         if dense is not None and rows > DENSE_ROWS:
             return nn.functional.linear(x, dense, self.bias)
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != torch.float32:
-            flat = flat.float()
-        out = torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features)
-        out = out.view(*x.shape[:-1], self.out_features)
-        if out.dtype != x.dtype:
-            out = out.to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
+        return _rows_through(x, self, torch.float32,
+                             lambda flat: torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features))
+
+
+def _rows_through(x: torch.Tensor, layer: nn.Module, dtype: torch.dtype, kernel) -> torch.Tensor:
+    """x's rows, in the kernel's input dtype, through `kernel`; back in x's shape and dtype, bias added."""
+    flat = x.reshape(-1, layer.in_features)
+    if flat.dtype != dtype:
+        flat = flat.to(dtype)
+    out = kernel(flat).view(*x.shape[:-1], layer.out_features)
+    if out.dtype != x.dtype:
+        out = out.to(x.dtype)
+    if layer.bias is not None:
+        out = out + layer.bias
+    return out
 
 
 LAYERS = {"fp32": BlockLinear, "bf16": PackedLinear}
