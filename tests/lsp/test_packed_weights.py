@@ -4,6 +4,8 @@ off, is said in the status and under every hover's numbers."""
 
 from __future__ import annotations
 
+import asyncio
+
 from lsprotocol import types
 
 from conftest import open_document, server_status, start_session
@@ -31,6 +33,13 @@ async def test_the_default_model_runs_packed_by_default_with_the_exact_numbers(d
         assert client.statuses[-1]["message"] == "default on cpu, packed weights (fp32 kernel)"
         hover = await _paris_hover(client, "file:///packed/auto.txt")
         assert "packed" not in hover  # nothing to warn about: these are the exact weights' numbers
+        # the lean decode step, checked in idle time after loading, then serves keystrokes and decoding
+        for _ in range(100):
+            status = await server_status(client)
+            if status["leanDecoding"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert status["leanDecoding"] is True
         exact = next(s for s in default_engine.token_scores(TEXT).tokens if s.token.text == " Paris")
         assert abs(_shown_probability(hover) - exact.prob) < 1e-3  # equal to the digits shown
     finally:
@@ -56,6 +65,7 @@ async def test_exact_weights_say_nothing_extra(tiny_models):
     try:
         status = await server_status(client)
         assert (status["weights"], status["kernel"]) == ("exact", None)  # auto: not a GGUF
+        assert status["leanDecoding"] is False  # GPT-2 is not a model the lean step mirrors
         uri = "file:///packed/plain.txt"
         open_document(client, uri, "The quick brown fox")
         hover = await client.text_document_hover_async(types.HoverParams(

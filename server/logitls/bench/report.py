@@ -54,6 +54,7 @@ def run(model: str, dtype: str, device: str, threads: int, quick: bool, lsp: boo
     from ..engine import Engine
 
     engine = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights)
+    engine.check_lean_step()  # as the server does after loading, in idle time
     doc_tokens = min(1000, max(24, engine.context_window - 80))
     results: dict[str, Any] = {"model": model, "dtype": dtype, "weights": engine.loaded.weights,
                                "kernel": engine.loaded.kernel or None,
@@ -95,6 +96,7 @@ def compare_settings(engine, model: str, device: str, threads: int, doc_tokens: 
             continue
         progress(f"loading {setting_name(*setting)}")
         other = Engine.load(model, dtype=dtype, device=device, threads=threads, weights=weights, kernel=kernel)
+        other.check_lean_step()
         if (other.loaded.weights, other.loaded.kernel or None) == (weights, kernel):
             engines[setting] = other
         else:  # packed where the model has no 4-bit codes, or the fp32 kernel is not built: nothing to compare

@@ -326,7 +326,7 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             chunk = ids[position : position + chunk_size]
-            if len(chunk) == 1 and self._lean_usable(state, ids[:position]):
+            if len(chunk) == 1 and self._lean_usable(state, ids[:position], check=False):
                 # a keystroke's one token: the lean step gives transformers' logits, ~5 ms sooner
                 logits = self.lean_step.step(chunk[0], state.kv)[None]
             else:
@@ -679,16 +679,31 @@ class Engine:
             return
         yield from self._eager_greedy_ids(state, limit, should_stop)
 
-    def _lean_usable(self, state: DocumentState, prompt: list[int]) -> bool:
-        """Whether the next one-token feed on `state` can take the lean step (checked once, on `prompt`)."""
+    @property
+    def lean_decoding(self) -> bool | None:
+        """Whether decode steps and keystrokes take the lean step: None while it is not yet checked."""
+        return False if self.lean_step is None else self._lean_checked
+
+    def check_lean_step(self) -> bool:
+        """Check the lean step once, on a few tokens, so that keystrokes may take it (the server runs
+        this as background work after loading: a first keystroke never pays for it)."""
+        if self._lean_checked is None and self.lean_step is not None:
+            self._lean_checked = False  # while the check runs, its own feeds go through transformers
+            self._lean_checked = self._check_lean_step(self.tokenizer("def main():\n    return 0")["input_ids"]
+                                                       or [self.start_id])
+        return bool(self._lean_checked)
+
+    def _lean_usable(self, state: DocumentState, prompt: list[int], check: bool = True) -> bool:
+        """Whether the next one-token feed on `state` can take the lean step. Not yet checked: a decode
+        (`check`) checks it now, on `prompt`; a keystroke takes transformers' forward meanwhile."""
         from .lean_step import LeanStep
 
         if self.lean_step is None or not prompt or not LeanStep.cache_fits(state.kv):
             return False
-        if self._lean_checked is None:
-            self._lean_checked = False  # while the check runs, its own feeds go through transformers
+        if self._lean_checked is None and check:
+            self._lean_checked = False
             self._lean_checked = self._check_lean_step(prompt[-32:])
-        return self._lean_checked
+        return bool(self._lean_checked)
 
     def _check_lean_step(self, prompt: list[int], steps: int = 4) -> bool:
         """Feed the same tokens through transformers' forward and the lean step, on two scratch caches:

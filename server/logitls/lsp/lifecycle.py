@@ -18,6 +18,7 @@ from lsprotocol import types
 
 from ..settings import Settings, merge_settings
 from .server import LogitlsServer, logger
+from .worker import PRIORITY_BACKGROUND
 
 STATUS_COMMAND = "logitls.status"
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
@@ -141,6 +142,9 @@ async def load_model(server: LogitlsServer) -> None:
         server.engine = engine
         server.model_error = None
         apply_runtime_settings(server)  # queued ahead of any request: the settings of now, not of the load's start
+        if hasattr(engine, "check_lean_step"):  # keystrokes take the lean step once it is checked, in idle time
+            server.worker.enqueue(lambda _stop: engine.check_lean_step(), key="lean-check",
+                                  priority=PRIORITY_BACKGROUND)
         took = time.monotonic() - started
         logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
                     engine.loaded.device, engine.loaded.dtype, took)
@@ -291,7 +295,8 @@ def register(server: LogitlsServer) -> None:
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
                 "weights": getattr(getattr(engine, "loaded", None), "weights", None),
-                "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None}
+                "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None,
+                "leanDecoding": getattr(engine, "lean_decoding", None)}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:
