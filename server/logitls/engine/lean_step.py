@@ -1,4 +1,5 @@
-"""One decode step of a Llama-family model (Llama, Mistral, Qwen2) without transformers' per-call machinery.
+"""One-token forward of a Llama-family model (Llama, Mistral, Qwen2) without transformers' per-call machinery:
+every greedy decode step, and a keystroke's one new token.
 
 A one-token forward through transformers costs ~7 ms of Python on CPU for the default model (masks,
 cache bookkeeping, kwargs, output records, module hooks) beside ~6 ms of matmuls on packed weights:
@@ -10,8 +11,7 @@ ops a layer, gpt-fast style:
 - RoPE turns q and k together;
 - keys and values are written straight into the document's growable KV cache (kv_cache.GrowableLayer),
   which therefore holds the generated tokens afterwards exactly as the transformers path leaves it;
-- attention is the SDPA call transformers makes (grouped-query heads by `enable_gqa`, no mask), so
-  the numbers are transformers' own, bit for bit in float32.
+- attention is the SDPA call transformers makes (grouped-query heads by `enable_gqa`, no mask).
 
 Only models it can mirror are taken (`LeanStep.supports`): plain full-attention Llama-style layers.
 Every op is the one transformers runs, on the same shapes, so the logits are transformers' bit for bit;
