@@ -165,6 +165,22 @@ def test_the_default_model_is_packed_by_default_with_the_exact_numbers(default_e
             exact_default.generate_text(prompt, max_new_tokens=12)
 
 
+def test_auto_stays_exact_where_the_kernel_would_run_its_plain_loop():
+    """On a CPU without AVX2 the fp32 kernel's plain loop is slower than the dense BLAS: `auto` is
+    exact there (run in a process that takes the plain loop), while `packed` may still be asked for."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from logitls.engine import Engine; from logitls.engine import kernels; "
+            "a = Engine.load('default', device='cpu'); p = Engine.load('default', device='cpu', weights='packed'); "
+            "print(kernels.cpu_path(), a.loaded.weights, p.loaded.weights, p.loaded.kernel)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "LOGITLS_GGUF_KERNEL_PLAIN": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["plain", "exact", "packed", "fp32"]
+
+
 def test_the_default_models_gguf_codes_pack_into_torchs_int4_kernel_too(exact_default):
     packed = Engine.load("default", device="cpu", weights="exact")
     from logitls.engine.loading import gguf_of

@@ -122,8 +122,8 @@ class Settings:
                                    "logitls's fp32 kernel gives the exact weights' numbers to within the order of "
                                    "additions, and where it cannot be built torch's bf16 int4 kernel moves "
                                    "probabilities slightly (see `logitls bench`'s fidelity table). `exact`: the "
-                                   "weights as loaded, in `dtype`. `auto`: packed where the fp32 kernel runs, "
-                                   "exact elsewhere (other models, GPUs).",
+                                   "weights as loaded, in `dtype`. `auto`: packed where the fp32 kernel runs "
+                                   "vectorised (x86-64 with AVX2), exact elsewhere (other models, CPUs, GPUs).",
                            choices=("auto", "exact", "packed"))
     device: str = setting("auto", "Where the model runs; `auto` takes a GPU when torch sees one.",
                           choices=("auto", "cpu", "cuda", "mps"))

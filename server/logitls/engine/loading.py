@@ -352,12 +352,14 @@ def load_model(
 
 
 def _packs_exactly(loaded: LoadedModel, spec: str | None) -> bool:
-    """`auto`: packed only where the numbers stay those of the exact weights (the fp32 kernel, on CPU)."""
+    """`auto`: packed only where the numbers stay those of the exact weights (the fp32 kernel, on CPU)
+    and where that is faster: the kernel's AVX2 path. Its plain loop (other CPUs, e.g. ARM) is correct
+    but slower than the BLAS on dense weights, so there `auto` stays exact and `packed` must be asked."""
     if loaded.device != "cpu" or gguf_of(spec) is None:
         return False
     from . import kernels
 
-    return kernels.available()
+    return kernels.available() and kernels.cpu_path() == "avx2"
 
 
 def _pack(loaded: LoadedModel, spec: str | None, kernel: str | None = None) -> None:
