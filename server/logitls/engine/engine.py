@@ -326,7 +326,7 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             chunk = ids[position : position + chunk_size]
-            if len(chunk) == 1 and self._lean_usable(state, ids[:position], check=False):
+            if len(chunk) == 1 and self._lean_usable(state, check=False):
                 # a keystroke's one token: the lean step gives transformers' logits, ~5 ms sooner
                 logits = self.lean_step.step(chunk[0], state.kv)[None]
             else:
@@ -674,7 +674,7 @@ class Engine:
                 return
             state.crop(len(prompt))
             self._advance(state, prompt, want_scores=False, should_stop=should_stop)
-        if self._lean_usable(state, prompt):
+        if self._lean_usable(state):
             yield from self._lean_greedy_ids(state, limit, should_stop)
             return
         yield from self._eager_greedy_ids(state, limit, should_stop)
@@ -693,17 +693,14 @@ class Engine:
                                                        or [self.start_id])
         return bool(self._lean_checked)
 
-    def _lean_usable(self, state: DocumentState, prompt: list[int], check: bool = True) -> bool:
+    def _lean_usable(self, state: DocumentState, check: bool = True) -> bool:
         """Whether the next one-token feed on `state` can take the lean step. Not yet checked: a decode
-        (`check`) checks it now, on `prompt`; a keystroke takes transformers' forward meanwhile."""
+        (`check`) checks it now; a keystroke takes transformers' forward meanwhile."""
         from .lean_step import LeanStep
 
-        if self.lean_step is None or not prompt or not LeanStep.cache_fits(state.kv):
+        if self.lean_step is None or not LeanStep.cache_fits(state.kv):
             return False
-        if self._lean_checked is None and check:
-            self._lean_checked = False
-            self._lean_checked = self._check_lean_step(prompt[-32:])
-        return bool(self._lean_checked)
+        return self.check_lean_step() if check else bool(self._lean_checked)
 
     def _check_lean_step(self, prompt: list[int], steps: int = 4) -> bool:
         """Feed the same tokens through transformers' forward and the lean step, on two scratch caches:

@@ -244,7 +244,7 @@ def _concat(blocks: list[Blocks]) -> Blocks | None:
     return Blocks(blocks[0].kind, np.concatenate([b.raw for b in blocks], axis=0))
 
 
-def _shared_dense(model: nn.Module, name: str, linear: nn.Module) -> torch.Tensor | None:
+def _shared_dense(model: nn.Module, linear: nn.Module) -> torch.Tensor | None:
     """The weight of a tied LM head: the embedding keeps it in memory whatever the head runs on."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -291,7 +291,7 @@ def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = Tru
         if name not in grouped:
             linear = modules[name]
             plan.append({"modules": [name], "widths": [blocks.shape[0]],
-                         "layer": layer_class.from_blocks(blocks, linear.bias, _shared_dense(model, name, linear))})
+                         "layer": layer_class.from_blocks(blocks, linear.bias, _shared_dense(model, linear))})
     return plan
 
 
@@ -350,12 +350,12 @@ def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
             os.unlink(staging)
 
 
-def load_plan(path: Path, model: nn.Module | None = None) -> list[dict[str, Any]]:
+def load_plan(path: Path, model: nn.Module) -> list[dict[str, Any]]:
     import json
 
     from safetensors import safe_open
 
-    modules = dict(model.named_modules()) if model is not None else {}
+    modules = dict(model.named_modules())
     plan = []
     with safe_open(str(path), framework="pt") as f:
         layout = json.loads(f.metadata()["layout"])
@@ -365,7 +365,7 @@ def load_plan(path: Path, model: nn.Module | None = None) -> list[dict[str, Any]
             tensors = {key.partition(".")[2]: f.get_tensor(key) for key in names
                        if key.partition(".")[0] == str(i) and not key.endswith(".bias")}
             linear = modules.get(entry["modules"][0]) if len(entry["modules"]) == 1 else None
-            dense = _shared_dense(model, entry["modules"][0], linear) if linear is not None else None
+            dense = _shared_dense(model, linear) if linear is not None else None
             layer = LAYERS[entry.get("kernel", "bf16")].from_tensors(tensors, entry, bias, dense)
             plan.append({"modules": entry["modules"], "widths": entry["widths"], "layer": layer})
     return plan
@@ -427,7 +427,7 @@ def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
     # A tied LM head has no tensor of its own in the file: it is the token embedding's.
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_name = next((name for name, module in model.named_modules() if module is head), None)
-    if head_name and _shared_dense(model, head_name, head) is not None and \
+    if head_name and _shared_dense(model, head) is not None and \
             not any(t.name == "output.weight" for t in reader.tensors):
         mapping["token_embd.weight"] = head_name + ".weight"
     layers: dict[str, Blocks] = {}
