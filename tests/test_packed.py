@@ -12,6 +12,7 @@ import torch
 from conftest import block_layers, tiny_llama_family
 
 from logitls.engine import Engine
+from logitls.bench.fidelity import distributions
 from logitls.engine import kernels
 from logitls.engine.packed import (Q4_0, Q4_1, BlockLinear, FusedSlice, PackedLinear, apply_packed,
                                     build_packed)
@@ -59,21 +60,10 @@ def test_every_linear_layer_is_packed_and_siblings_are_fused(engines):
         assert isinstance(head, torch.nn.Linear)
 
 
-def _distributions(engine, text):
-    ids = engine.tokenizer(text)["input_ids"]
-    with torch.inference_mode():
-        return torch.log_softmax(engine.model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
-
-
-def _stepwise_distributions(engine, text):
-    """One token at a time on a KV cache, as keystrokes and greedy decoding run (few rows a call)."""
-    from logitls.engine.kv_cache import new_document_cache
-
-    cache = new_document_cache(engine.model.config)
-    with torch.inference_mode():
-        rows = [engine.model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True).logits[0, -1].float()
-                for token in engine.tokenizer(text)["input_ids"]]
-    return torch.log_softmax(torch.stack(rows), dim=-1)
+def _distributions(engine, text, stepwise=False):
+    """Every position's log-probabilities: one forward, or (`stepwise`) one token at a time on a KV
+    cache, as keystrokes and greedy decoding run (few rows a call); the bench's fidelity uses the same."""
+    return distributions(engine, engine.tokenizer(text)["input_ids"], stepwise)
 
 
 def test_the_fp32_kernel_gives_the_exact_numbers_one_token_at_a_time_and_in_a_prefill(engines):
@@ -83,7 +73,7 @@ def test_the_fp32_kernel_gives_the_exact_numbers_one_token_at_a_time_and_in_a_pr
     # A prefill's many rows take the dense GEMM: bit for bit the exact path.
     assert torch.equal(_distributions(packed, TEXT), _distributions(exact, TEXT))
     # A step's one row runs on the blocks: the same values, only the additions in another order.
-    reference, candidate = _stepwise_distributions(exact, TEXT), _stepwise_distributions(packed, TEXT)
+    reference, candidate = _distributions(exact, TEXT, stepwise=True), _distributions(packed, TEXT, stepwise=True)
     assert not torch.equal(reference, candidate)  # the blocks really ran
     assert float((reference.exp() - candidate.exp()).abs().max()) < 1e-5
     assert bool((reference.argmax(-1) == candidate.argmax(-1)).all())

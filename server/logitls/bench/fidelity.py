@@ -96,7 +96,7 @@ def fidelity_texts(tokenizer) -> dict[str, str]:
     return {"code": CODE, "prose": PROSE, "chat": chat}
 
 
-def _logprobs(engine, ids: list[int], stepwise: bool = False):
+def distributions(engine, ids: list[int], stepwise: bool = False):
     """Every position's next-token log-probabilities: one forward over the text, or (`stepwise`) one
     token at a time on a KV cache, as keystrokes and greedy decoding compute them."""
     import torch
@@ -127,7 +127,7 @@ def compare(exact, other, top_n: int = 10) -> dict[str, Any]:
     for text in fidelity_texts(exact.tokenizer).values():
         ids = exact.tokenizer(text)["input_ids"][: exact.context_window]
         stepwise = _stepwise_differs(other)
-        reference, candidate = _logprobs(exact, ids), _logprobs(other, ids, stepwise)
+        reference, candidate = distributions(exact, ids), distributions(other, ids, stepwise)
         kl = (reference.exp() * (reference - candidate)).sum(dim=-1).clamp_min(0)
         kls.append(kl)
         agree += int((reference.argmax(dim=-1) == candidate.argmax(dim=-1)).sum())
