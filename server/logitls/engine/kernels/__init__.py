@@ -60,7 +60,7 @@ def build(target: Path | None = None) -> Path:
     return target
 
 
-def available(build_if_missing: bool = True) -> bool:
+def available() -> bool:
     """Whether torch.ops.logitls.gguf_linear can run here (loading, or first building, the library)."""
     global _loaded, _failure
     if _loaded is not None:
@@ -71,8 +71,6 @@ def available(build_if_missing: bool = True) -> bool:
     path = library_path()
     try:
         if not path.exists():
-            if not build_if_missing:
-                raise RuntimeError(f"{path} is not built (python -m logitls.engine.kernels builds it)")
             logger.info("building the fp32 GGUF kernel once (a few seconds): %s", path)
             build(path)
         torch.ops.load_library(str(path))
@@ -91,7 +89,7 @@ def unavailable_reason() -> str:
 
 def cpu_path() -> str:
     """Which of the kernel's code paths this CPU runs: "avx2" or "plain"."""
-    return str(torch.ops.logitls.gguf_kernel_path()) if available(build_if_missing=False) else ""
+    return str(torch.ops.logitls.gguf_kernel_path()) if available() else ""
 
 
 def main() -> int:
