@@ -76,4 +76,4 @@ def test_the_avx2_path_runs_where_the_cpu_has_it():
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
-    assert kernels.cpu_path() == ("avx2" if {"avx2", "fma"} <= flags else "plain")
+    assert kernels.cpu_path() == ("avx2" if {"avx2", "fma", "f16c"} <= flags else "plain")
