@@ -20,7 +20,7 @@ import torch
 
 from .healing import MAX_BACKOFF, VocabularyIndex, backoff
 from .kv_cache import can_crop, crop_cache, new_document_cache
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, load_lean_model, load_model
 from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
                     TokenScore)
@@ -42,6 +42,8 @@ GENERATION_RESERVE = 100
 # Positions whose next-token logits a document keeps (DocumentState.tail): token healing backs off at
 # most TAIL_LOGITS - 1 tokens. Four rows of the LM head cost what one does on CPU (the weights are read once).
 TAIL_LOGITS = 4
+# A few tokens of code: what the lean step, and a lean stand-in against transformers' model, are checked on.
+PROBE_TEXT = "def main():\n    return 0"
 
 
 @dataclass
@@ -123,20 +125,14 @@ class Engine:
         self.generation_reserve = generation_reserve
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
                        cached_documents=cached_documents)
+        self._lean_step_option = lean_step
         self.static_decoders = None
         if static_decode or (static_decode is None and self.device.type == "cuda"):
             from .static_decode import StaticDecoders
 
             self.static_decoders = StaticDecoders(self.model, self.model_context,
                                                   compile_step=self.device.type == "cuda")
-        # The lean decode step (lean_step.py): on CPU, for the models it mirrors; checked once before use.
-        self.lean_step = None
-        self._lean_checked: bool | None = None
-        if self.static_decoders is None and (lean_step or (lean_step is None and self.device.type == "cpu")):
-            from .lean_step import LeanStep
-
-            if LeanStep.supports(self.model):
-                self.lean_step = LeanStep(self.model)
+        self._set_lean_step()
         self.vocab_size = int(self.model.get_output_embeddings().out_features)
         self._special_ids = set(self.tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
@@ -148,6 +144,17 @@ class Engine:
         start = self.tokenizer.bos_token_id
         self.start_id = start if start is not None else self.tokenizer.eos_token_id
         self.lead_ids = self._tokenizer_lead()
+
+    def _set_lean_step(self) -> None:
+        """The lean decode step (lean_step.py): on CPU, for the models it mirrors; checked once before use."""
+        self.lean_step = None
+        self._lean_checked: bool | None = None
+        option = self._lean_step_option
+        if self.static_decoders is None and (option or (option is None and self.device.type == "cpu")):
+            from .lean_step import LeanStep
+
+            if LeanStep.supports(self.model):
+                self.lean_step = LeanStep(self.model)
 
     def configure(self, *, max_context_tokens: int, alternatives: int, cached_documents: int,
                   score_prefill: bool | None = None, generation_reserve: int | None = None) -> None:
@@ -181,6 +188,39 @@ class Engine:
         loaded = load_model(spec, dtype=dtype, device=device, threads=threads, trust_remote_code=trust_remote_code,
                             weights=weights, kernel=kernel)
         return cls(loaded, **engine_options)
+
+    @classmethod
+    def load_lean(cls, spec: str | None = None, *, dtype: str = "float32", device: str = "auto", threads: int = 0,
+                  weights: str = "auto", kernel: str | None = None, **engine_options: Any) -> "Engine | None":
+        """An engine on lean_model's transformers-free stand-in, where it can be exactly the model `load`
+        gives (else None): it answers ~1.5 s sooner after a process starts, and `adopt` later puts
+        transformers' model in its place."""
+        loaded = load_lean_model(spec, dtype=dtype, device=device, threads=threads, weights=weights, kernel=kernel)
+        return None if loaded is None else cls(loaded, **engine_options)
+
+    def adopt(self, loaded: LoadedModel) -> bool:
+        """Serve with `loaded` (transformers' model of the same folder, with this engine's tokenizer) in
+        place of the lean stand-in. Both first feed one probe on scratch caches, as a document is fed
+        (a prefill, then a chunk after cached positions): with the same logits to the bit, every
+        document's cache carries over; on any difference all of them are dropped (fed again on the
+        next request) and a warning says so. Returns whether the two agreed."""
+        ids = self.tokenizer(PROBE_TEXT)["input_ids"] or [self.start_id]
+        split = max(1, len(ids) - 3)
+        outputs = []
+        with torch.inference_mode():
+            for model in (self.model, loaded.model):
+                cache = new_document_cache(self.model.config)  # a stand-in's cache, as the documents hold
+                outputs.append([model(input_ids=torch.tensor([part], device=self.device), cache=cache,
+                                      logits_to_keep=0, use_cache=True).logits.float()
+                                for part in (ids[:split], ids[split:]) if part])
+        agree = all(torch.equal(a, b) for a, b in zip(*outputs))
+        if not agree:
+            logger.warning("the lean stand-in's logits differ from transformers' model: dropping the cached "
+                           "documents, which are fed again through transformers' model")
+            self._documents.clear()
+        self.loaded, self.model = loaded, loaded.model
+        self._set_lean_step()
+        return agree
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -689,7 +729,7 @@ class Engine:
         this as background work after loading: a first keystroke never pays for it)."""
         if self._lean_checked is None and self.lean_step is not None:
             self._lean_checked = False  # while the check runs, its own feeds go through transformers
-            self._lean_checked = self._check_lean_step(self.tokenizer("def main():\n    return 0")["input_ids"]
+            self._lean_checked = self._check_lean_step(self.tokenizer(PROBE_TEXT)["input_ids"]
                                                        or [self.start_id])
         return bool(self._lean_checked)
 

@@ -118,6 +118,10 @@ def new_document_cache(config: Any) -> DynamicCache:
     Only transformers' two plain layer types are replaced; any other kind (linear attention, quantized,
     indexed) is left as it is, and `crop_cache` treats it as not croppable.
     """
+    if getattr(config, "lean", False):  # lean_model's config: full-attention layers only, as DynamicCache would make
+        cache = DynamicCache(config=None)
+        cache.layers, cache.layer_class_to_replicate = [GrowableLayer() for _ in range(config.num_hidden_layers)], None
+        return cache
     cache = DynamicCache(config=config)
     cache.layers = [_replacement(layer) for layer in cache.layers]
     return cache

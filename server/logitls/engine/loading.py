@@ -47,6 +47,9 @@ class LoadedModel:
     weights: str = "exact"
     kernel: str = ""  # for packed weights: "fp32" (exact values, fp32 sums) or "bf16" (torch's int4 kernel)
     note: str = ""
+    # "transformers", or "lean": lean_model's transformers-free stand-in, serving until transformers'
+    # model has loaded (see load_lean_model and Engine.adopt)
+    forward: str = "transformers"
 
 
 def cache_root() -> Path:
@@ -294,6 +297,81 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+LEAN_TOKENIZERS = ("TokenizersBackend",)  # the class AutoTokenizer takes for a plain tokenizer.json (conversions)
+
+
+def load_lean_model(
+    spec: str | None = None,
+    *,
+    dtype: str = "float32",
+    device: str = "auto",
+    threads: int = 0,
+    weights: str = "auto",
+    kernel: str | None = None,
+) -> LoadedModel | None:
+    """The model as lean_model builds it, without transformers' modeling code, where that is exactly
+    the model load_model would give (else None): a local or converted Llama-family folder (never
+    converted here: that needs transformers), on CPU, in float32, with the packed blocks file already
+    written where the weights would be packed, and a tokenizer AutoTokenizer would load as the plain
+    TokenizersBackend (the one class importable without the model code). Raises ModelLoadError only
+    for what load_model would refuse too; anything unexpected gives None, and load_model decides."""
+    if dtype != "float32" or weights not in WEIGHTS:
+        return None
+    spec = (spec or DEFAULT_MODEL).strip()
+    gguf = gguf_of(spec)
+    folder = converted_folder(gguf) if gguf is not None else Path(spec).expanduser()
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        return None
+    try:
+        tokenizer_class = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError):
+        return None
+    if tokenizer_class not in LEAN_TOKENIZERS or not (folder / "tokenizer.json").is_file():
+        return None
+    from .lean_model import build, lean_config
+
+    config = lean_config(folder)
+    if config is None:
+        return None
+    import torch
+
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    if resolve_device(device) != "cpu":
+        return None
+    loaded = LoadedModel(None, None, spec, str(folder.resolve()), "cpu", dtype, forward="lean")
+    if gguf is not None and (weights == "packed" or (weights == "auto" and _packs_exactly(loaded, spec))):
+        from . import kernels
+        from .packed import apply_packed, load_plan, plan_file
+
+        plan = plan_file(folder, "fp32")
+        if kernel not in (None, "fp32") or not kernels.available() or not plan.is_file():
+            return None  # load_model builds the file, or takes the bf16 kernel, and says so
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(plan), framework="pt") as f:
+                layout = json.loads(f.metadata()["layout"])
+            model = build(folder, config, skip={name for entry in layout for name in entry["modules"]})
+            apply_packed(model, load_plan(plan, model))
+        except Exception:  # noqa: BLE001 - a damaged file: load_model builds it again
+            return None
+        loaded.weights, loaded.kernel = "packed", "fp32"
+    else:
+        try:
+            model = build(folder, config)
+        except Exception:  # noqa: BLE001 - weights it cannot read: load_model says why
+            return None
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    try:
+        loaded.tokenizer = TokenizersBackend.from_pretrained(str(folder))
+    except Exception:  # noqa: BLE001
+        return None
+    loaded.model = model
+    return loaded
+
+
 def load_model(
     spec: str | None = None,
     *,
@@ -304,8 +382,11 @@ def load_model(
     weights: str = "auto",
     kernel: str | None = None,
     progress: Callable[[str], None] = _say,
+    tokenizer: Any = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError."""
+    """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError.
+
+    `tokenizer`: the one a lean stand-in already loaded from the same folder, taken as it is."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if weights not in WEIGHTS:
@@ -323,7 +404,8 @@ def load_model(
     if is_hub and not _in_hf_cache(source):
         _check_hub_reachable(spec or source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
         if gguf_of(spec) is not None:  # folders converted before the config was cleaned keep the GGUF's
             from transformers import AutoConfig
 

@@ -4,6 +4,10 @@
 where the client supports it. Requests that arrive meanwhile wait for it (bounded by
 `modelWaitSeconds`). A model that fails to load is reported once with `window/showMessage`; the
 server keeps answering (empty results) and loads again when the settings change.
+
+Where it can (engine/lean_model.py), the first model is a transformers-free stand-in that answers
+~1.5 s sooner; transformers' model then loads in the first quiet moment and takes its place
+(`Engine.adopt`), with the same numbers.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from lsprotocol import types
 
 from ..settings import Settings, merge_settings
 from .server import LogitlsServer, logger
-from .worker import PRIORITY_BACKGROUND
+from .worker import PRIORITY_BACKGROUND, JobCancelled
 
 STATUS_COMMAND = "logitls.status"
+# transformers' model replaces a lean stand-in once the model thread has been idle this long
+ADOPT_AFTER_IDLE_SECONDS = 1.0
+ADOPT_POLL_SECONDS = 0.25
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 MESSAGE_TYPES = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
                  logging.INFO: types.MessageType.Info, logging.DEBUG: types.MessageType.Log}
@@ -118,6 +125,10 @@ async def load_model(server: LogitlsServer) -> None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
+        stand_in = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
+                                    threads=settings.threads, weights=settings.weights)
+        if stand_in is not None:
+            return stand_in
         return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
                            weights=settings.weights, trust_remote_code=settings.trust_remote_code)
 
@@ -157,10 +168,50 @@ async def load_model(server: LogitlsServer) -> None:
             weights = f", {loaded.weights} weights" + (f" ({kernel} kernel)" if kernel else "")
         server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
         message = f"Model ready ({took:.1f} s)"
+        if getattr(loaded, "forward", None) == "lean":
+            server.transformers_load = asyncio.create_task(take_transformers_model(server, engine, generation))
     finally:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
     server.model_settled.set()
+
+
+async def take_transformers_model(server: LogitlsServer, engine, generation: int) -> None:
+    """Load transformers' model of the stand-in's folder and have it take the stand-in's place, in
+    the first quiet moment (the model thread idle for ADOPT_AFTER_IDLE_SECONDS): its imports hold the
+    GIL for ~2 s, which would stall every keystroke served meanwhile from another thread (measured: a
+    16 ms keystroke took 0.3-1.6 s), so the load is one background job on the model thread instead.
+    Where it fails, the stand-in, which gives the same numbers, goes on serving."""
+    from ..engine.loading import load_model as load_transformers_model
+
+    loaded = engine.loaded
+    while True:
+        await asyncio.sleep(ADOPT_POLL_SECONDS)
+        if generation != server.load_generation or server.engine is not engine or server.shutdown_requested:
+            return  # another load (or the end) has come meanwhile
+        if server.transformers_gate.is_set() and server.worker.idle_seconds() >= ADOPT_AFTER_IDLE_SECONDS:
+            break
+
+    def load_and_adopt(should_stop):
+        if should_stop():
+            raise JobCancelled("stopped")
+        settings = server.settings
+        full = load_transformers_model(loaded.name, dtype=loaded.dtype, device=loaded.device, threads=settings.threads,
+                                       weights=settings.weights, tokenizer=engine.tokenizer)
+        return engine.adopt(full)
+
+    started = time.monotonic()
+    try:
+        agreed = await server.worker.submit(load_and_adopt, key="model-adopt", priority=PRIORITY_BACKGROUND)
+    except JobCancelled:
+        return
+    except Exception as exc:  # noqa: BLE001 - ModelLoadError or anything transformers raises
+        logger.warning("transformers' model of %s did not load (%s); the lean stand-in goes on serving",
+                       loaded.name, exc)
+        return
+    logger.info("transformers' model took over from the lean stand-in in %.1f s (%s)", time.monotonic() - started,
+                "same logits" if agreed else "its logits differed: cached documents dropped")
+    server.worker.enqueue(lambda _stop: engine.check_lean_step(), key="lean-check", priority=PRIORITY_BACKGROUND)
 
 
 def load_openai_backend(server: LogitlsServer, settings: Settings, loop: asyncio.AbstractEventLoop):
@@ -296,7 +347,8 @@ def register(server: LogitlsServer) -> None:
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
                 "weights": getattr(getattr(engine, "loaded", None), "weights", None),
                 "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None,
-                "leanDecoding": getattr(engine, "lean_decoding", None)}
+                "leanDecoding": getattr(engine, "lean_decoding", None),
+                "forward": getattr(getattr(engine, "loaded", None), "forward", None)}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:
