@@ -38,6 +38,8 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
     await client.text_document_completion_async(types.CompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=9)))
     first_completion_ms = (time.perf_counter() - started) * 1000
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.status"))
+    first_forward = (status or {}).get("forward")  # "lean": the stand-in answered (engine/lean_model.py)
 
     # keystrokes at the end of a ~1000-token document
     text = document
@@ -76,7 +78,7 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
             text_document=types.TextDocumentIdentifier(uri=long_uri), position=end_of(long_text)))
     rss = peak_rss_mb(session.pid)
     await session.stop()
-    return {"initialize_ms": initialize_ms, "first_completion_ms": first_completion_ms,
+    return {"initialize_ms": initialize_ms, "first_completion_ms": first_completion_ms, "first_forward": first_forward,
             "lsp_keystroke_ms": statistics.median(times), "peak_rss_mb": rss}
 
 
