@@ -319,6 +319,8 @@ def load_lean_model(
         return None
     spec = (spec or DEFAULT_MODEL).strip()
     gguf = gguf_of(spec)
+    if weights == "packed" and gguf is None:
+        return None  # load_model says why these weights stay exact
     folder = converted_folder(gguf) if gguf is not None else Path(spec).expanduser()
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         return None
