@@ -50,9 +50,10 @@ class VocabularyIndex:
     """Token texts sorted, to find every token that starts with a given text in O(log V + matches)."""
 
     def __init__(self, texts: list[str], usable: list[bool]) -> None:
-        order = sorted((t, i) for i, (t, ok) in enumerate(zip(texts, usable)) if ok and t)
-        self.texts = [t for t, _ in order]
-        self.ids = [i for _, i in order]
+        # a key sort on the strings (stable: equal texts keep their ids ascending) is ~4x faster than
+        # sorting (text, id) tuples, and the first healed menu waits on it
+        self.ids = sorted((i for i, (t, ok) in enumerate(zip(texts, usable)) if ok and t), key=texts.__getitem__)
+        self.texts = [texts[i] for i in self.ids]
 
     def starting_with(self, prefix: str) -> tuple[int, int]:
         """The [lo, hi) slice of `ids` whose texts start with `prefix` and are longer than it."""

@@ -13,6 +13,7 @@ Where it can (engine/lean_model.py), the first model is a transformers-free stan
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -121,16 +122,19 @@ async def load_model(server: LogitlsServer) -> None:
         from ..engine import Engine
 
         server.compare_engine = None  # compared against the old model: loaded again beside the new one
-        if server.engine is not None:
+        reloading = server.engine is not None
+        if reloading:
             server.engine.forget_all()  # free the old caches before the new weights arrive
+            gc.unfreeze()  # the old model may now be collected (see settle_heap)
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
-        stand_in = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
-                                    threads=settings.threads, weights=settings.weights)
-        if stand_in is not None:
-            return stand_in
-        return Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
-                           weights=settings.weights, trust_remote_code=settings.trust_remote_code)
+        engine = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
+                                  threads=settings.threads, weights=settings.weights)
+        if engine is None:
+            engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
+                                 weights=settings.weights, trust_remote_code=settings.trust_remote_code)
+        settle_heap(collect=reloading)
+        return engine
 
     message = "Model failed to load"
     try:
@@ -176,6 +180,16 @@ async def load_model(server: LogitlsServer) -> None:
     server.model_settled.set()
 
 
+def settle_heap(collect: bool) -> None:
+    """Put everything imported and loaded so far out of the garbage collector's sight (gc.freeze): it
+    lives as long as the model, and a full collection otherwise walks torch's and transformers' millions
+    of objects. Measured: the first healed menu builds 49k small lists, which took 0.15 s instead of
+    0.02 s. `collect`: first collect what a model that was replaced left in reference cycles."""
+    if collect:
+        gc.collect()
+    gc.freeze()
+
+
 async def take_transformers_model(server: LogitlsServer, engine, generation: int) -> None:
     """Load transformers' model of the stand-in's folder and have it take the stand-in's place, in
     the first quiet moment (the model thread idle for ADOPT_AFTER_IDLE_SECONDS): its imports hold the
@@ -198,7 +212,10 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
         settings = server.settings
         full = load_transformers_model(loaded.name, dtype=loaded.dtype, device=loaded.device, threads=settings.threads,
                                        weights=settings.weights, tokenizer=engine.tokenizer)
-        return engine.adopt(full)
+        agreed = engine.adopt(full)
+        gc.unfreeze()
+        settle_heap(collect=True)  # the stand-in's weights go
+        return agreed
 
     started = time.monotonic()
     try:
