@@ -314,8 +314,9 @@ def load_lean_model(
     converted here: that needs transformers), on CPU, in float32, with the packed blocks file already
     written where the weights would be packed, and a tokenizer AutoTokenizer would load as the plain
     TokenizersBackend (the one class importable without the model code). Raises ModelLoadError only
-    for what load_model would refuse too; anything unexpected gives None, and load_model decides."""
-    if dtype != "float32" or weights not in WEIGHTS:
+    for what load_model would refuse too; anything unexpected gives None, and load_model decides.
+    `LOGITLS_STAND_IN=off` in the environment: always None."""
+    if dtype != "float32" or weights not in WEIGHTS or os.environ.get("LOGITLS_STAND_IN") == "off":
         return None
     spec = (spec or DEFAULT_MODEL).strip()
     gguf = gguf_of(spec)
