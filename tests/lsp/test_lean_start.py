@@ -8,7 +8,7 @@ import asyncio
 
 from lsprotocol import types
 
-from conftest import open_document, release_model_thread, server_status, start_session
+from conftest import open_document, release_model_thread, server_status, start_session, wait_for_status
 
 TEXT = "The capital of France is "
 
@@ -40,5 +40,25 @@ async def test_the_stand_in_answers_first_then_transformers_model_takes_over_wit
         assert "file:///lean/first.txt" in status["cachedDocuments"]  # the stand-in's cache carried over
         assert await _menu(client, "file:///lean/second.txt") == first
         assert client.statuses[-1]["state"] == "ready"
+        assert any("took over" in m.message and "same logits" in m.message for m in client.log_messages)
+    finally:
+        await client.shutdown_session()
+
+
+async def test_a_model_changed_before_the_handover_is_not_replaced_by_it(tiny_models):
+    client = await start_session({"model": "default"}, env={"LOGITLS_TEST_HOLD_TRANSFORMERS": "1"})
+    try:
+        assert (await server_status(client))["forward"] == "lean"
+        loads = len(client.statuses)
+        client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"])}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await wait_for_status(client, ("ready",), after=loads + 1)
+        release_model_thread(client)  # the default model's handover may go on now: it must not land
+        for _ in range(30):  # three seconds: well past the idle second it waits for
+            await asyncio.sleep(0.1)
+            status = await server_status(client)
+            assert (status["model"], status["forward"]) == (str(tiny_models["gpt2"]), "transformers")
+        assert client.statuses[-1]["message"].startswith(str(tiny_models["gpt2"]))
+        assert not any("took over" in m.message for m in client.log_messages)  # nor loaded for nothing
     finally:
         await client.shutdown_session()
