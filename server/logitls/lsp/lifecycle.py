@@ -190,21 +190,45 @@ def settle_heap(collect: bool) -> None:
     gc.freeze()
 
 
+# What transformers' model code imports, heaviest first, each a step of its own (see take_transformers_model)
+IMPORT_STEPS = ("sympy", "torch.distributed.tensor", "torch._inductor", "torch._dynamo", "transformers.modeling_utils")
+
+
 async def take_transformers_model(server: LogitlsServer, engine, generation: int) -> None:
     """Load transformers' model of the stand-in's folder and have it take the stand-in's place, in
-    the first quiet moment (the model thread idle for ADOPT_AFTER_IDLE_SECONDS): its imports hold the
-    GIL for ~2 s, which would stall every keystroke served meanwhile from another thread (measured: a
-    16 ms keystroke took 0.3-1.6 s), so the load is one background job on the model thread instead.
-    Where it fails, the stand-in, which gives the same numbers, goes on serving."""
+    quiet moments (the model thread idle for ADOPT_AFTER_IDLE_SECONDS).
+
+    Its imports hold the GIL for ~2 s: on a side thread they would stall every keystroke served
+    meanwhile (measured: a 16 ms keystroke took 0.3-1.6 s), and as one job on the model thread a
+    keystroke could wait for all of it. So they run on the model thread in steps of one module each
+    (IMPORT_STEPS, then the model's own module; 0.2-0.4 s each), then the load and the handover, each
+    step after an idle second: while the user types, nothing of it runs, and a keystroke that comes
+    just as a step starts waits for that step alone. Where it fails, the stand-in, which gives the
+    same numbers, goes on serving."""
+    import importlib
+
     from ..engine.loading import load_model as load_transformers_model
 
     loaded = engine.loaded
-    while True:
-        await asyncio.sleep(ADOPT_POLL_SECONDS)
-        if generation != server.load_generation or server.engine is not engine or server.shutdown_requested:
-            return  # another load (or the end) has come meanwhile
-        if server.transformers_gate.is_set() and server.worker.idle_seconds() >= ADOPT_AFTER_IDLE_SECONDS:
-            break
+
+    async def quiet() -> bool:
+        """Wait until the model thread has been idle a while; False if the stand-in is replaced meanwhile."""
+        while True:
+            await asyncio.sleep(ADOPT_POLL_SECONDS)
+            if not _still_standing_in(server, engine, generation):
+                return False
+            if server.transformers_gate.is_set() and server.worker.idle_seconds() >= ADOPT_AFTER_IDLE_SECONDS:
+                return True
+
+    def step(module: str):
+        def run(should_stop):
+            if should_stop():
+                raise JobCancelled("stopped")
+            try:
+                importlib.import_module(module)
+            except ImportError:  # a torch build without it: transformers does without it too
+                pass
+        return run
 
     def load_and_adopt(should_stop):
         if should_stop():
@@ -217,9 +241,14 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
         settle_heap(collect=True)  # the stand-in's weights go
         return agreed
 
+    kind = getattr(engine.model.config, "model_type", "")
+    steps = [step(module) for module in (*IMPORT_STEPS, f"transformers.models.{kind}.modeling_{kind}")]
     started = time.monotonic()
     try:
-        agreed = await server.worker.submit(load_and_adopt, key="model-adopt", priority=PRIORITY_BACKGROUND)
+        for job in [*steps, load_and_adopt]:
+            if not await quiet():
+                return
+            agreed = await server.worker.submit(job, key="model-adopt", priority=PRIORITY_BACKGROUND)
     except JobCancelled:
         return
     except Exception as exc:  # noqa: BLE001 - ModelLoadError or anything transformers raises
@@ -229,6 +258,11 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
     logger.info("transformers' model took over from the lean stand-in in %.1f s (%s)", time.monotonic() - started,
                 "same logits" if agreed else "its logits differed: cached documents dropped")
     server.worker.enqueue(lambda _stop: engine.check_lean_step(), key="lean-check", priority=PRIORITY_BACKGROUND)
+
+
+def _still_standing_in(server: LogitlsServer, engine, generation: int) -> bool:
+    """Whether `engine` (a stand-in) still serves: no other load, nor the end, has come meanwhile."""
+    return generation == server.load_generation and server.engine is engine and not server.shutdown_requested
 
 
 def load_openai_backend(server: LogitlsServer, settings: Settings, loop: asyncio.AbstractEventLoop):
