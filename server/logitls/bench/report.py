@@ -223,7 +223,7 @@ def table(results: dict[str, Any]) -> str:
                     + by.get(s.get("first_forward"), ""))
         if s.get("handover_ms") is not None:
             rows.append(f"  {'cold start: process → transformers took over':<44}{s['handover_ms']:8.1f} ms   "
-                        "(after an idle second; the rest runs on it)")
+                        "(in idle moments; the rest runs on it)")
         if s["peak_rss_mb"] is not None:
             rows.append(f"  {'peak RSS, 10 open 2000-token documents':<44}{s['peak_rss_mb']:8.0f} MB   goal ≤ 1500 MB")
     if "compare" in results:
