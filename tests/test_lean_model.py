@@ -124,6 +124,12 @@ def test_it_stands_in_only_where_it_is_exactly_the_model(tmp_path, tiny_models, 
     assert load_lean_model(str(tiny_models["llama"])) is None  # GPT2Tokenizer: AutoTokenizer's own class
     assert load_lean_model(str(tiny_sliding_models["mistral"])) is None  # sliding-window layers
     assert load_lean_model("openai-community/gpt2") is None  # a hub id: not a local folder
+    half = _save_tiny("llama", tmp_path / "half")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(half / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, half / "model.safetensors", metadata={"format": "pt"})
+    assert load_lean_model(str(half)) is None  # bf16 in the file: a float32 copy would be a second model in memory
     rope = tmp_path / "rope"
     shutil.copytree(plain, rope)
     config = json.loads((rope / "config.json").read_text())

@@ -232,8 +232,8 @@ class LeanCausalLM(nn.Module):
 
 
 def build(folder: Path, config: SimpleNamespace, skip: set[str] = frozenset()) -> LeanCausalLM:
-    """The model with its weights from the folder's model.safetensors; the modules named in `skip`
-    (replaced by packed layers right after) are not read."""
+    """The model with its weights from the folder's model.safetensors, which must hold them as float32
+    (ValueError otherwise); the modules named in `skip` (replaced by packed layers right after) are not read."""
     from safetensors import safe_open
 
     try:
@@ -251,8 +251,13 @@ def build(folder: Path, config: SimpleNamespace, skip: set[str] = frozenset()) -
         missing = wanted - keys
         if missing:
             raise ValueError(f"model.safetensors lacks {sorted(missing)[:3]}")
+        # float32 in the file only: then the tensors are the file's mapped pages, which transformers'
+        # model maps again when it takes over; a conversion would hold a second copy of the model meanwhile
+        stored = {f.get_slice(name).get_dtype() for name in wanted}
+        if stored != {"F32"}:
+            raise ValueError(f"weights stored as {sorted(stored)}, not float32")
         for name in wanted:
-            state[name] = f.get_tensor(name).to(torch.float32)
+            state[name] = f.get_tensor(name)
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
