@@ -116,7 +116,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
     batch, heads, length, dim = states.shape
-    return states[:, :, None, :, :].expand(batch, heads, groups, length, dim).reshape(batch, heads * groups, length, dim)
+    expanded = states[:, :, None, :, :].expand(batch, heads, groups, length, dim)
+    return expanded.reshape(batch, heads * groups, length, dim)
 
 
 class Attention(nn.Module):
@@ -221,7 +222,8 @@ class LeanCausalLM(nn.Module):
         mask = None
         if past and length > 1:  # transformers' causal mask, only where SDPA's is_causal cannot stand for it
             kv_positions = torch.arange(past + length, device=hidden.device)
-            mask = (kv_positions[None, None, None, :] <= position_ids[:, None, :, None]).expand(1, -1, length, past + length)
+            mask = kv_positions[None, None, None, :] <= position_ids[:, None, :, None]
+            mask = mask.expand(1, -1, length, past + length)
         rotary = self.model.rotary_emb(hidden, position_ids)
         for layer in self.model.layers:
             hidden = layer(hidden, rotary, mask, cache)

@@ -326,8 +326,9 @@ def load_lean_model(
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         return None
     try:
-        tokenizer_class = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
-    except (OSError, ValueError):
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer_class = tokenizer_config.get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
         return None
     if tokenizer_class not in LEAN_TOKENIZERS or not (folder / "tokenizer.json").is_file():
         return None
