@@ -9,15 +9,16 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import tiny_llama_family
 from logitls.engine import Engine
-from logitls.engine.kv_cache import new_document_cache
+from logitls.engine.growable_cache import new_document_cache
 from logitls.engine.lean_model import build, lean_config
-from logitls.engine.loading import load_lean_model, load_model
+from logitls.engine.loading import load_lean_model
 
 # how a document reaches the model: one prefill, token by token, and chunks after cached positions
 FEEDS = {"prefill": [40], "token by token": [1] * 40, "edits": [7, 1, 20, 12], "two chunks": [16, 24]}
@@ -101,14 +102,13 @@ def test_the_default_model_stands_in_packed_and_answers_as_the_full_load_does(de
     assert mine == _answers(default_engine)
 
 
-def test_a_first_answer_imports_none_of_transformers_modeling_code():
+def test_a_first_answer_imports_nothing_of_transformers():
     script = (
         "import sys\n"
         "from logitls.engine import Engine\n"
         "engine = Engine.load_lean('default', threads=2)\n"
         "print(engine.next_tokens('The capital of France is', 3).choices[0].token.text)\n"
-        "heavy = [m for m in ('transformers.modeling_utils', 'transformers.models.llama.modeling_llama',"
-        " 'torch._dynamo', 'torch.distributed.tensor') if m in sys.modules]\n"
+        "heavy = [m for m in ('transformers', 'torch._dynamo', 'torch.distributed.tensor') if m in sys.modules]\n"
         "print('imported:', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -155,7 +155,7 @@ def test_adopting_transformers_model_keeps_every_cached_document(default_engine)
     text = "def fibonacci(n):\n    "
     before = engine.next_tokens(text, 5, document="a")
     engine.next_tokens("The capital of France is", 5, document="b")
-    full = load_model("default", threads=2, tokenizer=engine.tokenizer)
+    full = engine.load_transformers_model(threads=2)
     assert engine.adopt(full) is True
     assert engine.loaded.forward == "transformers" and engine.model is full.model
     assert engine.cached_documents_keys() == ["a", "b"]
@@ -174,7 +174,7 @@ def test_adopting_transformers_model_keeps_every_cached_document(default_engine)
 def test_a_model_that_differs_drops_the_cached_documents(caplog):
     engine = Engine.load_lean("default", threads=2)
     engine.next_tokens("The capital of France is", 5, document="a")
-    full = load_model("default", threads=2, tokenizer=engine.tokenizer)
+    full = engine.load_transformers_model(threads=2)
     with torch.no_grad():
         full.model.model.norm.weight.mul_(1.001)  # another model behind the same folder, as a changed transformers would be
     with caplog.at_level("WARNING", logger="logitls.engine"):
@@ -182,3 +182,55 @@ def test_a_model_that_differs_drops_the_cached_documents(caplog):
     assert engine.cached_documents_keys() == []
     assert "differ" in caplog.text
     assert engine.model is full.model  # from now on the numbers are transformers' model's
+
+
+def test_the_stand_ins_tokenizer_is_transformers_own_for_the_default_model(default_engine):
+    from logitls.engine.engine import PROBE_TEXT, TOKENIZER_PROBES
+    from logitls.engine.lean_tokenizer import LeanTokenizer, same_tokenizer
+
+    lean = Engine.load_lean("default", threads=2)
+    mine, theirs = lean.tokenizer, default_engine.tokenizer
+    assert isinstance(mine, LeanTokenizer) and not isinstance(theirs, LeanTokenizer)
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert same_tokenizer(mine, theirs, [PROBE_TEXT, *TOKENIZER_PROBES, readme[:20000]])
+    every = list(range(len(theirs)))  # every token's text, as the healing vocabulary is built from them
+    assert mine.batch_decode([[i] for i in every]) == theirs.batch_decode(
+        [[i] for i in every], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert mine.convert_ids_to_tokens(every) == theirs.convert_ids_to_tokens(every)
+    assert mine.get_vocab() == theirs.get_vocab()
+
+
+def test_the_stand_ins_tokenizer_declines_what_transformers_would_change(tmp_path):
+    from logitls.engine.lean_tokenizer import LeanTokenizer
+
+    plain = _save_tiny("llama", tmp_path / "plain")
+    assert LeanTokenizer.load(plain) is not None
+    for name, change in {
+        "bos added by transformers": lambda config, tokenizer: config.update(add_bos_token=True),
+        "a special token not in the vocabulary": lambda config, tokenizer: config.update(pad_token="<pad>"),
+        "padding": lambda config, tokenizer: tokenizer.update(padding={"strategy": "BatchLongest", "direction": "Right",
+                                                                       "pad_to_multiple_of": None, "pad_id": 0,
+                                                                       "pad_type_id": 0, "pad_token": "!"}),
+    }.items():
+        folder = tmp_path / name.replace(" ", "-")
+        shutil.copytree(plain, folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+        change(config, tokenizer)
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+        assert LeanTokenizer.load(folder) is None, name
+
+
+def test_a_tokenizer_that_differs_is_replaced_with_every_cached_document(caplog):
+    engine = Engine.load_lean("default", threads=2)
+    engine.next_tokens("The capital of France is", 5, document="a")
+    full = engine.load_transformers_model(threads=2)
+    from conftest import build_gpt2_tokenizer
+
+    full.tokenizer = build_gpt2_tokenizer()  # another tokenizer behind the same folder
+    with caplog.at_level("WARNING", logger="logitls.engine"):
+        assert engine.adopt(full) is False
+    assert "tokenizer differs" in caplog.text
+    assert engine.tokenizer is full.tokenizer and engine.cached_documents_keys() == []
+    assert engine.tokenize("Udacity").ids == list(full.tokenizer("Udacity")["input_ids"])  # derived state follows

@@ -101,7 +101,7 @@ def distributions(engine, ids: list[int], stepwise: bool = False):
     token at a time on a KV cache, as keystrokes and greedy decoding compute them."""
     import torch
 
-    from ..engine.kv_cache import new_document_cache
+    from ..engine.growable_cache import new_document_cache
 
     with torch.inference_mode():
         if not stepwise:

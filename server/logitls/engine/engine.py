@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .healing import MAX_BACKOFF, VocabularyIndex, backoff
-from .kv_cache import can_crop, crop_cache, new_document_cache
+from .growable_cache import can_crop, crop_cache, new_document_cache
 from .loading import LoadedModel, load_lean_model, load_model
 from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
@@ -44,6 +44,10 @@ GENERATION_RESERVE = 100
 TAIL_LOGITS = 4
 # A few tokens of code: what the lean step, and a lean stand-in against transformers' model, are checked on.
 PROBE_TEXT = "def main():\n    return 0"
+# What a stand-in's tokenizer is checked on besides: prose, Unicode (offsets count characters), blanks,
+# special tokens written in the text
+TOKENIZER_PROBES = ["The capital of France is Paris.", "héllo wörld 😀 \u00e9t\u00e9\n\tx = [1, 2]  # ok",
+                    "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>", "  two leading spaces\n\n\n", "a"]
 
 
 @dataclass
@@ -134,15 +138,22 @@ class Engine:
                                                   compile_step=self.device.type == "cuda")
         self._set_lean_step()
         self.vocab_size = int(self.model.get_output_embeddings().out_features)
-        self._special_ids = set(self.tokenizer.all_special_ids)
+        self._set_tokenizer(self.tokenizer)
+
+    def _set_tokenizer(self, tokenizer: Any) -> None:
+        """The tokenizer, and what the engine derives from it."""
+        self.tokenizer = tokenizer
+        self._token_cache.clear()
+        self._vocabulary_index = None
+        self._special_ids = set(tokenizer.all_special_ids)
         eos = self.model.generation_config.eos_token_id
         if eos is None:
-            eos = self.tokenizer.eos_token_id
+            eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         # What the empty text conditions on: the model's BOS, else its EOS (GPT-2 style models
         # use <|endoftext|> as the document separator).
-        start = self.tokenizer.bos_token_id
-        self.start_id = start if start is not None else self.tokenizer.eos_token_id
+        start = tokenizer.bos_token_id
+        self.start_id = start if start is not None else tokenizer.eos_token_id
         self.lead_ids = self._tokenizer_lead()
 
     def _set_lean_step(self) -> None:
@@ -198,27 +209,62 @@ class Engine:
         loaded = load_lean_model(spec, dtype=dtype, device=device, threads=threads, weights=weights, kernel=kernel)
         return None if loaded is None else cls(loaded, **engine_options)
 
+    def load_transformers_model(self, *, threads: int = 0, weights: str = "auto") -> LoadedModel:
+        """transformers' model of the stand-in's folder, for `adopt`; the stand-in's tokenizer goes with it
+        where it is transformers' own class (else transformers loads its own, and `adopt` compares)."""
+        from .lean_tokenizer import LeanTokenizer
+
+        stand_in = self.loaded
+        return load_model(stand_in.name, dtype=stand_in.dtype, device=stand_in.device, threads=threads,
+                          weights=weights, tokenizer=None if isinstance(self.tokenizer, LeanTokenizer) else self.tokenizer)
+
     def adopt(self, loaded: LoadedModel) -> bool:
-        """Serve with `loaded` (transformers' model of the same folder, with this engine's tokenizer) in
-        place of the lean stand-in. Both first feed one probe on scratch caches, as a document is fed
-        (a prefill, then a chunk after cached positions): with the same logits to the bit, every
+        """Serve with `loaded` (transformers' model of the same folder) in place of the lean stand-in.
+
+        Both models first feed one probe as a document is fed: a prefill on fresh caches, and a chunk
+        after positions the stand-in cached, carried over into transformers' cache. With the same
+        logits to the bit, and the same tokenization (where the stand-in had its own tokenizer), every
         document's cache carries over; on any difference all of them are dropped (fed again on the
-        next request) and a warning says so. Returns whether the two agreed."""
+        next request) and a warning says so. Returns whether everything agreed."""
+        from .growable_cache import LeanCache
+        from .kv_cache import from_lean_cache
+        from .lean_tokenizer import LeanTokenizer, same_tokenizer
+
         ids = self.tokenizer(PROBE_TEXT)["input_ids"] or [self.start_id]
         split = max(1, len(ids) - 3)
-        outputs = []
+        first, rest = ids[:split], ids[split:] or ids[-1:]
+        theirs = loaded.model
+
+        def feed(model: Any, part: list[int], cache: Any) -> torch.Tensor:
+            return model(input_ids=torch.tensor([part], device=self.device), cache=cache, logits_to_keep=0,
+                         use_cache=True).logits.float()
+
         with torch.inference_mode():
-            for model in (self.model, loaded.model):
-                cache = new_document_cache(self.model.config)  # a stand-in's cache, as the documents hold
-                outputs.append([model(input_ids=torch.tensor([part], device=self.device), cache=cache,
-                                      logits_to_keep=0, use_cache=True).logits.float()
-                                for part in (ids[:split], ids[split:]) if part])
-        agree = all(torch.equal(a, b) for a, b in zip(*outputs))
+            own, handed = new_document_cache(self.model.config), new_document_cache(self.model.config)
+            mine = [feed(self.model, first, own), feed(self.model, rest, own)]
+            feed(self.model, first, handed)
+            handed = from_lean_cache(handed, theirs.config) if isinstance(handed, LeanCache) else handed
+            agree = handed is not None and \
+                torch.equal(mine[0], feed(theirs, first, new_document_cache(theirs.config))) and \
+                torch.equal(mine[1], feed(theirs, rest, handed))
+        if isinstance(self.tokenizer, LeanTokenizer):
+            if not same_tokenizer(self.tokenizer, loaded.tokenizer, [PROBE_TEXT, *TOKENIZER_PROBES]):
+                logger.warning("the lean stand-in's tokenizer differs from transformers': taking transformers'")
+                agree = False
+        else:
+            loaded.tokenizer = self.tokenizer
         if not agree:
-            logger.warning("the lean stand-in's logits differ from transformers' model: dropping the cached "
+            logger.warning("the lean stand-in's answers differ from transformers' model: dropping the cached "
                            "documents, which are fed again through transformers' model")
             self._documents.clear()
-        self.loaded, self.model = loaded, loaded.model
+        self.loaded, self.model = loaded, theirs
+        if loaded.tokenizer is not self.tokenizer:
+            self._set_tokenizer(loaded.tokenizer)
+        for state in self._documents.values():  # the stand-in's caches, carried over into transformers'
+            if isinstance(state.kv, LeanCache):
+                state.kv = from_lean_cache(state.kv, theirs.config)
+                if state.kv is None:
+                    state.crop(0)
         self._set_lean_step()
         return agree
 

@@ -3,7 +3,8 @@
 transformers' DynamicLayer appends with torch.cat, copying the whole cache at every decode step:
 at 1000 tokens of SmolLM2 that is ~46 MB moved per step, ~6% of a CPU step. Here each layer keeps
 a buffer with spare room (grown a block at a time) and exposes the filled part as a view, so a step
-writes only its own keys and values. Cropping just moves the end; the room stays for reuse.
+writes only its own keys and values. Cropping just moves the end; the room stays for reuse. (The
+buffer logic is growable_cache.GrowableBuffers, which the lean stand-in's cache shares.)
 
 Sliding-window layers (Mistral, Gemma 2/3, Qwen2 with a window) keep only the last window - 1
 positions in transformers, so once a document is longer than the window they cannot be cropped
@@ -19,53 +20,21 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-BLOCK = 128  # tokens of room added at a time (at most ~160 tokens of slack per document)
+from .growable_cache import GrowableBuffers, LeanCache
 # Positions a sliding layer keeps beyond its window: an edit this close to the end crops the cache.
 SLIDING_SLACK = 128
 
 
-class GrowableLayer(DynamicLayer):
+class GrowableLayer(GrowableBuffers, DynamicLayer):
+    """transformers' full-attention layer on growable buffers (growable_cache.GrowableBuffers)."""
+
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        self._key_buffer: torch.Tensor | None = None
-        self._value_buffer: torch.Tensor | None = None
-        self._length = 0
-
-    def _grow(self, needed: int, like_keys: torch.Tensor, like_values: torch.Tensor) -> None:
-        capacity = -(-(needed + BLOCK // 4) // BLOCK) * BLOCK
-        keys = like_keys.new_empty((*like_keys.shape[:2], capacity, like_keys.shape[-1]))
-        values = like_values.new_empty((*like_values.shape[:2], capacity, like_values.shape[-1]))
-        if self._length:
-            keys[..., : self._length, :] = self._key_buffer[..., : self._length, :]
-            values[..., : self._length, :] = self._value_buffer[..., : self._length, :]
-        self._key_buffer, self._value_buffer = keys, values
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        new_length = self._length + key_states.shape[-2]
-        if self._key_buffer is None or new_length > self._key_buffer.shape[-2]:
-            self._grow(new_length, key_states, value_states)
-        self._key_buffer[..., self._length : new_length, :] = key_states
-        self._value_buffer[..., self._length : new_length, :] = value_states
-        self._length = new_length
-        self.keys = self._key_buffer[..., :new_length, :]
-        self.values = self._value_buffer[..., :new_length, :]
-        return self.keys, self.values
-
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes a negative count: the number of tokens to drop from the end")
-        if tokens_to_remove == 0 or not self.is_initialized or self._key_buffer is None:
-            return
-        self._length = max(0, self._length + tokens_to_remove)
-        self.keys = self._key_buffer[..., : self._length, :]
-        self.values = self._value_buffer[..., : self._length, :]
+        DynamicLayer.lazy_initialization(self, key_states, value_states)
+        self._clear_buffers()
 
     def reset(self) -> None:
-        self._key_buffer = self._value_buffer = None
-        self._length = 0
-        super().reset()
+        self._clear_buffers()
+        DynamicLayer.reset(self)
 
 
 class SlidingLayer(DynamicSlidingWindowLayer):
@@ -118,10 +87,6 @@ def new_document_cache(config: Any) -> DynamicCache:
     Only transformers' two plain layer types are replaced; any other kind (linear attention, quantized,
     indexed) is left as it is, and `crop_cache` treats it as not croppable.
     """
-    if getattr(config, "lean", False):  # lean_model's config: full-attention layers only, as DynamicCache would make
-        cache = DynamicCache(config=None)
-        cache.layers, cache.layer_class_to_replicate = [GrowableLayer() for _ in range(config.num_hidden_layers)], None
-        return cache
     cache = DynamicCache(config=config)
     cache.layers = [_replacement(layer) for layer in cache.layers]
     return cache
@@ -133,6 +98,20 @@ def _replacement(layer: Any) -> Any:
     if type(layer) is DynamicSlidingWindowLayer:
         return SlidingLayer(layer.sliding_window, SLIDING_SLACK)
     return layer
+
+
+def from_lean_cache(lean: LeanCache, config: Any) -> DynamicCache | None:
+    """transformers' cache holding what the stand-in's cache holds, its very buffers (no copy), for the
+    model that takes over (Engine.adopt); None where the layers do not match (then it is fed again)."""
+    cache = new_document_cache(config)
+    if len(cache.layers) != len(lean.layers) or any(type(layer) is not GrowableLayer for layer in cache.layers):
+        return None
+    for mine, theirs in zip(lean.layers, cache.layers):
+        if mine.is_initialized:
+            theirs.device, theirs.is_initialized = mine.device, True
+            theirs.keys, theirs.values = mine.keys, mine.values
+            theirs._key_buffer, theirs._value_buffer, theirs._length = mine._key_buffer, mine._value_buffer, mine._length
+    return cache
 
 
 def can_crop(cache: DynamicCache, tokens_to_remove: int) -> bool:

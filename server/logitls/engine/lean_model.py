@@ -11,8 +11,8 @@ transformers' `LlamaForCausalLM` does with SDPA attention on CPU:
 - the attention call as transformers' `sdpa_attention_forward` makes it: an empty cache is a causal
   prefill (`is_causal`, grouped-query heads by `enable_gqa`), a chunk after cached positions gets
   transformers' boolean mask with the key/value heads repeated, one token gets no mask;
-- keys and values go through the document's cache (`kv_cache.new_document_cache`), so a document's
-  cache carries over to transformers' model unchanged.
+- keys and values go into the document's cache (growable_cache.LeanCache), whose buffers carry over
+  to transformers' cache when its model takes over (kv_cache.from_lean_cache).
 
 So the logits are transformers' bit for bit; the engine checks that on a probe before it takes
 transformers' model in this one's place (`Engine.adopt`), and drops every cache on any difference.
@@ -69,7 +69,7 @@ def lean_config(folder: Path) -> SimpleNamespace | None:
     config.mlp_bias = bool(raw.get("mlp_bias", False)) if kind == "llama" else False
     config.layer_types = ["full_attention"] * raw["num_hidden_layers"]
     config.sliding_window = None
-    config.lean = True  # kv_cache builds this model's cache from the layer count alone
+    config.lean = True  # growable_cache.new_document_cache: a LeanCache, no transformers import
     return config
 
 

@@ -9,7 +9,7 @@ ops a layer, gpt-fast style:
   weights are not fused: a fused copy measured +10 % greedy but kept +250 MB resident, the mapped
   originals' pages staying in memory);
 - RoPE turns q and k together;
-- keys and values are written straight into the document's growable KV cache (kv_cache.GrowableLayer),
+- keys and values are written straight into the document's growable KV cache (growable_cache),
   which therefore holds the generated tokens afterwards exactly as the transformers path leaves it;
 - attention is the SDPA call transformers makes (grouped-query heads by `enable_gqa`, no mask).
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .kv_cache import GrowableLayer
+from .growable_cache import GrowableBuffers
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 Projection = Callable[[torch.Tensor], torch.Tensor]
@@ -109,7 +109,7 @@ class LeanStep:
 
     @staticmethod
     def cache_fits(cache: Any) -> bool:
-        return cache is not None and all(type(layer) is GrowableLayer and layer.is_initialized
+        return cache is not None and all(isinstance(layer, GrowableBuffers) and layer.is_initialized
                                          and layer._key_buffer is not None for layer in cache.layers)
 
     def step(self, token_id: int, cache: Any) -> torch.Tensor:
@@ -135,7 +135,7 @@ class LeanStep:
         return self.head(self.final_norm(x))[0].float()
 
 
-def _append(layer: GrowableLayer, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _append(layer: GrowableBuffers, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Write one position's keys and values ([kv heads, head dim]) at the layer's end, as update() would."""
     length = layer._length + 1
     if length > layer._key_buffer.shape[-2]:

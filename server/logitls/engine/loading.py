@@ -366,12 +366,16 @@ def load_lean_model(
             model = build(folder, config)
         except Exception:  # noqa: BLE001 - weights it cannot read: load_model says why
             return None
-    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    from .lean_tokenizer import LeanTokenizer
 
-    try:
-        loaded.tokenizer = TokenizersBackend.from_pretrained(str(folder))
-    except Exception:  # noqa: BLE001
-        return None
+    loaded.tokenizer = LeanTokenizer.load(folder)
+    if loaded.tokenizer is None:  # transformers' class, which adds something of its own here
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        try:
+            loaded.tokenizer = TokenizersBackend.from_pretrained(str(folder))
+        except Exception:  # noqa: BLE001
+            return None
     loaded.model = model
     return loaded
 

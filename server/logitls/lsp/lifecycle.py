@@ -207,8 +207,6 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
     same numbers, goes on serving."""
     import importlib
 
-    from ..engine.loading import load_model as load_transformers_model
-
     loaded = engine.loaded
 
     async def quiet() -> bool:
@@ -233,9 +231,7 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
     def load_and_adopt(should_stop):
         if should_stop():
             raise JobCancelled("stopped")
-        settings = server.settings
-        full = load_transformers_model(loaded.name, dtype=loaded.dtype, device=loaded.device, threads=settings.threads,
-                                       weights=settings.weights, tokenizer=engine.tokenizer)
+        full = engine.load_transformers_model(threads=server.settings.threads, weights=server.settings.weights)
         agreed = engine.adopt(full)
         gc.unfreeze()
         settle_heap(collect=True)  # the stand-in's weights go
