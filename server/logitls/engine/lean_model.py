@@ -1,9 +1,10 @@
-"""A Llama-family causal LM (Llama, Mistral, Qwen2) built without transformers' modeling code: the
-server's first answers, while transformers loads.
+"""A Llama-family causal LM (Llama, Mistral, Qwen2) built without transformers: the server's first
+answers, while transformers loads.
 
-Importing transformers' model classes costs ~1.9 s on a 2-core CPU (torch.distributed.tensor,
+Importing transformers and its model classes costs ~2.4 s on a 2-core CPU (torch.distributed.tensor,
 torch._dynamo and sympy come with them): more than half of the time from process start to the
-first completion. The first completions of a session need none of it. This module builds the same
+first completion. The first completions of a session need none of it (the tokenizer is
+lean_tokenizer's, the KV cache growable_cache's). This module builds the same
 model from a local model folder (config.json, model.safetensors and, for packed weights, the packed
 blocks file) with modules of the same names and the same parameters, and does op for op what
 transformers' `LlamaForCausalLM` does with SDPA attention on CPU:

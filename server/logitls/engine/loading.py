@@ -311,9 +311,10 @@ def load_lean_model(
 ) -> LoadedModel | None:
     """The model as lean_model builds it, without transformers' modeling code, where that is exactly
     the model load_model would give (else None): a local or converted Llama-family folder (never
-    converted here: that needs transformers), on CPU, in float32 (stored so), with the packed blocks file already
-    written where the weights would be packed, and a tokenizer AutoTokenizer would load as the plain
-    TokenizersBackend (the one class importable without the model code). Raises ModelLoadError only
+    converted here: that needs transformers), on CPU, in float32 (stored so), with the packed blocks
+    file already written where the weights would be packed, and a tokenizer AutoTokenizer would load as the plain
+    TokenizersBackend (read with the tokenizers library alone where that class adds nothing to it:
+    lean_tokenizer.py; then nothing of transformers is imported). Raises ModelLoadError only
     for what load_model would refuse too; anything unexpected gives None, and load_model decides.
     `LOGITLS_STAND_IN=off` in the environment: always None."""
     if dtype != "float32" or weights not in WEIGHTS or os.environ.get("LOGITLS_STAND_IN") == "off":

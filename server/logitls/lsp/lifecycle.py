@@ -191,17 +191,18 @@ def settle_heap(collect: bool) -> None:
 
 
 # What transformers' model code imports, heaviest first, each a step of its own (see take_transformers_model)
-IMPORT_STEPS = ("sympy", "torch.distributed.tensor", "torch._inductor", "torch._dynamo", "transformers.modeling_utils")
+IMPORT_STEPS = ("sympy", "torch.distributed.tensor", "torch._inductor", "torch._dynamo", "transformers",
+                "transformers.modeling_utils")
 
 
 async def take_transformers_model(server: LogitlsServer, engine, generation: int) -> None:
     """Load transformers' model of the stand-in's folder and have it take the stand-in's place, in
     quiet moments (the model thread idle for ADOPT_AFTER_IDLE_SECONDS).
 
-    Its imports hold the GIL for ~2 s: on a side thread they would stall every keystroke served
+    Its imports hold the GIL for ~2.4 s: on a side thread they would stall every keystroke served
     meanwhile (measured: a 16 ms keystroke took 0.3-1.6 s), and as one job on the model thread a
     keystroke could wait for all of it. So they run on the model thread in steps of one module each
-    (IMPORT_STEPS, then the model's own module; 0.2-0.4 s each), then the load and the handover, each
+    (IMPORT_STEPS, then the model's own module; 0.2-0.45 s each), then the load and the handover, each
     step after an idle second: while the user types, nothing of it runs, and a keystroke that comes
     just as a step starts waits for that step alone. Where it fails, the stand-in, which gives the
     same numbers, goes on serving."""
