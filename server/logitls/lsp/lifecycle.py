@@ -117,15 +117,15 @@ async def load_model(server: LogitlsServer) -> None:
     token = await begin_progress(server, "logitls", f"Loading model {settings.model}…", cancellable=False)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    reloading = server.engine is not None
 
     def load(_should_stop):
         from ..engine import Engine
 
         server.compare_engine = None  # compared against the old model: loaded again beside the new one
-        reloading = server.engine is not None
-        if reloading:
+        if server.engine is not None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
-            gc.unfreeze()  # the old model may now be collected (see settle_heap)
+            gc.unfreeze()  # the old model may be collected once replaced (see settle_heap)
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
         engine = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
@@ -133,7 +133,8 @@ async def load_model(server: LogitlsServer) -> None:
         if engine is None:
             engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
                                  weights=settings.weights, trust_remote_code=settings.trust_remote_code)
-        settle_heap(collect=reloading)
+        if not reloading:  # the first model: nothing to collect (a replaced one is, once let go: below)
+            settle_heap(collect=False)
         return engine
 
     message = "Model failed to load"
@@ -177,6 +178,10 @@ async def load_model(server: LogitlsServer) -> None:
     finally:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        if reloading and generation == server.load_generation:
+            # the old model is let go now (a stand-in's handover task notices within a poll): collect it
+            loop.call_later(2 * ADOPT_POLL_SECONDS, lambda: server.worker.enqueue(
+                lambda _stop: settle_heap(collect=True), key="settle-heap", priority=PRIORITY_BACKGROUND))
     server.model_settled.set()
 
 
@@ -187,7 +192,19 @@ def settle_heap(collect: bool) -> None:
     0.02 s. `collect`: first collect what a model that was replaced left in reference cycles."""
     if collect:
         gc.collect()
+        _return_free_heap()
     gc.freeze()
+
+
+def _return_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc keeps them otherwise): what a replaced
+    model's tensors and the stand-in's tokenizer held."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # What transformers' model code imports, heaviest first, each a step of its own (see take_transformers_model)
@@ -208,7 +225,7 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
     same numbers, goes on serving."""
     import importlib
 
-    loaded = engine.loaded
+    name = engine.loaded.name  # not the stand-in itself: nothing here may keep it alive after the handover
 
     async def quiet() -> bool:
         """Wait until the model thread has been idle a while; False if the stand-in is replaced meanwhile."""
@@ -250,7 +267,7 @@ async def take_transformers_model(server: LogitlsServer, engine, generation: int
         return
     except Exception as exc:  # noqa: BLE001 - ModelLoadError or anything transformers raises
         logger.warning("transformers' model of %s did not load (%s); the lean stand-in goes on serving",
-                       loaded.name, exc)
+                       name, exc)
         return
     logger.info("transformers' model took over from the lean stand-in in %.1f s (%s)", time.monotonic() - started,
                 "same logits" if agreed else "its logits differed: cached documents dropped")
