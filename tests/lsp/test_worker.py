@@ -23,13 +23,20 @@ async def test_waiting_for_a_model_that_never_comes_leaves_nothing_behind():
     assert len(asyncio.all_tasks()) == before  # no waiter per timed-out request
 
 
-async def test_a_newer_job_with_the_same_key_supersedes_a_queued_one():
-    worker = ModelWorker()
-    worker.hold.arm(0, "blocker")
+async def _held_job(worker: ModelWorker, key: str, result: str) -> asyncio.Future:
+    """A job for `key` that returns `result`, held on the model thread before it starts (until
+    worker.hold.release())."""
+    worker.hold.arm(0, key)
     gate = threading.Event()
     worker.hold.on_held = lambda key, n, loop: gate.set()
-    blocker = worker.enqueue(lambda stop: "blocked", key="blocker")
+    job = worker.enqueue(lambda stop: result, key=key)
     await asyncio.get_running_loop().run_in_executor(None, gate.wait)
+    return job
+
+
+async def test_a_newer_job_with_the_same_key_supersedes_a_queued_one():
+    worker = ModelWorker()
+    blocker = await _held_job(worker, "blocker", "blocked")
     older = worker.enqueue(lambda stop: "older", key=("doc", "completion"))
     newer = worker.enqueue(lambda stop: "newer", key=("doc", "completion"))
     worker.hold.release()
@@ -59,11 +66,7 @@ async def test_a_job_stopped_mid_way_is_reported_as_cancelled():
 async def test_idle_time_counts_only_while_nothing_runs_or_waits():
     # what the stand-in's handover waits for (lifecycle.take_transformers_model)
     worker = ModelWorker()
-    worker.hold.arm(0, "busy")
-    gate = threading.Event()
-    worker.hold.on_held = lambda key, n, loop: gate.set()
-    busy = worker.enqueue(lambda stop: "done", key="busy")
-    await asyncio.get_running_loop().run_in_executor(None, gate.wait)
+    busy = await _held_job(worker, "busy", "done")
     waiting = worker.enqueue(lambda stop: "next", key="next")
     assert worker.idle_seconds() == 0.0  # one job held mid-way, one queued
     worker.hold.release()

@@ -215,20 +215,21 @@ class Engine:
         from .lean_tokenizer import LeanTokenizer
 
         stand_in = self.loaded
+        own = None if isinstance(self.tokenizer, LeanTokenizer) else self.tokenizer
         return load_model(stand_in.name, dtype=stand_in.dtype, device=stand_in.device, threads=threads,
-                          weights=weights, tokenizer=None if isinstance(self.tokenizer, LeanTokenizer) else self.tokenizer)
+                          weights=weights, tokenizer=own)
 
     def adopt(self, loaded: LoadedModel) -> bool:
         """Serve with `loaded` (transformers' model of the same folder) in place of the lean stand-in.
 
         Both models first feed one probe as a document is fed: a prefill on fresh caches, and a chunk
         after positions the stand-in cached, carried over into transformers' cache. With the same
-        logits to the bit, and the same tokenization (where the stand-in had its own tokenizer), every
+        logits to the bit, and the same tokenization (where transformers loaded a tokenizer of its own), every
         document's cache carries over; on any difference all of them are dropped (fed again on the
         next request) and a warning says so. Returns whether everything agreed."""
         from .growable_cache import LeanCache
         from .kv_cache import from_lean_cache
-        from .lean_tokenizer import LeanTokenizer, same_tokenizer
+        from .lean_tokenizer import same_tokenizer
 
         ids = self.tokenizer(PROBE_TEXT)["input_ids"] or [self.start_id]
         split = max(1, len(ids) - 3)
@@ -243,16 +244,14 @@ class Engine:
             own, handed = new_document_cache(self.model.config), new_document_cache(self.model.config)
             mine = [feed(self.model, first, own), feed(self.model, rest, own)]
             feed(self.model, first, handed)
-            handed = from_lean_cache(handed, theirs.config) if isinstance(handed, LeanCache) else handed
+            handed = from_lean_cache(handed, theirs.config)
             agree = handed is not None and \
                 torch.equal(mine[0], feed(theirs, first, new_document_cache(theirs.config))) and \
                 torch.equal(mine[1], feed(theirs, rest, handed))
-        if isinstance(self.tokenizer, LeanTokenizer):
-            if not same_tokenizer(self.tokenizer, loaded.tokenizer, [PROBE_TEXT, *TOKENIZER_PROBES]):
-                logger.warning("the lean stand-in's tokenizer differs from transformers': taking transformers'")
-                agree = False
-        else:
-            loaded.tokenizer = self.tokenizer
+        if loaded.tokenizer is not self.tokenizer and \
+                not same_tokenizer(self.tokenizer, loaded.tokenizer, [PROBE_TEXT, *TOKENIZER_PROBES]):
+            logger.warning("the lean stand-in's tokenizer differs from transformers': taking transformers'")
+            agree = False
         if not agree:
             logger.warning("the lean stand-in's answers differ from transformers' model: dropping the cached "
                            "documents, which are fed again through transformers' model")

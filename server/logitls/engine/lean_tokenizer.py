@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+PLAIN_CLASS = "TokenizersBackend"  # the class AutoTokenizer takes for a plain tokenizer.json (conversions)
 # tokenizer_config.json keys the stand-in understands; any other makes `load` decline
 KNOWN_KEYS = {"backend", "tokenizer_class", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
               "cls_token", "mask_token", "additional_special_tokens", "extra_special_tokens", "model_max_length",
@@ -47,7 +48,7 @@ class LeanTokenizer:
 
         try:
             config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-            if not isinstance(config, dict) or config.get("tokenizer_class") != "TokenizersBackend" \
+            if not isinstance(config, dict) or config.get("tokenizer_class") != PLAIN_CLASS \
                     or set(config) - KNOWN_KEYS or config.get("clean_up_tokenization_spaces"):
                 return None
             special = {name: _content(config.get(name)) for name in NAMED}

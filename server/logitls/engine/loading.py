@@ -297,9 +297,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-LEAN_TOKENIZERS = ("TokenizersBackend",)  # the class AutoTokenizer takes for a plain tokenizer.json (conversions)
-
-
 def load_lean_model(
     spec: str | None = None,
     *,
@@ -331,7 +328,9 @@ def load_lean_model(
         tokenizer_class = tokenizer_config.get("tokenizer_class")
     except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
         return None
-    if tokenizer_class not in LEAN_TOKENIZERS or not (folder / "tokenizer.json").is_file():
+    from .lean_tokenizer import PLAIN_CLASS, LeanTokenizer
+
+    if tokenizer_class != PLAIN_CLASS or not (folder / "tokenizer.json").is_file():
         return None
     from .lean_model import build, lean_config
 
@@ -367,8 +366,6 @@ def load_lean_model(
             model = build(folder, config)
         except Exception:  # noqa: BLE001 - weights it cannot read: load_model says why
             return None
-    from .lean_tokenizer import LeanTokenizer
-
     loaded.tokenizer = LeanTokenizer.load(folder)
     if loaded.tokenizer is None:  # transformers' class, which adds something of its own here
         from transformers.tokenization_utils_tokenizers import TokenizersBackend

@@ -172,7 +172,7 @@ class ModelWorker:
 
 # Jobs the server runs of its own accord at a moment it picks (lifecycle.take_transformers_model): a
 # hold takes them only where its key text names them.
-UNSOLICITED_JOBS = ("model-adopt",)
+UNSOLICITED_JOBS = ("model-adopt", "settle-heap")
 
 
 class CheckpointHold:
