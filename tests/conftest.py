@@ -60,25 +60,38 @@ def block_layers(model, kind: int) -> dict:
 
 @contextmanager
 def counting_feeds(engine, fed: list[int]):
-    """Record how many tokens each forward feeds: transformers' (model.forward) and the lean decode
-    step's (always one), so a test counts work whichever path a keystroke or a decode step takes."""
+    """Record how many tokens each forward feeds (prefill, chunk or decode step: one Model.forward)."""
     original = engine.model.forward
 
-    def forward(*args, **kwargs):
-        fed.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[1])
-        return original(*args, **kwargs)
+    def forward(tokens, *args, **kwargs):
+        fed.append(len(tokens))
+        return original(tokens, *args, **kwargs)
 
     engine.model.forward = forward
-    lean = engine.lean_step
-    if lean is not None:
-        step = lean.step
-        lean.step = lambda token, cache: (fed.append(1), step(token, cache))[1]
     try:
         yield fed
     finally:
         del engine.model.forward
-        if lean is not None:
-            del lean.step
+
+
+_REFERENCES: dict = {}
+
+
+def reference_model(engine):
+    """transformers' model of what `engine` serves, the reference in tests: the engine's own where it
+    runs transformers' forward, else transformers' model of the same folder with the same weights
+    (packed the same way where the engine's are), loaded once per engine."""
+    if getattr(engine.model, "hf", None) is not None:
+        return engine.model.hf
+    if id(engine) not in _REFERENCES:
+        from logitls.engine.loading import load_model
+
+        loaded = engine.loaded
+        reference = load_model(loaded.name, dtype=loaded.dtype, device=loaded.device, weights=loaded.weights,
+                               kernel=loaded.kernel or None, forward="transformers")
+        assert reference.forward == "transformers" and reference.weights == loaded.weights
+        _REFERENCES[id(engine)] = (engine, reference.model.hf)  # the engine held: its id stays its own
+    return _REFERENCES[id(engine)][1]
 
 
 def build_gpt2_tokenizer(**options):

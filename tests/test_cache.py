@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import counting_feeds
+from conftest import counting_feeds, reference_model
 
 WORDS = ["the", " cat", " sat", " on", "\n", " mat", "é", " 😀", ".", "ing", " un", "believ", "able", "  ", "\t"]
 
@@ -39,7 +39,7 @@ def from_scratch(engine, text: str, n: int = 5):
     ids = engine.tokenizer(text)["input_ids"] or [engine.start_id]
     ids = ids[engine._window_start(len(ids)):]
     with torch.inference_mode():
-        logits = engine.model(torch.tensor([ids])).logits[0, -1].float()
+        logits = reference_model(engine)(torch.tensor([ids])).logits[0, -1].float()
     return torch.log_softmax(logits, -1).topk(n)
 
 
@@ -65,7 +65,7 @@ def test_cached_top_n_equals_from_scratch(tiny_engine, changes):
             ids = [s.token.id for s in scores.tokens]
             if len(ids) > 1:
                 with torch.inference_mode():
-                    row = torch.log_softmax(tiny_engine.model(torch.tensor([ids])).logits[0].float(), -1)
+                    row = torch.log_softmax(reference_model(tiny_engine)(torch.tensor([ids])).logits[0].float(), -1)
                 for i in range(1, len(ids)):
                     assert abs(scores.tokens[i].logprob - row[i - 1, ids[i]].item()) < 1e-4
 
@@ -132,7 +132,7 @@ SLIDING_TEXT = " ".join(f"word{i % 7}" for i in range(12))  # 24 tokens: past th
 
 def test_an_edit_before_the_sliding_window_equals_from_scratch(sliding_engine, monkeypatch):
     """An edit further back than the sliding layers keep states for: the cache is rebuilt, not cropped."""
-    from logitls.engine import kv_cache
+    from logitls.engine import transformers_model as kv_cache
 
     monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 2, raising=False)
     engine = sliding_engine
@@ -160,12 +160,12 @@ def test_a_keystroke_past_the_sliding_window_feeds_only_the_tail(sliding_engine)
 
 def test_greedy_past_the_sliding_window_equals_generate(sliding_engine, monkeypatch):
     """Decoding far past the window, with the slack trimmed away several times on the way."""
-    from logitls.engine import kv_cache
+    from logitls.engine import transformers_model as kv_cache
 
     monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 2)
     engine = sliding_engine
     ids = engine.tokenizer(SLIDING_TEXT, return_tensors="pt").input_ids
-    reference = engine.model.generate(ids, do_sample=False, max_new_tokens=24, eos_token_id=None,
+    reference = reference_model(engine).generate(ids, do_sample=False, max_new_tokens=24, eos_token_id=None,
                                       pad_token_id=0)[0, ids.shape[1]:].tolist()
     engine.eos_ids, saved = set(), engine.eos_ids
     try:
@@ -217,7 +217,7 @@ def test_any_edits_give_a_fresh_engines_answers(tiny_engine, changes):
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(edit, min_size=1, max_size=6))
 def test_any_edits_give_a_fresh_engines_answers_with_sliding_windows(sliding_engine, monkeypatch, changes):
-    from logitls.engine import kv_cache
+    from logitls.engine import transformers_model as kv_cache
 
     monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 3, raising=False)  # most edits then reach past what the cache keeps
     run_edits(sliding_engine, changes, "fresh-sliding")
@@ -228,7 +228,7 @@ def test_layers_of_other_kinds_are_kept_and_a_cache_with_one_is_not_cropped():
     state) is kept, and a crop it might not support changes nothing: the caller re-feeds instead."""
     from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-    from logitls.engine.kv_cache import GrowableLayer, SlidingLayer, _replacement, crop_cache
+    from logitls.engine.transformers_model import GrowableLayer, SlidingLayer, _replacement, crop_cache
 
     class OtherLayer(DynamicLayer):
         pass

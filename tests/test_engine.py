@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT, counting_feeds
+from conftest import NOTEBOOK_IDS, NOTEBOOK_TEXT, counting_feeds, reference_model
 
 PROMPTS = [NOTEBOOK_TEXT, "The capital of France is", "def f(x):\n    return", "a"]
 
@@ -15,7 +15,7 @@ PROMPTS = [NOTEBOOK_TEXT, "The capital of France is", "def f(x):\n    return", "
 def reference_logprobs(engine, ids: list[int]) -> torch.Tensor:
     """Log-probabilities of every position from one plain forward pass, no cache."""
     with torch.inference_mode():
-        logits = engine.model(torch.tensor([ids])).logits[0].float()
+        logits = reference_model(engine)(torch.tensor([ids])).logits[0].float()
     return torch.log_softmax(logits, dim=-1)
 
 
@@ -64,7 +64,7 @@ def test_empty_text_conditions_on_the_start_token(tiny_engine):
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_equals_hf_generate(tiny_engine, prompt):
     ids = tiny_engine.tokenizer(prompt, return_tensors="pt").input_ids
-    reference = tiny_engine.model.generate(ids, do_sample=False, max_new_tokens=30, eos_token_id=None,
+    reference = reference_model(tiny_engine).generate(ids, do_sample=False, max_new_tokens=30, eos_token_id=None,
                                            pad_token_id=0)[0, ids.shape[1]:].tolist()
     tiny_engine.eos_ids, saved = set(), tiny_engine.eos_ids  # generate above ran without EOS stops too
     try:
@@ -141,27 +141,11 @@ def test_default_model_completes_numpy_import(default_engine):
 def test_default_model_greedy_equals_generate_and_stops_at_eos(default_engine):
     prompt = "The capital of France is"
     ids = default_engine.tokenizer(prompt, return_tensors="pt").input_ids
-    reference = default_engine.model.generate(ids, do_sample=False, max_length=100)[0, ids.shape[1]:].tolist()
+    reference = reference_model(default_engine).generate(ids, do_sample=False, max_length=100)[0, ids.shape[1]:].tolist()
     steps = list(default_engine.greedy(prompt, max_length=100))
     assert [s.token.id for s in steps] == reference
     assert steps[-1].token.id in default_engine.eos_ids and steps[-1].text == ""
     assert "".join(s.text for s in steps).startswith(" Paris.")
-
-
-@pytest.mark.parametrize("prompt", PROMPTS[:3])
-def test_static_cache_decoding_equals_generate(tiny_models, prompt):
-    """The CUDA-graph path's decoder (static KV cache), run uncompiled on CPU."""
-    from logitls.engine import Engine
-
-    engine = Engine.load(str(tiny_models["llama"]), device="cpu", static_decode=True)
-    assert engine.static_decoders is not None
-    ids = engine.tokenizer(prompt, return_tensors="pt").input_ids
-    reference = engine.model.generate(ids, do_sample=False, max_new_tokens=20, eos_token_id=None,
-                                      pad_token_id=0)[0, ids.shape[1]:].tolist()
-    engine.eos_ids = set()
-    for _ in range(2):  # the first call verifies the static path against the eager one, the second uses it
-        assert [s.token.id for s in engine.greedy(prompt, max_new_tokens=20)] == reference
-    assert engine.static_decoders.enabled and engine.static_decoders.verified
 
 
 def test_document_scores_slide_over_a_long_text(tiny_engine):
@@ -223,8 +207,6 @@ def test_completion_generation_and_lens_share_one_window(tiny_engine):
     fed: list[int] = []
     try:
         engine.document_scores(text, document=key)  # the lens has run once
-        list(engine.greedy("warm up", max_new_tokens=2, document="warm-up"))  # the lean step's one check
-        engine.forget("warm-up")
         with counting_feeds(engine, fed):
             completion = engine.next_tokens(edited, 5, document=key)
             assert sum(fed) <= 4, fed  # the appended word
@@ -282,7 +264,7 @@ def test_a_text_cut_from_the_left_keeps_the_tokenizers_bos(bos_engine):
     assert scores.offset == scores.tokens[1].start > 0
     assert scores.tokens[1].logprob == pytest.approx(reference_logprobs(engine, window)[0, window[1]].item(), abs=1e-4)
 
-    reference = engine.model.generate(torch.tensor([window]), do_sample=False, max_new_tokens=8, eos_token_id=None,
+    reference = reference_model(engine).generate(torch.tensor([window]), do_sample=False, max_new_tokens=8, eos_token_id=None,
                                       pad_token_id=0)[0, len(window):].tolist()
     engine.eos_ids, saved = set(), engine.eos_ids
     try:
@@ -293,10 +275,10 @@ def test_a_text_cut_from_the_left_keeps_the_tokenizers_bos(bos_engine):
     first_tokens = []  # the first token of every window the lens feeds from an empty cache
     original = engine.model.forward
 
-    def forward(*args, **kwargs):
-        if kwargs["cache"].get_seq_length() == 0:
-            first_tokens.append(int(kwargs["input_ids"][0, 0]))
-        return original(*args, **kwargs)
+    def forward(tokens, cache, *args):
+        if cache.length == 0:
+            first_tokens.append(tokens[0])
+        return original(tokens, cache, *args)
 
     engine.model.forward = forward
     try:

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+
+from conftest import counting_feeds, reference_model
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from logitls.engine.healing import VocabularyIndex, backoff, word_region_start
@@ -37,7 +39,7 @@ def test_the_vocabulary_index_finds_tokens_extending_a_text():
 def independent_path_probability(engine, base_ids: list[int], path_ids: list[int]) -> tuple[float, float]:
     """(probability of path_ids after base_ids, of its last token alone), one full forward, no cache."""
     with torch.inference_mode():
-        logits = engine.model(input_ids=torch.tensor([base_ids + path_ids])).logits[0].float()
+        logits = reference_model(engine)(input_ids=torch.tensor([base_ids + path_ids])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     steps = [float(logprobs[len(base_ids) - 1 + i, token]) for i, token in enumerate(path_ids)]
     return math.exp(sum(steps)), math.exp(steps[-1])
@@ -106,13 +108,9 @@ def test_healed_greedy_starts_with_the_healed_token(default_engine):
 
 
 def test_healing_costs_no_extra_forward_while_typing(default_engine):
-    calls = []
-    hook = default_engine.model.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        default_engine.healed_next_tokens("The capital of France is", 3, document="typing")
-        calls.clear()
+    calls: list[int] = []
+    default_engine.healed_next_tokens("The capital of France is", 3, document="typing")
+    with counting_feeds(default_engine, calls):
         for typed in (" ", " P", " Pa", " Par"):
             default_engine.healed_next_tokens("The capital of France is" + typed, 3, document="typing")
-        assert len(calls) <= 4  # one forward per keystroke, none extra for the distributions before the word
-    finally:
-        hook.remove()
+    assert len(calls) <= 4  # one forward per keystroke, none extra for the distributions before the word

@@ -186,3 +186,47 @@ def test_the_default_models_gguf_codes_pack_into_torchs_int4_kernel_too(exact_de
     assert fast.choices[0].prob == pytest.approx(exact.choices[0].prob, abs=0.03)
     assert packed.generate_text("The capital of France is", max_new_tokens=8) == \
         exact_default.generate_text("The capital of France is", max_new_tokens=8)
+
+
+def _fresh_cache_with_the_default_model(tmp_path, monkeypatch):
+    """A cache holding the default model's converted folder without any packed file."""
+    import shutil
+
+    from logitls.engine import loading
+
+    folder = loading.converted_folder(loading.default_gguf())
+    copy = tmp_path / "converted" / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("packed-*"))
+    monkeypatch.setenv("LOGITLS_CACHE_DIR", str(tmp_path))
+    return copy
+
+
+def test_a_bfloat16_start_leaves_float32_packing_intact(tmp_path, monkeypatch):
+    from logitls.engine.packed import plan_file
+
+    folder = _fresh_cache_with_the_default_model(tmp_path, monkeypatch)
+    half = Engine.load("default", device="cpu", dtype="bfloat16")
+    assert half.loaded.weights == "exact" and half.loaded.packed_layers == 0
+    assert not plan_file(folder, "fp32").exists()  # nothing written, least of all an empty plan
+    asked = Engine.load("default", device="cpu", dtype="bfloat16", weights="packed")
+    assert (asked.loaded.weights, asked.loaded.kernel) == ("packed", "bf16")  # torch's int4 kernel, said
+    assert "bf16" in asked.loaded.note
+    assert not plan_file(folder, "fp32").exists()
+    full = Engine.load("default", device="cpu")
+    assert (full.loaded.weights, full.loaded.kernel, full.loaded.packed_layers) == ("packed", "fp32", 211)
+    again = Engine.load("default", device="cpu")  # from the file written just now
+    assert again.loaded.packed_layers == 211 and again.loaded.note == ""
+    assert again.next_tokens("The capital of France is", 1).choices[0].token.text == " Paris"
+
+
+def test_a_packed_file_of_another_key_or_empty_is_built_again(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from logitls.engine.packed import plan_file
+
+    folder = _fresh_cache_with_the_default_model(tmp_path, monkeypatch)
+    # what an older version left after a bfloat16 start: a file with no layers and no key
+    save_file({}, str(plan_file(folder, "fp32")), metadata={"layout": "[]"})
+    engine = Engine.load("default", device="cpu")
+    assert (engine.loaded.weights, engine.loaded.packed_layers) == ("packed", 211)
+    assert engine.next_tokens("The capital of France is", 1).choices[0].token.text == " Paris"

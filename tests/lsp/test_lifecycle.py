@@ -12,7 +12,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import (SERVER_COMMAND, hold_model_thread, open_document, release_model_thread, server_status,
-                      start_session, wait_for_status, wait_until_held)
+                      start_session, wait_for_status, wait_until_held, wait_until_queued)
 
 
 
@@ -310,4 +310,51 @@ async def test_closing_a_document_forgets_everything_it_held(tiny_models):
         assert after["documentRecords"] == 1 and after["cachedDocuments"] == ["file:///life/kept.txt"]
     finally:
         release_model_thread(client)
+        await client.shutdown_session()
+
+
+async def test_a_dtype_change_during_a_load_wins(tiny_models):
+    """The first load is held before it starts; a dtype change arrives meanwhile: the model that serves
+    in the end is the one of the newest settings, and the older load settles nothing."""
+    model = str(tiny_models["llama"])
+    client = await start_session({"model": model, "device": "cpu", "logLevel": "debug"}, wait_ready=False,
+                                 env={"LOGITLS_TEST_HOLD_AT_START": "model-load:0"})
+    try:
+        await wait_until_held(client, 0)
+        client.set_configuration({"logitls": {"model": model, "device": "cpu", "dtype": "bfloat16"}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await wait_until_queued(client, 1)  # the newer load waits behind the held one
+        release_model_thread(client)
+        assert await wait_for_status(client, ("ready", "failed")) == "ready"
+        status = await server_status(client)
+        assert status["dtype"] == "bfloat16" and status["state"] == "ready"
+        assert [s["state"] for s in client.statuses].count("ready") == 1  # the superseded load said nothing
+    finally:
+        await client.shutdown_session()
+
+
+async def test_a_keystroke_during_a_reload_waits_for_the_load_and_nothing_else(tiny_models):
+    """A completion sent while a reload runs is answered right after the load: the worker runs no other
+    job in between (no check, no handover, no heap work ahead of it)."""
+    model = str(tiny_models["llama"])
+    client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu", "logLevel": "debug",
+                                  "completion": {"tokenHealing": False}})
+    try:
+        open_document(client, "file:///life/reload.txt", "hello world")
+        mark = hold_model_thread(client, 0, "model-load")
+        client.set_configuration({"logitls": {"model": model, "device": "cpu", "logLevel": "debug",
+                                              "completion": {"tokenHealing": False}}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        await wait_until_held(client, mark)
+        logged = len(client.log_messages)
+        menu = asyncio.ensure_future(complete(client, "file:///life/reload.txt", 0, 11))
+        await asyncio.sleep(0)  # the request is on its way while the load is held
+        release_model_thread(client)
+        assert len((await asyncio.wait_for(menu, 300)).items) == 10
+        jobs = [m.message.split(":")[0] for m in client.log_messages[logged:] if m.message.startswith("model job")]
+        load = next(i for i, job in enumerate(jobs) if "model-load" in job)
+        menu_job = next(i for i, job in enumerate(jobs) if "completion" in job)
+        between = jobs[load + 1: menu_job]
+        assert all("configure" in job for job in between), jobs
+    finally:
         await client.shutdown_session()

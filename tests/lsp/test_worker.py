@@ -63,24 +63,12 @@ async def test_a_job_stopped_mid_way_is_reported_as_cancelled():
     assert await worker.submit(lambda stop: 42) == 42  # the thread is free again
 
 
-async def test_idle_time_counts_only_while_nothing_runs_or_waits():
-    # what the stand-in's handover waits for (lifecycle.take_transformers_model)
-    worker = ModelWorker()
-    busy = await _held_job(worker, "busy", "done")
-    waiting = worker.enqueue(lambda stop: "next", key="next")
-    assert worker.idle_seconds() == 0.0  # one job held mid-way, one queued
-    worker.hold.release()
-    assert await busy == "done" and await waiting == "next"
-    await asyncio.sleep(0.2)  # the thread marks its end just after it hands the result over
-    assert worker.idle_seconds() >= 0.1
-
-
-async def test_a_hold_for_requests_is_not_taken_by_the_handover_jobs():
+async def test_a_hold_for_requests_is_not_taken_by_housekeeping_jobs():
     worker = ModelWorker()
     held = []
     worker.hold.on_held = lambda key, n, loop: held.append(key)
     worker.hold.arm(0, "")  # the next job, whatever its key: a request's
-    assert await worker.submit(lambda stop: "imported", key="model-adopt") == "imported"  # not held
+    assert await worker.submit(lambda stop: "collected", key="settle-heap") == "collected"  # not held
     request = worker.enqueue(lambda stop: "menu", key=("doc", "completion"))
     while not held:
         await asyncio.sleep(0.01)

@@ -84,10 +84,24 @@ def _decode_rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
 
 
+def transformers_reference(engine):
+    """transformers' model with the engine's weights, whose `generate` is the anchor a user would pick: the
+    engine's own where it runs transformers' forward, else loaded beside the native model for the bench."""
+    hf = getattr(engine.model, "hf", None)
+    if hf is not None:
+        return hf
+    from ..engine.loading import load_model
+
+    loaded = engine.loaded
+    return load_model(loaded.name, dtype=loaded.dtype, device=loaded.device, weights=loaded.weights,
+                      kernel=loaded.kernel or None, forward="transformers").model.hf
+
+
 def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) -> dict[str, Any]:
     import torch
 
-    ids = engine.tokenizer(prompt, return_tensors="pt").input_ids.to(engine.device)
+    ids = torch.tensor([engine.tokenize(prompt).ids], device=engine.device)
+    reference = transformers_reference(engine)
     saved_eos = engine.eos_ids
     engine.eos_ids = set()  # both sides run the full length
     try:
@@ -107,7 +121,7 @@ def greedy_against_generate(engine, prompt: str, new_tokens: int, repeats: int) 
             ours.append(ms)
             decode_rates.append(_decode_rate(stamps))
             with torch.inference_mode():
-                ref_ms, output = timed(lambda: engine.model.generate(
+                ref_ms, output = timed(lambda: reference.generate(
                     ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
                     min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0))
             reference_times.append(ref_ms)

@@ -101,15 +101,12 @@ def distributions(engine, ids: list[int], stepwise: bool = False):
     token at a time on a KV cache, as keystrokes and greedy decoding compute them."""
     import torch
 
-    from ..engine.growable_cache import new_document_cache
-
+    model = engine.model
     with torch.inference_mode():
         if not stepwise:
-            logits = engine.model(input_ids=torch.tensor([ids], device=engine.device), use_cache=False).logits[0]
-            return torch.log_softmax(logits.float(), dim=-1)
-        cache = new_document_cache(engine.model.config)
-        rows = [engine.model(input_ids=torch.tensor([[token]], device=engine.device), cache=cache,
-                             use_cache=True).logits[0, -1].float() for token in ids]
+            return torch.log_softmax(model.forward(ids, model.new_cache(), 0), dim=-1)
+        cache = model.new_cache()
+        rows = [model.forward([token], cache, 1)[-1] for token in ids]
         return torch.log_softmax(torch.stack(rows), dim=-1)
 
 

@@ -39,15 +39,7 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=9)))
     first_completion_ms = (time.perf_counter() - started) * 1000
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.status"))
-    first_forward = (status or {}).get("forward")  # "lean": the stand-in answered (engine/lean_model.py)
-    # transformers' model takes over in the first idle second: measure what follows on it, as a user
-    # who opens a file and starts typing a moment later would meet it
-    handover_ms = None
-    deadline = time.perf_counter() + 120
-    while status and status.get("forward") == "lean" and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
-        status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.status"))
-        handover_ms = (time.perf_counter() - started) * 1000
+    first_forward = (status or {}).get("forward")  # "native" (llama.py) or "transformers"
 
     # keystrokes at the end of a ~1000-token document
     text = document
@@ -87,7 +79,6 @@ async def _bench(model: str, dtype: str, threads: int, document: str, long_docum
     rss = peak_rss_mb(session.pid)
     await session.stop()
     return {"initialize_ms": initialize_ms, "first_completion_ms": first_completion_ms, "first_forward": first_forward,
-            "handover_ms": handover_ms,
             "lsp_keystroke_ms": statistics.median(times), "peak_rss_mb": rss}
 
 

@@ -1,16 +1,12 @@
-"""A KV cache that grows in blocks instead of re-concatenating on every token.
+"""A document's KV cache on growable buffers: the native model's cache, and the buffer logic that
+transformers' full-attention layers share (transformers_model.GrowableLayer).
 
-transformers' DynamicLayer appends with torch.cat, copying the whole cache at every decode step:
-at 1000 tokens of SmolLM2 that is ~46 MB moved per step, ~6% of a CPU step. Here each layer keeps
-a buffer with spare room (grown a block at a time) and exposes the filled part as a view, so a step
-writes only its own keys and values. Cropping just moves the end; the room stays for reuse. (The
-buffer logic is growable_cache.GrowableBuffers, which the lean stand-in's cache shares.)
+Each layer keeps its keys and values in buffers with spare room, grown a block at a time, and exposes
+the filled part as a view: a step writes only its own position instead of copying the whole cache
+with torch.cat (as transformers' DynamicLayer does), and cropping just moves the end.
 
-Sliding-window layers (Mistral, Gemma 2/3, Qwen2 with a window) keep only the last window - 1
-positions in transformers, so once a document is longer than the window they cannot be cropped
-at all: re-typing the last token would mean re-feeding the document. SlidingLayer keeps some slack
-beyond the window so the last tokens can still be cropped; an edit further back cannot be, and
-`crop` says so (the caller then rebuilds the cache from the start).
+Every cache the engine holds answers `length`, `can_crop(k)` and `crop(k)`; this module imports
+nothing of transformers.
 """
 
 from __future__ import annotations
@@ -18,122 +14,82 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-from .growable_cache import GrowableBuffers, LeanCache
-# Positions a sliding layer keeps beyond its window: an edit this close to the end crops the cache.
-SLIDING_SLACK = 128
+BLOCK = 128  # tokens of room added at a time (at most ~160 tokens of slack per document)
 
 
-class GrowableLayer(GrowableBuffers, DynamicLayer):
-    """transformers' full-attention layer on growable buffers (growable_cache.GrowableBuffers)."""
+class GrowableBuffers:
+    """One layer's keys and values ([1, kv heads, positions, head dim]) in buffers with spare room."""
 
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        DynamicLayer.lazy_initialization(self, key_states, value_states)
-        self._clear_buffers()
+    _key_buffer: torch.Tensor | None = None
+    _value_buffer: torch.Tensor | None = None
+    _length = 0
 
-    def reset(self) -> None:
-        self._clear_buffers()
-        DynamicLayer.reset(self)
+    def _clear_buffers(self) -> None:
+        self._key_buffer = self._value_buffer = None
+        self._length = 0
 
-
-class SlidingLayer(DynamicSlidingWindowLayer):
-    """A sliding-window layer that keeps up to 2 x `slack` positions more than attention needs.
-
-    Attention is given exactly what transformers' own layer would give it (the mask was sized by
-    get_mask_sizes for the last window - 1 positions plus the new ones).
-    """
-
-    def __init__(self, sliding_window: int, slack: int, **kwargs: Any) -> None:
-        super().__init__(sliding_window, **kwargs)
-        self.slack = slack
+    def _grow(self, needed: int, like_keys: torch.Tensor, like_values: torch.Tensor) -> None:
+        capacity = -(-(needed + BLOCK // 4) // BLOCK) * BLOCK
+        keys = like_keys.new_empty((*like_keys.shape[:2], capacity, like_keys.shape[-1]))
+        values = like_values.new_empty((*like_values.shape[:2], capacity, like_values.shape[-1]))
+        if self._length:
+            keys[..., : self._length, :] = self._key_buffer[..., : self._length, :]
+            values[..., : self._length, :] = self._value_buffer[..., : self._length, :]
+        self._key_buffer, self._value_buffer = keys, values
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        """Append positions; returns every position's keys and values (views of the buffers)."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        visible = min(self.cumulative_length, self.sliding_window - 1) + key_states.shape[-2]
-        self.cumulative_length += key_states.shape[-2]
-        keys = torch.cat([self.keys, key_states], dim=-2)
-        values = torch.cat([self.values, value_states], dim=-2)
-        self.keys, self.values = keys, values
-        kept = self.sliding_window - 1 + self.slack
-        if keys.shape[-2] > kept + self.slack:  # trim in steps of `slack`, not at every token
-            self.keys, self.values = keys[..., -kept:, :], values[..., -kept:, :]
-        return keys[..., -visible:, :], values[..., -visible:, :]
-
-    def can_crop(self, tokens_to_remove: int) -> bool:
-        """Whether the positions that attention after the crop needs are still here."""
-        if not self.is_initialized:
-            return True
-        keep = self.cumulative_length - abs(tokens_to_remove)
-        first_held = self.cumulative_length - self.keys.shape[-2]
-        return max(0, keep - (self.sliding_window - 1)) >= first_held
+        new_length = self._length + key_states.shape[-2]
+        if self._key_buffer is None or new_length > self._key_buffer.shape[-2]:
+            self._grow(new_length, key_states, value_states)
+        self._key_buffer[..., self._length : new_length, :] = key_states
+        self._value_buffer[..., self._length : new_length, :] = value_states
+        self._length = new_length
+        self.keys = self._key_buffer[..., :new_length, :]
+        self.values = self._value_buffer[..., :new_length, :]
+        return self.keys, self.values
 
     def crop(self, tokens_to_remove: int) -> None:
+        """transformers' meaning: crop(-k) drops the last k positions."""
         if tokens_to_remove > 0:
             raise ValueError("crop takes a negative count: the number of tokens to drop from the end")
-        if tokens_to_remove == 0 or not self.is_initialized:
+        if tokens_to_remove == 0 or not self.is_initialized or self._key_buffer is None:
             return
-        if not self.can_crop(tokens_to_remove):
-            raise RuntimeError("this sliding-window layer no longer holds the positions the crop needs")
-        self.keys = self.keys[..., :tokens_to_remove, :]
-        self.values = self.values[..., :tokens_to_remove, :]
-        self.cumulative_length += tokens_to_remove
+        self._length = max(0, self._length + tokens_to_remove)
+        self.keys = self._key_buffer[..., : self._length, :]
+        self.values = self._value_buffer[..., : self._length, :]
 
 
-def new_document_cache(config: Any) -> DynamicCache:
-    """A DynamicCache whose full-attention layers grow in blocks and whose sliding-window layers keep slack.
+class LayerCache(GrowableBuffers):
+    def __init__(self) -> None:
+        self.keys = self.values = None
+        self.is_initialized = False
 
-    Only transformers' two plain layer types are replaced; any other kind (linear attention, quantized,
-    indexed) is left as it is, and `crop_cache` treats it as not croppable.
-    """
-    cache = DynamicCache(config=config)
-    cache.layers = [_replacement(layer) for layer in cache.layers]
-    return cache
-
-
-def _replacement(layer: Any) -> Any:
-    if type(layer) is DynamicLayer:
-        return GrowableLayer()
-    if type(layer) is DynamicSlidingWindowLayer:
-        return SlidingLayer(layer.sliding_window, SLIDING_SLACK)
-    return layer
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.is_initialized = True
+        self._clear_buffers()
 
 
-def from_lean_cache(lean: LeanCache, config: Any) -> DynamicCache | None:
-    """transformers' cache holding what the stand-in's cache holds, its very buffers (no copy), for the
-    model that takes over (Engine.adopt); None where the layers do not match (then it is fed again)."""
-    cache = new_document_cache(config)
-    if len(cache.layers) != len(lean.layers) or any(type(layer) is not GrowableLayer for layer in cache.layers):
-        return None
-    for mine, theirs in zip(lean.layers, cache.layers):
-        if mine.is_initialized:
-            theirs.device, theirs.is_initialized = mine.device, True
-            theirs.keys, theirs.values = mine.keys, mine.values
-            theirs._key_buffer, theirs._value_buffer, theirs._length = mine._key_buffer, mine._value_buffer, mine._length
-    return cache
+class KVCache:
+    """The native model's cache: one growable layer cache per decoder layer. Every layer is full
+    attention, so any crop is exact."""
 
+    def __init__(self, layers: int) -> None:
+        self.layers = [LayerCache() for _ in range(layers)]
 
-def can_crop(cache: DynamicCache, tokens_to_remove: int) -> bool:
-    """Whether every layer can drop its last `tokens_to_remove` positions and still answer exactly."""
-    return tokens_to_remove <= 0 or all(_layer_can_crop(layer, tokens_to_remove) for layer in cache.layers)
+    @property
+    def length(self) -> int:
+        return self.layers[0]._length if self.layers else 0
 
-
-def _layer_can_crop(layer: Any, tokens_to_remove: int) -> bool:
-    if type(layer) in (GrowableLayer, DynamicLayer) or not getattr(layer, "is_initialized", True):
+    def can_crop(self, tokens_to_remove: int) -> bool:
         return True
-    if type(layer) is SlidingLayer:
-        return layer.can_crop(-tokens_to_remove)
-    if type(layer) is DynamicSlidingWindowLayer:
-        return layer.cumulative_length < layer.sliding_window
-    return False  # a kind this module does not know (e.g. a recurrent state): assume it cannot
 
-
-def crop_cache(cache: DynamicCache, tokens_to_remove: int) -> bool:
-    """Drop the last `tokens_to_remove` positions of every layer, or change nothing and return False
-    when some layer cannot (checked before touching any: a half-cropped cache would be corrupt)."""
-    if not can_crop(cache, tokens_to_remove):
-        return False
-    if tokens_to_remove > 0:
-        cache.crop(-tokens_to_remove)  # transformers 5: crop(-k) drops the last k positions
-    return True
+    def crop(self, tokens_to_remove: int) -> bool:
+        """Drop the last `tokens_to_remove` positions of every layer."""
+        if tokens_to_remove > 0:
+            for layer in self.layers:
+                layer.crop(-tokens_to_remove)
+        return True

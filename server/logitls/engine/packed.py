@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -253,24 +253,30 @@ def _shared_dense(model: nn.Module, linear: nn.Module) -> torch.Tensor | None:
     return None
 
 
-def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = True,
-                 kernel: str = "fp32") -> list[dict[str, Any]]:
+def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = True, kernel: str = "fp32",
+                 reference: Callable[[str, nn.Module], torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """The packed form of the model's linear layers named in `layers` (by module name), sibling
     projections fused where all of a group is packed: a list of entries {modules, widths, layer}.
 
-    With `verify`, a layer is packed only where its codes reproduce the loaded weight exactly.
+    With `verify`, a layer is packed only where its codes reproduce the exact float32 weight:
+    `reference(name, linear)` gives it (default: the loaded weight, in float32).
     """
     layer_class = LAYERS[kernel]
     modules = dict(model.named_modules())
+    reference = reference or (lambda _name, linear: linear.weight.detach().float())
     usable: dict[str, Blocks] = {}
+    mismatched = []
     for name, blocks in layers.items():
         linear = modules.get(name)
         if not isinstance(linear, nn.Linear) or blocks.shape != tuple(linear.weight.shape) or not layer_class.fits(blocks):
             continue
-        if verify and not torch.equal(blocks.dequantize(), linear.weight.detach().float()):
-            logger.warning("packed weights: %s does not match the GGUF's codes; it stays exact", name)
+        if verify and not torch.equal(blocks.dequantize(), reference(name, linear)):
+            mismatched.append(name)
             continue
         usable[name] = blocks
+    if mismatched:
+        logger.warning("packed weights: %d layer(s) do not match the GGUF's codes and stay exact (%s, …)",
+                       len(mismatched), mismatched[0])
     plan: list[dict[str, Any]] = []
     grouped: set[str] = set()
     for parent_name, parent in modules.items():
@@ -321,7 +327,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
+def save_plan(plan: list[dict[str, Any]], path: Path, plan_key: dict[str, Any]) -> None:
     """Write the packed layers to one safetensors file (written whole, then renamed into place)."""
     import json
     import os
@@ -343,7 +349,7 @@ def save_plan(plan: list[dict[str, Any]], path: Path) -> None:
     fd, staging = tempfile.mkstemp(prefix=".packed-", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, staging, metadata={"layout": json.dumps(layout)})
+        save_file(tensors, staging, metadata={"layout": json.dumps(layout), "key": json.dumps(plan_key)})
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
@@ -371,29 +377,89 @@ def load_plan(path: Path, model: nn.Module) -> list[dict[str, Any]]:
     return plan
 
 
+PLAN_VERSION = 2  # the packed file's format; a file of another version, kernel or CPU layout is built again
+
+
 def plan_file(folder: Path, kernel: str = "fp32") -> Path:
     """Where a converted model keeps its packed layers: the GGUF's blocks for the fp32 kernel, and per
     CPU capability for torch's int4 kernel, whose layout depends on it."""
     if kernel == "fp32":
         return folder / "packed-gguf-blocks.safetensors"
-    return folder / f"packed-q4-{torch.backends.cpu.get_cpu_capability().lower()}.safetensors"
+    return folder / f"packed-q4-{_cpu_capability()}.safetensors"
 
 
-def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp32") -> int:
-    """Pack the model's Q4 (and, for the fp32 kernel, Q8_0) layers from the GGUF it was converted from,
-    building the packed file once."""
-    path = plan_file(folder, kernel)
-    if path.exists():
-        try:
-            return apply_packed(model, load_plan(path, model))
-        except Exception:  # noqa: BLE001 - a damaged or foreign file: build it again
-            logger.warning("packed weights: cannot read %s; building it again", path, exc_info=True)
-    plan = build_packed(model, gguf_block_layers(gguf, model), kernel=kernel)
+def _cpu_capability() -> str:
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
+def _plan_key(kernel: str) -> dict[str, Any]:
+    """Everything that decides a packed file's content, stored in it and checked before it is used. The
+    blocks are checked against the float32 weights of the file, whatever dtype the model runs in."""
+    return {"version": PLAN_VERSION, "kernel": kernel, "layout": _cpu_capability() if kernel == "bf16" else "gguf"}
+
+
+def _read_layout(path: Path, kernel: str) -> list[dict[str, Any]] | None:
+    """The layout of a packed file made for this key, or None (missing, damaged, another key, empty)."""
+    import json
+
+    from safetensors import safe_open
+
     try:
-        save_plan(plan, path)
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        key = json.loads(metadata.get("key", "null"))
+        layout = json.loads(metadata["layout"])
+    except Exception:  # noqa: BLE001 - missing or damaged: built again
+        return None
+    return layout if key == _plan_key(kernel) and layout else None
+
+
+def planned_modules(folder: Path, kernel: str) -> set[str]:
+    """The modules a usable packed file of `folder` replaces: the loader need not read their dense weights."""
+    layout = _read_layout(plan_file(folder, kernel), kernel)
+    return {name for entry in layout for name in entry["modules"]} if layout else set()
+
+
+def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp32") -> tuple[int, str]:
+    """Pack the model's quantized layers from the GGUF it was converted from, building the packed file
+    once. Returns how many layers were packed, and why none were where that is 0. A file that is not
+    usable (another key, damaged, empty) is built again; an empty plan is never written."""
+    path = plan_file(folder, kernel)
+    if _read_layout(path, kernel) is not None:
+        try:
+            return apply_packed(model, load_plan(path, model)), ""
+        except Exception:  # noqa: BLE001 - a damaged file: build it again
+            logger.warning("packed weights: cannot read %s; building it again", path, exc_info=True)
+    layers = gguf_block_layers(gguf, model)
+    if not layers:
+        return 0, f"{gguf.name} has no Q4_0/Q4_1/Q8_0 layers to pack"
+    plan = build_packed(model, layers, kernel=kernel, reference=_file_weights(folder))
+    if not plan:
+        return 0, f"no layer of {gguf.name} reproduces the model's float32 weights"
+    try:
+        save_plan(plan, path, _plan_key(kernel))
     except OSError:
         logger.warning("packed weights: cannot write %s; they are built again next time", path)
-    return apply_packed(model, plan)
+    return apply_packed(model, plan), ""
+
+
+def _file_weights(folder: Path) -> Callable[[str, nn.Module], torch.Tensor]:
+    """A layer's float32 weight as the converted folder stores it (a tied LM head's is the embedding's),
+    else the loaded one: packing checks against these, not against weights already cast to bf16."""
+    from safetensors import safe_open
+
+    def reference(name: str, linear: nn.Module) -> torch.Tensor:
+        try:
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+                keys = set(f.keys())
+                for key in (f"{name}.weight", "model.embed_tokens.weight" if name == "lm_head" else None):
+                    if key in keys:
+                        return f.get_tensor(key).float()
+        except Exception:  # noqa: BLE001 - no such file: the loaded weight
+            pass
+        return linear.weight.detach().float()
+
+    return reference
 
 
 def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:

@@ -4,10 +4,6 @@
 where the client supports it. Requests that arrive meanwhile wait for it (bounded by
 `modelWaitSeconds`). A model that fails to load is reported once with `window/showMessage`; the
 server keeps answering (empty results) and loads again when the settings change.
-
-Where it can (engine/lean_model.py), the first model is a transformers-free stand-in that answers
-~1.5 s sooner; transformers' model then loads in the first quiet moment and takes its place
-(`Engine.adopt`), with the same numbers.
 """
 
 from __future__ import annotations
@@ -26,9 +22,6 @@ from .server import LogitlsServer, logger
 from .worker import PRIORITY_BACKGROUND, JobCancelled
 
 STATUS_COMMAND = "logitls.status"
-# transformers' model replaces a lean stand-in once the model thread has been idle this long
-ADOPT_AFTER_IDLE_SECONDS = 1.0
-ADOPT_POLL_SECONDS = 0.25
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 MESSAGE_TYPES = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
                  logging.INFO: types.MessageType.Info, logging.DEBUG: types.MessageType.Log}
@@ -127,11 +120,8 @@ async def load_model(server: LogitlsServer) -> None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
-        engine = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
-                                  threads=settings.threads, weights=settings.weights)
-        if engine is None:
-            engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
-                                 weights=settings.weights, trust_remote_code=settings.trust_remote_code)
+        engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
+                             weights=settings.weights, trust_remote_code=settings.trust_remote_code)
         if not reloading:  # the first model: nothing to collect (a replaced one is, once let go: below)
             settle_heap(collect=False)
         return engine
@@ -157,38 +147,40 @@ async def load_model(server: LogitlsServer) -> None:
         server.engine = engine
         server.model_error = None
         apply_runtime_settings(server)  # queued ahead of any request: the settings of now, not of the load's start
-        if hasattr(engine, "check_lean_step"):  # keystrokes take the lean step once it is checked, in idle time
-            server.worker.enqueue(lambda _stop: engine.check_lean_step(), key="lean-check",
-                                  priority=PRIORITY_BACKGROUND)
         took = time.monotonic() - started
         logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
                     engine.loaded.device, engine.loaded.dtype, took)
         loaded = getattr(engine, "loaded", None)
         if loaded is not None and loaded.note:
             logger.warning("%s", loaded.note)
-        weights = ""
-        if loaded is not None and loaded.weights not in (None, "exact"):
-            kernel = getattr(loaded, "kernel", "")
-            weights = f", {loaded.weights} weights" + (f" ({kernel} kernel)" if kernel else "")
-        server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
+        server.set_status("ready", f"{settings.model} on {engine.loaded.device}{numbers_path(loaded)}")
         message = f"Model ready ({took:.1f} s)"
-        if getattr(loaded, "forward", None) == "lean":
-            server.transformers_load = asyncio.create_task(take_transformers_model(server, engine, generation))
     finally:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         if reloading and generation == server.load_generation:
-            # the old model is let go now (a stand-in's handover task notices within a poll): collect it
-            loop.call_later(2 * ADOPT_POLL_SECONDS, lambda: server.worker.enqueue(
-                lambda _stop: settle_heap(collect=True), key="settle-heap", priority=PRIORITY_BACKGROUND))
+            # the old model is let go now: collect it, in a quiet moment
+            server.worker.enqueue(lambda _stop: settle_heap(collect=True), key="settle-heap",
+                                  priority=PRIORITY_BACKGROUND)
     server.model_settled.set()
+
+
+def numbers_path(loaded) -> str:
+    """Which code computes the numbers, for the status line: ", native forward, packed weights (fp32
+    kernel, 211 layers)"; empty for a remote backend."""
+    if loaded is None:
+        return ""
+    text = f", {loaded.forward} forward"
+    if loaded.weights not in (None, "exact"):
+        text += f", {loaded.weights} weights ({loaded.kernel} kernel, {loaded.packed_layers} layers)"
+    return text
 
 
 def settle_heap(collect: bool) -> None:
     """Put everything imported and loaded so far out of the garbage collector's sight (gc.freeze): it
-    lives as long as the model, and a full collection otherwise walks torch's and transformers' millions
-    of objects. Measured: the first healed menu builds 49k small lists, which took 0.15 s instead of
-    0.02 s. `collect`: first collect what a model that was replaced left in reference cycles."""
+    lives as long as the model, and a full collection otherwise walks torch's millions of objects while
+    the first healed menu builds its many small lists. `collect`: first collect what a model that was
+    replaced left in reference cycles."""
     if collect:
         gc.unfreeze()
         gc.collect()
@@ -198,84 +190,13 @@ def settle_heap(collect: bool) -> None:
 
 def _return_free_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc keeps them otherwise): what a replaced
-    model's tensors and the stand-in's tokenizer held."""
+    model's tensors held."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-# What transformers' model code imports, heaviest first, each a step of its own (see take_transformers_model)
-IMPORT_STEPS = ("sympy", "torch.distributed.tensor", "torch._inductor", "torch._dynamo", "transformers",
-                "transformers.modeling_utils")
-
-
-async def take_transformers_model(server: LogitlsServer, engine, generation: int) -> None:
-    """Load transformers' model of the stand-in's folder and have it take the stand-in's place, in
-    quiet moments (the model thread idle for ADOPT_AFTER_IDLE_SECONDS).
-
-    Its imports hold the GIL for ~2.4 s: on a side thread they would stall every keystroke served
-    meanwhile (measured: a 16 ms keystroke took 0.3-1.6 s), and as one job on the model thread a
-    keystroke could wait for all of it. So they run on the model thread in steps of one module each
-    (IMPORT_STEPS, then the model's own module; 0.2-0.45 s each), then the load and the handover, each
-    step after an idle second: while the user types, nothing of it runs, and a keystroke that comes
-    just as a step starts waits for that step alone. Where it fails, the stand-in, which gives the
-    same numbers, goes on serving."""
-    import importlib
-
-    name = engine.loaded.name  # not the stand-in itself: nothing here may keep it alive after the handover
-
-    async def quiet() -> bool:
-        """Wait until the model thread has been idle a while; False if the stand-in is replaced meanwhile."""
-        while True:
-            await asyncio.sleep(ADOPT_POLL_SECONDS)
-            if not _still_standing_in(server, engine, generation):
-                return False
-            if server.transformers_gate.is_set() and server.worker.idle_seconds() >= ADOPT_AFTER_IDLE_SECONDS:
-                return True
-
-    def step(module: str):
-        def run(should_stop):
-            if should_stop():
-                raise JobCancelled("stopped")
-            try:
-                importlib.import_module(module)
-            except ImportError:  # a torch build without it: transformers does without it too
-                pass
-        return run
-
-    def load_and_adopt(should_stop):
-        if should_stop():
-            raise JobCancelled("stopped")
-        full = engine.load_transformers_model(threads=server.settings.threads, weights=server.settings.weights)
-        agreed = engine.adopt(full)
-        settle_heap(collect=True)  # the stand-in's weights go
-        return agreed
-
-    kind = getattr(engine.model.config, "model_type", "")
-    steps = [step(module) for module in (*IMPORT_STEPS, f"transformers.models.{kind}.modeling_{kind}")]
-    started = time.monotonic()
-    try:
-        for job in [*steps, load_and_adopt]:
-            if not await quiet():
-                return
-            agreed = await server.worker.submit(job, key="model-adopt", priority=PRIORITY_BACKGROUND)
-    except JobCancelled:
-        return
-    except Exception as exc:  # noqa: BLE001 - ModelLoadError or anything transformers raises
-        logger.warning("transformers' model of %s did not load (%s); the lean stand-in goes on serving",
-                       name, exc)
-        return
-    logger.info("transformers' model took over from the lean stand-in in %.1f s (%s)", time.monotonic() - started,
-                "same logits" if agreed else "its logits differed: cached documents dropped")
-    server.worker.enqueue(lambda _stop: engine.check_lean_step(), key="lean-check", priority=PRIORITY_BACKGROUND)
-
-
-def _still_standing_in(server: LogitlsServer, engine, generation: int) -> bool:
-    """Whether `engine` (a stand-in) still serves: no other load, nor the end, has come meanwhile."""
-    return generation == server.load_generation and server.engine is engine and not server.shutdown_requested
 
 
 def load_openai_backend(server: LogitlsServer, settings: Settings, loop: asyncio.AbstractEventLoop):
@@ -398,6 +319,7 @@ def register(server: LogitlsServer) -> None:
         """What the server holds now: for status bars, and for "why is it using this much memory?".
         Answered from the event loop, without waiting for the model thread."""
         engine = ls.engine
+        loaded = getattr(engine, "loaded", None)
         cached: list[str] = []
         for _ in range(3):  # the model thread may change the list mid-copy: try again
             try:
@@ -409,10 +331,11 @@ def register(server: LogitlsServer) -> None:
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
-                "weights": getattr(getattr(engine, "loaded", None), "weights", None),
-                "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None,
-                "leanDecoding": getattr(engine, "lean_decoding", None),
-                "forward": getattr(getattr(engine, "loaded", None), "forward", None)}
+                "weights": getattr(loaded, "weights", None),
+                "kernel": getattr(loaded, "kernel", None) or None,
+                "packedLayers": getattr(loaded, "packed_layers", None),
+                "forward": getattr(loaded, "forward", None), "dtype": getattr(loaded, "dtype", None),
+                "note": getattr(loaded, "note", None) or None}
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:

@@ -45,11 +45,6 @@ class LogitlsServer(LanguageServer):
         self.model_error: str | None = None
         self.model_settled = asyncio.Event()  # set once a load has succeeded or failed
         self.shutdown_requested = False
-        # transformers' model loading behind a lean stand-in (lifecycle.take_transformers_model), and a
-        # gate a test hook closes to hold it
-        self.transformers_load: asyncio.Task | None = None
-        self.transformers_gate = threading.Event()
-        self.transformers_gate.set()
         self.client_info: types.ClientInfo | None = None  # from initialize
         self.load_generation = 0  # bumped by each model load: only the newest one settles the state
         self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)

@@ -5,9 +5,6 @@
 "check"}`. `logitls/test/release` lets it go on. A test can then act while a job is provably
 mid-computation, whatever the CPU's speed. `LOGITLS_TEST_HOLD_AT_START=keyContains:n` arms the
 hold before the first job (the model load).
-
-`LOGITLS_TEST_HOLD_TRANSFORMERS=1` holds the loading of transformers' model behind a lean stand-in
-(lifecycle.take_transformers_model) until `logitls/test/release`: a test sees the stand-in serve.
 """
 
 from __future__ import annotations
@@ -40,8 +37,6 @@ def register(server: LogitlsServer) -> None:
     if at_start:
         key_contains, _, check = at_start.rpartition(":")
         server.worker.hold.arm(int(check), key_contains)
-    if os.environ.get("LOGITLS_TEST_HOLD_TRANSFORMERS") == "1":
-        server.transformers_gate.clear()
 
     @server.feature(HOLD)
     def hold(ls: LogitlsServer, params) -> None:
@@ -53,4 +48,3 @@ def register(server: LogitlsServer) -> None:
     @server.feature(RELEASE)
     def release(ls: LogitlsServer, params) -> None:
         ls.worker.hold.release()
-        ls.transformers_gate.set()

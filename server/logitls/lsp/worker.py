@@ -52,8 +52,6 @@ class ModelWorker:
         self._latest: dict[Hashable, _Job] = {}
         self._lock = threading.Lock()
         self.hold = CheckpointHold()
-        self._running = False
-        self._last_finished = time.monotonic()
         # A daemon thread: losing the client must end the process even mid-forward-pass.
         self._thread = threading.Thread(target=self._run, name="logitls-model", daemon=True)
         self._thread.start()
@@ -69,7 +67,6 @@ class ModelWorker:
                 self._settle(job, exception=JobCancelled("superseded"))
                 continue
             started = time.monotonic()
-            self._running = True
 
             def should_stop(job: _Job = job) -> bool:
                 checkpoint()
@@ -87,8 +84,6 @@ class ModelWorker:
             else:
                 self._settle(job, result=result)
             finally:
-                self._running = False
-                self._last_finished = time.monotonic()
                 logger.debug("model job %s: %.1f ms", job.key, (time.monotonic() - started) * 1000)
                 with self._lock:
                     if job.key is not None and self._latest.get(job.key) is job:
@@ -152,12 +147,6 @@ class ModelWorker:
         with self._queue.mutex:
             return sum(not job.future.done() for job in self._queue.queue)
 
-    def idle_seconds(self) -> float:
-        """How long the model thread has had nothing to do (0 while a job runs or waits)."""
-        if self._running or self.queued():
-            return 0.0
-        return time.monotonic() - self._last_finished
-
     def interactive_waiting(self) -> bool:
         """True while a job more urgent than background work waits: background jobs yield to it."""
         with self._queue.mutex:
@@ -170,9 +159,9 @@ class ModelWorker:
             job.cancelled.set()
 
 
-# Jobs the server runs of its own accord at a moment it picks (lifecycle.take_transformers_model): a
+# Jobs the server runs of its own accord at a moment it picks (the heap's collection after a reload): a
 # hold takes them only where its key text names them.
-UNSOLICITED_JOBS = ("model-adopt", "settle-heap")
+UNSOLICITED_JOBS = ("settle-heap",)
 
 
 class CheckpointHold:

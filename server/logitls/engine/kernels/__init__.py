@@ -28,7 +28,7 @@ _failure = ""
 
 
 def library_path() -> Path:
-    from ..loading import cache_root
+    from ..cache_dir import cache_root
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + torch.__version__.encode()).hexdigest()[:16]
     return cache_root() / "kernels" / f"gguf_linear-{key}" / "gguf_linear.so"

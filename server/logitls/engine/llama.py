@@ -1,23 +1,17 @@
-"""A Llama-family causal LM (Llama, Mistral, Qwen2) built without transformers: the server's first
-answers, while transformers loads.
+"""The native Llama-family model (Llama, Mistral without a sliding window, Qwen2): the model that serves
+wherever it applies, from a local (or converted GGUF) folder, for the whole session.
 
-Importing transformers and its model classes costs ~2.4 s on a 2-core CPU (torch.distributed.tensor,
-torch._dynamo and sympy come with them): more than half of the time from process start to the
-first completion. The first completions of a session need none of it (the tokenizer is
-lean_tokenizer's, the KV cache growable_cache's). This module builds the same
-model from a local model folder (config.json, model.safetensors and, for packed weights, the packed
-blocks file) with modules of the same names and the same parameters, and does op for op what
-transformers' `LlamaForCausalLM` does with SDPA attention on CPU:
-- RMSNorm, RoPE and the MLP as transformers writes them;
-- the attention call as transformers' `sdpa_attention_forward` makes it: an empty cache is a causal
-  prefill (`is_causal`, grouped-query heads by `enable_gqa`), a chunk after cached positions gets
-  transformers' boolean mask with the key/value heads repeated, one token gets no mask;
-- keys and values go into the document's cache (growable_cache.LeanCache), whose buffers carry over
-  to transformers' cache when its model takes over (kv_cache.from_lean_cache).
-
-So the logits are transformers' bit for bit; the engine checks that on a probe before it takes
-transformers' model in this one's place (`Engine.adopt`), and drops every cache on any difference.
-It is used only where it can be exactly that model: `lean_config` says which configs.
+gpt-fast style: one forward over (tokens, cache) serves a prefill, a chunk after cached positions and
+a one-token decode step, on dense weights or packed ones (packed.py swaps the linear layers after
+loading). The modules have transformers' names and parameters, so the same state dict and packed plan
+apply, and each op is the one transformers' `LlamaForCausalLM` runs with SDPA attention:
+- RMSNorm, RoPE (cos/sin of the fed positions) and the MLP as transformers writes them;
+- attention as `sdpa_attention_forward` calls it: an empty cache is a causal prefill (`is_causal`,
+  grouped-query heads by `enable_gqa`), a chunk after cached positions gets transformers' boolean mask
+  with the key/value heads repeated, one token gets no mask;
+- where packed layers are fused (q|k|v, gate|up), one kernel call computes the group.
+So its logits are transformers' bit for bit; tests compare the two on every way a document is fed.
+`native_config` says which configs it can be exactly; everything else loads through transformers.
 """
 
 from __future__ import annotations
@@ -31,10 +25,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .kv_cache import KVCache, LayerCache
+
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-def lean_config(folder: Path) -> SimpleNamespace | None:
+def native_config(folder: Path) -> SimpleNamespace | None:
     """The folder's config.json as attributes, or None where this module cannot be exactly the model
     transformers would build: another architecture, a RoPE variant, sliding-window or tensor-parallel
     layers, an activation other than SiLU, or a field whose default it would have to guess."""
@@ -70,7 +66,6 @@ def lean_config(folder: Path) -> SimpleNamespace | None:
     config.mlp_bias = bool(raw.get("mlp_bias", False)) if kind == "llama" else False
     config.layer_types = ["full_attention"] * raw["num_hidden_layers"]
     config.sliding_window = None
-    config.lean = True  # growable_cache.new_document_cache: a LeanCache, no transformers import
     return config
 
 
@@ -121,6 +116,23 @@ def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
     return expanded.reshape(batch, heads * groups, length, dim)
 
 
+def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer's output, without nn.Module's call machinery for a plain one (a decode step makes
+    ~200 of these calls)."""
+    if type(module) is nn.Linear:
+        return F.linear(x, module.weight, module.bias)
+    return module(x)
+
+
+def _fused(parent: nn.Module, name: str, x: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, ...] | None:
+    """The outputs of a fused packed group (packed.apply_packed adds it as `fused_<first>`) from one
+    kernel call, or None where the projections are separate."""
+    group = parent._modules.get(name)
+    if group is None:
+        return None
+    return group.linear(x).split(widths, dim=-1)
+
+
 class Attention(nn.Module):
     def __init__(self, config: SimpleNamespace, layer_idx: int) -> None:
         super().__init__()
@@ -129,23 +141,22 @@ class Attention(nn.Module):
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim ** -0.5
         hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
+        self.widths = [heads * self.head_dim, kv_heads * self.head_dim, kv_heads * self.head_dim]
         self.q_proj = _meta_linear(hidden, heads * self.head_dim, bias=config.qkv_bias)
         self.k_proj = _meta_linear(hidden, kv_heads * self.head_dim, bias=config.qkv_bias)
         self.v_proj = _meta_linear(hidden, kv_heads * self.head_dim, bias=config.qkv_bias)
         self.o_proj = _meta_linear(heads * self.head_dim, hidden, bias=config.o_bias)
 
-    def forward(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                cache: Any) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: LayerCache) -> torch.Tensor:
         input_shape = hidden.shape[:-1]
         shape = (*input_shape, -1, self.head_dim)
-        query = self.q_proj(hidden).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden).view(shape).transpose(1, 2)
-        cos, sin = rotary[0].unsqueeze(1), rotary[1].unsqueeze(1)
+        projected = _fused(self, "fused_q", hidden, self.widths) or \
+            (_linear(self.q_proj, hidden), _linear(self.k_proj, hidden), _linear(self.v_proj, hidden))
+        query, key, value = (p.view(shape).transpose(1, 2) for p in projected)
         query = query * cos + _rotate_half(query) * sin
         key = key * cos + _rotate_half(key) * sin
-        if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
+        key, value = cache.update(key, value)
         # transformers' sdpa_attention_forward for these cases (no padding, no dropout, no softcap)
         extra = {}
         length = query.shape[2]
@@ -157,20 +168,21 @@ class Attention(nn.Module):
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, scale=self.scaling,
                                                   is_causal=length > 1 and mask is None, **extra)
         attended = attended.reshape(attended.shape[0], -1, length, value.shape[-1]).transpose(1, 2).contiguous()
-        return self.o_proj(attended.reshape(*input_shape, -1).contiguous())
+        return _linear(self.o_proj, attended.reshape(*input_shape, -1).contiguous())
 
 
 class MLP(nn.Module):
     def __init__(self, config: SimpleNamespace) -> None:
         super().__init__()
         self.intermediate_size = config.intermediate_size
+        self.widths = [config.intermediate_size, config.intermediate_size]
         self.gate_proj = _meta_linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.up_proj = _meta_linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = _meta_linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
-        self.act_fn = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = _fused(self, "fused_gate", x, self.widths) or (_linear(self.gate_proj, x), _linear(self.up_proj, x))
+        return _linear(self.down_proj, F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -181,9 +193,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
-                cache: Any) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rotary, mask, cache)
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: LayerCache) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, mask, cache)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -197,16 +209,27 @@ class Decoder(nn.Module):
         self.rotary_emb = RotaryEmbedding(config)
 
 
-class LeanCausalLM(nn.Module):
-    """The model, with transformers' module names (so packed layers and the lean step apply as to
-    transformers' model) and the forward signature the engine calls."""
+class LlamaFamilyModel(nn.Module):
+    """The model and the engine's Model interface: `new_cache()` and `forward(tokens, cache, logits_to_keep)`."""
+
+    forward_path = "native"
 
     def __init__(self, config: SimpleNamespace, eos_token_id: Any = None) -> None:
         super().__init__()
         self.config = config
-        self.generation_config = SimpleNamespace(eos_token_id=eos_token_id)
         self.model = Decoder(config)
         self.lm_head = _meta_linear(config.hidden_size, config.vocab_size, bias=False)
+        self.vocab_size = int(config.vocab_size)
+        self.context_length = int(config.max_position_embeddings)
+        self.eos_token_ids = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]) - {None}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
@@ -214,53 +237,56 @@ class LeanCausalLM(nn.Module):
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def forward(self, input_ids: torch.Tensor, cache: Any = None, logits_to_keep: int = 0,
-                use_cache: bool = True) -> SimpleNamespace:
-        hidden = self.model.embed_tokens(input_ids)
-        past = cache.get_seq_length() if cache is not None else 0
-        length = input_ids.shape[1]
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.num_hidden_layers)
+
+    def forward(self, tokens: list[int], cache: KVCache, logits_to_keep: int = 0) -> torch.Tensor:
+        """Feed `tokens` after the cache's positions; next-token logits (fp32, [rows, vocab]) after each of
+        them (the last `logits_to_keep`, or all)."""
+        decoder = self.model
+        hidden = decoder.embed_tokens(torch.tensor([tokens], device=self.device))
+        past, length = cache.length, len(tokens)
         position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
         mask = None
         if past and length > 1:  # transformers' causal mask, only where SDPA's is_causal cannot stand for it
             kv_positions = torch.arange(past + length, device=hidden.device)
             mask = kv_positions[None, None, None, :] <= position_ids[:, None, :, None]
             mask = mask.expand(1, -1, length, past + length)
-        rotary = self.model.rotary_emb(hidden, position_ids)
-        for layer in self.model.layers:
-            hidden = layer(hidden, rotary, mask, cache)
-        hidden = self.model.norm(hidden)
+        cos, sin = decoder.rotary_emb(hidden, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        for layer, layer_cache in zip(decoder.layers, cache.layers):
+            hidden = layer(hidden, cos, sin, mask, layer_cache)
+        hidden = decoder.norm(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]
-        return SimpleNamespace(logits=self.lm_head(hidden))
+        return _linear(self.lm_head, hidden)[0].float()
 
 
-def build(folder: Path, config: SimpleNamespace, skip: set[str] = frozenset()) -> LeanCausalLM:
-    """The model with its weights from the folder's model.safetensors, which must hold them as float32
-    (ValueError otherwise); the modules named in `skip` (replaced by packed layers right after) are not read."""
+def build(folder: Path, config: SimpleNamespace, dtype: torch.dtype = torch.float32,
+          skip: set[str] = frozenset()) -> LlamaFamilyModel:
+    """The model with its weights from the folder's model.safetensors, in `dtype` (tensors stored in it
+    are the file's mapped pages, not copies); the modules named in `skip` (replaced by packed layers
+    right after) are not read. ValueError where the file lacks a weight."""
     from safetensors import safe_open
 
     try:
         generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         generation = {}
-    eos = generation.get("eos_token_id", getattr(config, "eos_token_id", None))
-    model = LeanCausalLM(config, eos)
+    eos = generation.get("eos_token_id", getattr(config, "eos_token_id", None)) if isinstance(generation, dict) \
+        else getattr(config, "eos_token_id", None)
+    model = LlamaFamilyModel(config, eos)
     wanted = {name for name, _ in model.named_parameters() if name.rpartition(".")[0] not in skip}
+    if config.tie_word_embeddings:
+        wanted.discard("lm_head.weight")
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-        if config.tie_word_embeddings:
-            wanted.discard("lm_head.weight")
-        missing = wanted - keys
+        missing = wanted - set(f.keys())
         if missing:
             raise ValueError(f"model.safetensors lacks {sorted(missing)[:3]}")
-        # float32 in the file only: then the tensors are the file's mapped pages, which transformers'
-        # model maps again when it takes over; a conversion would hold a second copy of the model meanwhile
-        stored = {f.get_slice(name).get_dtype() for name in wanted}
-        if stored != {"F32"}:
-            raise ValueError(f"weights stored as {sorted(stored)}, not float32")
         for name in wanted:
-            state[name] = f.get_tensor(name)
+            tensor = f.get_tensor(name)
+            state[name] = tensor if tensor.dtype == dtype else tensor.to(dtype)
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

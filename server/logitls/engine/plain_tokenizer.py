@@ -1,13 +1,12 @@
 """transformers' TokenizersBackend for a plain tokenizer.json, as far as the engine uses it, on the
-`tokenizers` library alone: the lean stand-in's tokenizer (lean_model.py).
+`tokenizers` library alone: the native model's tokenizer wherever it fits, so that serving the default
+model imports nothing of transformers (its import and its tokenizer class cost a good part of the
+first answer's time; README, Performance).
 
-Importing transformers costs ~0.45 s and loading its tokenizer class ~0.23 s more (it parses
-tokenizer.json in Python besides the Rust library), a third of the way to a first completion. Where
-TokenizersBackend would add nothing of its own to the Rust tokenizer (`load` checks: no truncation or
-padding, a post-processor present, every named special token already in the vocabulary, no setting it
-would apply), the two give the same ids, offsets and texts; the engine checks that against
-transformers' own tokenizer when transformers' model takes over (Engine.adopt), and takes that one
-for good, dropping what the stand-in's tokenizer produced, on any difference.
+`load` takes a folder only where TokenizersBackend would add nothing of its own to the Rust tokenizer
+(no truncation or padding, a post-processor present, every named special token already in the
+vocabulary, no setting it would apply): then the two give the same ids, offsets and texts, which the
+tests check against transformers' tokenizer. Elsewhere transformers' class is loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 PLAIN_CLASS = "TokenizersBackend"  # the class AutoTokenizer takes for a plain tokenizer.json (conversions)
-# tokenizer_config.json keys the stand-in understands; any other makes `load` decline
+# tokenizer_config.json keys it understands; any other makes `load` decline
 KNOWN_KEYS = {"backend", "tokenizer_class", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
               "cls_token", "mask_token", "additional_special_tokens", "extra_special_tokens", "model_max_length",
               "is_local", "local_files_only", "clean_up_tokenization_spaces", "chat_template"}
@@ -32,7 +31,7 @@ def _content(token: Any) -> str | None:
     raise ValueError(f"a special token of an unknown form: {token!r}")
 
 
-class LeanTokenizer:
+class PlainTokenizer:
     def __init__(self, backend: Any, special: dict[str, str | None], extra: list[str]) -> None:
         self.backend_tokenizer = backend
         for name in NAMED:
@@ -42,7 +41,7 @@ class LeanTokenizer:
         self.all_special_ids = list(dict.fromkeys(named + [backend.token_to_id(t) for t in extra]))
 
     @classmethod
-    def load(cls, folder: Path) -> "LeanTokenizer | None":
+    def load(cls, folder: Path) -> "PlainTokenizer | None":
         """The folder's tokenizer, or None where transformers' class would add something of its own."""
         from tokenizers import Tokenizer
 
@@ -75,7 +74,7 @@ class LeanTokenizer:
 
     def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False) -> str:
         if clean_up_tokenization_spaces:
-            raise ValueError("the lean tokenizer decodes without transformers' clean-up only")
+            raise ValueError("the plain tokenizer decodes without transformers' clean-up only")
         return self.backend_tokenizer.decode([ids] if isinstance(ids, int) else list(ids),
                                              skip_special_tokens=skip_special_tokens)
 
