@@ -183,3 +183,19 @@ def test_the_plain_tokenizer_declines_what_transformers_would_change(tmp_path):
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
         assert PlainTokenizer.load(folder) is None, name
         assert load_model(str(folder), device="cpu").tokenizer.__class__.__name__ != "PlainTokenizer"
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "def add(a, b):\n", "a"])
+def test_the_gpu_decode_path_uncompiled_gives_generates_tokens(tiny_models, prompt):
+    """The CUDA-graph path (the native step on a static cache), run uncompiled on CPU: transformers'
+    `generate`'s tokens, and the document's cache left as it was for the next keystroke."""
+    from conftest import reference_model
+
+    engine = Engine.load(str(tiny_models["llama"]), device="cpu", static_decode=True)
+    assert engine.static_decoder is not None and not engine.static_decoder.compiled
+    ids = torch.tensor([engine.tokenize(prompt).ids])
+    reference = reference_model(engine).generate(ids, do_sample=False, max_new_tokens=20, eos_token_id=None,
+                                                 pad_token_id=0)[0, ids.shape[1]:].tolist()
+    engine.eos_ids = set()
+    assert [s.token.id for s in engine.greedy(prompt, max_new_tokens=20, document="gpu")] == reference
+    assert engine.next_tokens(prompt, 3, document="gpu").choices[0].id == reference[0]

@@ -42,7 +42,7 @@ def test_eglot_connects_and_the_model_gets_ready(emacs_run):
     assert emacs_run["major-mode"] == "text-mode"
     assert emacs_run["managed"] is True
     assert emacs_run["status"] == {"state": "ready", "model": "default",
-                                  "message": "default on cpu, packed weights (fp32 kernel)"}
+                                  "message": "default on cpu, native forward, packed weights (fp32 kernel, 211 layers)"}
     assert emacs_run["mode-line"] == " logitls:ready"
 
 

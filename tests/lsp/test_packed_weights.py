@@ -30,16 +30,11 @@ async def test_the_default_model_runs_packed_by_default_with_the_exact_numbers(d
     try:
         status = await server_status(client)
         assert status["state"] == "ready" and (status["weights"], status["kernel"]) == ("packed", "fp32")
-        assert client.statuses[-1]["message"] == "default on cpu, packed weights (fp32 kernel)"
+        assert (status["forward"], status["packedLayers"]) == ("native", 211)
+        assert client.statuses[-1]["message"] == \
+            "default on cpu, native forward, packed weights (fp32 kernel, 211 layers)"
         hover = await _paris_hover(client, "file:///packed/auto.txt")
-        assert "packed" not in hover  # nothing to warn about: these are the exact weights' numbers
-        # the lean decode step, checked in idle time after loading, then serves keystrokes and decoding
-        for _ in range(600):  # at most a minute, on the slowest machine
-            status = await server_status(client)
-            if status["leanDecoding"] is not None:
-                break
-            await asyncio.sleep(0.1)
-        assert status["leanDecoding"] is True
+        assert hover.endswith("_native forward, packed weights (fp32 kernel, 211 layers)_")  # no warning
         exact = next(s for s in default_engine.token_scores(TEXT).tokens if s.token.text == " Paris")
         assert abs(_shown_probability(hover) - exact.prob) < 1e-3  # equal to the digits shown
     finally:
@@ -51,9 +46,9 @@ async def test_torchs_bf16_kernel_is_said_under_the_numbers(default_engine):
     try:
         status = await server_status(client)
         assert (status["weights"], status["kernel"]) == ("packed", "bf16")
-        assert "packed weights (bf16 kernel)" in client.statuses[-1]["message"]
+        assert "packed weights (bf16 kernel, 210 layers)" in client.statuses[-1]["message"]
         hover = await _paris_hover(client, "file:///packed/bf16.txt")
-        assert hover.endswith("_from packed 4-bit weights (bf16 kernel)_")
+        assert hover.endswith("_native forward, packed weights (bf16 kernel, 210 layers): probabilities move slightly_")
         exact = next(s for s in default_engine.token_scores(TEXT).tokens if s.token.text == " Paris")
         assert abs(_shown_probability(hover) - exact.prob) < 0.03  # close to the exact weights', not equal
     finally:
@@ -65,11 +60,11 @@ async def test_exact_weights_say_nothing_extra(tiny_models):
     try:
         status = await server_status(client)
         assert (status["weights"], status["kernel"]) == ("exact", None)  # auto: not a GGUF
-        assert status["leanDecoding"] is False  # GPT-2 is not a model the lean step mirrors
+        assert status["forward"] == "transformers"  # GPT-2: not a model family of the native forward
         uri = "file:///packed/plain.txt"
         open_document(client, uri, "The quick brown fox")
         hover = await client.text_document_hover_async(types.HoverParams(
             text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=6)))
-        assert "packed" not in hover.contents.value
+        assert hover.contents.value.endswith("_transformers forward, exact weights_")
     finally:
         await client.shutdown_session()

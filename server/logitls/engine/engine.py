@@ -41,7 +41,8 @@ class Engine:
     capabilities = LOCAL  # the Backend protocol (types.Backend): everything, exact
 
     def __init__(self, loaded: LoadedModel, *, max_context_tokens: int = 0, alternatives: int = 10,
-                 cached_documents: int = 8, generation_reserve: int = GENERATION_RESERVE) -> None:
+                 cached_documents: int = 8, generation_reserve: int = GENERATION_RESERVE,
+                 static_decode: bool | None = None) -> None:
         self.loaded = loaded
         self.model = loaded.model  # the Model interface: forward(tokens, cache, logits_to_keep), new_cache()
         self.tokenizer = loaded.tokenizer
@@ -54,6 +55,14 @@ class Engine:
         self._documents = DocumentSlots(cached_documents)
         self.score_prefill = False
         self.generation_reserve = generation_reserve
+        # Greedy decoding on a GPU: the native model's step on a static cache as a CUDA graph.
+        # `static_decode=True` elsewhere runs the same path uncompiled (the tests do, on CPU).
+        self.static_decoder = None
+        if hasattr(self.model, "new_cache") and loaded.forward == "native" and \
+                (static_decode or (static_decode is None and self.device.type == "cuda")):
+            from .llama import StaticDecoder
+
+            self.static_decoder = StaticDecoder(self.model, compile=self.device.type == "cuda")
         self.configure(max_context_tokens=max_context_tokens, alternatives=alternatives,
                        cached_documents=cached_documents)
 
@@ -360,6 +369,9 @@ class Engine:
         """Greedy decoding on `state` (fed up to `prompt`): yield the best next token, feed it, and again;
         at most `max_new_tokens`, within the context. Stops when the caller stops asking (EOS, length)."""
         limit = min(max_new_tokens, self.model_context - len(prompt))
+        if self.static_decoder is not None:
+            yield from self.static_decoder.greedy_ids(state.kv, state.last_logits, limit, should_stop)
+            return
         for step in range(limit):
             next_id = int(torch.argmax(state.last_logits))
             yield next_id

@@ -93,3 +93,37 @@ class KVCache:
             for layer in self.layers:
                 layer.crop(-tokens_to_remove)
         return True
+
+
+class StaticLayer:
+    """One layer's keys and values for a fixed number of positions, written in place at `position`."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, position: torch.Tensor) -> None:
+        self.keys, self.values, self.position = keys, values, position
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor):
+        self.keys.index_copy_(2, self.position, key_states)
+        self.values.index_copy_(2, self.position, value_states)
+        return self.keys, self.values
+
+
+class StaticKVCache:
+    """Keys and values for `capacity` positions, allocated once, with the next position as a tensor: a
+    one-token step on it has the same shapes every time, so it can be captured as a CUDA graph
+    (llama.StaticDecoder). Filled from a document's KVCache; attention masks the unused positions."""
+
+    def __init__(self, source: KVCache, capacity: int) -> None:
+        first = source.layers[0]._key_buffer
+        self.capacity = capacity
+        self.position = torch.tensor([source.length], device=first.device)
+        self.layers = []
+        for layer in source.layers:
+            keys = layer._key_buffer.new_zeros((*layer._key_buffer.shape[:2], capacity, layer._key_buffer.shape[-1]))
+            values = layer._value_buffer.new_zeros((*layer._value_buffer.shape[:2], capacity,
+                                                    layer._value_buffer.shape[-1]))
+            keys[..., : layer._length, :] = layer.keys
+            values[..., : layer._length, :] = layer.values
+            self.layers.append(StaticLayer(keys, values, self.position))
+
+    def mask(self) -> torch.Tensor:
+        return (torch.arange(self.capacity, device=self.position.device) <= self.position)[None, None, None, :]

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .kv_cache import KVCache, LayerCache
+from .kv_cache import KVCache, LayerCache, StaticKVCache
+from .types import Cancelled
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
@@ -240,18 +241,23 @@ class LlamaFamilyModel(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.config.num_hidden_layers)
 
-    def forward(self, tokens: list[int], cache: KVCache, logits_to_keep: int = 0) -> torch.Tensor:
+    def forward(self, tokens: list[int] | torch.Tensor, cache: KVCache | StaticKVCache,
+                logits_to_keep: int = 0) -> torch.Tensor:
         """Feed `tokens` after the cache's positions; next-token logits (fp32, [rows, vocab]) after each of
-        them (the last `logits_to_keep`, or all)."""
+        them (the last `logits_to_keep`, or all). On a StaticKVCache: one token, given as a tensor [1, 1]."""
         decoder = self.model
-        hidden = decoder.embed_tokens(torch.tensor([tokens], device=self.device))
-        past, length = cache.length, len(tokens)
-        position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
-        mask = None
-        if past and length > 1:  # transformers' causal mask, only where SDPA's is_causal cannot stand for it
-            kv_positions = torch.arange(past + length, device=hidden.device)
-            mask = kv_positions[None, None, None, :] <= position_ids[:, None, :, None]
-            mask = mask.expand(1, -1, length, past + length)
+        if isinstance(cache, StaticKVCache):
+            hidden = decoder.embed_tokens(tokens)
+            position_ids, mask = cache.position[None], cache.mask()
+        else:
+            hidden = decoder.embed_tokens(torch.tensor([tokens], device=self.device))
+            past, length = cache.length, len(tokens)
+            position_ids = (torch.arange(length, device=hidden.device) + past).unsqueeze(0)
+            mask = None
+            if past and length > 1:  # transformers' causal mask, only where SDPA's is_causal cannot stand for it
+                kv_positions = torch.arange(past + length, device=hidden.device)
+                mask = kv_positions[None, None, None, :] <= position_ids[:, None, :, None]
+                mask = mask.expand(1, -1, length, past + length)
         cos, sin = decoder.rotary_emb(hidden, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         for layer, layer_cache in zip(decoder.layers, cache.layers):
@@ -260,6 +266,37 @@ class LlamaFamilyModel(nn.Module):
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]
         return _linear(self.lm_head, hidden)[0].float()
+
+
+class StaticDecoder:
+    """Greedy decoding on a GPU, gpt-fast style: the model's own forward, one token on a StaticKVCache,
+    compiled once with CUDA graphs (`mode="reduce-overhead"`), so a step is one graph launch instead of
+    hundreds of kernel launches. Uncompiled (`compile=False`) it runs anywhere: the tests run it on CPU."""
+
+    def __init__(self, model: LlamaFamilyModel, compile: bool) -> None:
+        self.model = model
+        self.compiled = compile
+        self._step = torch.compile(self._forward, mode="reduce-overhead", fullgraph=True) if compile else self._forward
+
+    def _forward(self, token: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        return self.model.forward(token, cache, 1)
+
+    def greedy_ids(self, cache: KVCache, last_logits: torch.Tensor, limit: int, should_stop) -> Any:
+        """The greedy tokens after what `cache` holds (whose next-token logits are `last_logits`): at most
+        `limit`, within the model's context. `cache` itself is left as it was."""
+        static = StaticKVCache(cache, min(self.model.context_length, cache.length + limit))
+        token = torch.argmax(last_logits).view(1, 1)
+        for step in range(limit):
+            yield int(token)
+            if step == limit - 1 or static.position.item() >= static.capacity:
+                return
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            if self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self._step(token, static).clone()
+            static.position += 1
+            token = torch.argmax(logits[-1]).view(1, 1)
 
 
 def build(folder: Path, config: SimpleNamespace, dtype: torch.dtype = torch.float32,

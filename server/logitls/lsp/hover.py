@@ -83,14 +83,17 @@ def score_at(engine, text: str, offset: int, uri: str, should_stop):
 
 def numbers_note(engine, score) -> str:
     """What the hover's numbers are worth, said under them: nothing claims more than it gave. A
-    server's: exact, exact within its top k, or a bound; the local model's are exact (the fp32 block
-    kernel's included: it differs only in the order of additions), and say so only where torch's
-    bf16 int4 kernel produced them."""
+    server's: exact, exact within its top k, or a bound; the local model's: which code computed them
+    (the native forward or transformers', exact or packed weights and how many layers), and where
+    torch's bf16 int4 kernel did, that they move slightly."""
     if engine is None:
         return ""
     if not engine.capabilities.scored_remotely:
         loaded = engine.loaded
-        return "from packed 4-bit weights (bf16 kernel)" if loaded.weights == "packed" and loaded.kernel == "bf16" else ""
+        if loaded.weights != "packed":
+            return f"{loaded.forward} forward, exact weights"
+        moved = ": probabilities move slightly" if loaded.kernel == "bf16" else ""
+        return f"{loaded.forward} forward, packed weights ({loaded.kernel} kernel, {loaded.packed_layers} layers){moved}"
     server = engine.loaded.dtype
     if score.prob is None:
         if not score.alternatives:

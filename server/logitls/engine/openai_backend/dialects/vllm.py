@@ -27,6 +27,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ...types import Capabilities, TextScores, TokenChoice, TokenScore
+from ...windows import sliding_spans
 from ..transport import BackendError
 from .base import Dialect, align
 
@@ -164,13 +165,10 @@ class VLLM(Dialect):
                                in enumerate(zip(pieces, entries, got, spans))], False, 0)
         lead = await self._lead_ids()
         lead = lead if ids[: len(lead)] == lead else []
-        body = window - len(lead)
-        stride = max(1, min(stride or window // 2, body))
         scores: list[TokenScore | None] = [None] * len(ids)
         spans: list[tuple[int, int] | None] = [None] * len(ids)
-        begin = 0
-        while True:
-            end = min(len(ids), begin + (window if begin == 0 else body))
+        # the local lens's windows (windows.sliding_spans), without a last window of its own
+        for begin, end in sliding_spans(len(ids), window, len(lead), stride, last_start=len(ids))[0]:
             prompt = ids[:end] if begin == 0 else lead + ids[begin:end]
             pieces, entries, _ = await self._kept_window(prompt)
             skip = 0 if begin == 0 else len(lead)
@@ -182,9 +180,6 @@ class VLLM(Dialect):
                     spans[t] = span
                 if scores[t] is None and (begin == 0 or q > 0):
                     scores[t] = self._token_score(t, pieces[skip + q], entries[skip + q], ids[t], spans[t])
-            if end >= len(ids):
-                break
-            begin += stride
         return TextScores([s for s in scores if s is not None], True, 0)
 
     async def _kept_window(self, prompt: list[int]) -> tuple[list[str], list[Any], list[int]]:
