@@ -3,14 +3,16 @@ line and from the `logitls.documentStats` command (arguments `[{"textDocument": 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
 from .lens import command_scores, scores_if_enabled
-from .server import LogitlsServer
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 COMMAND = "logitls.documentStats"
 
@@ -29,7 +31,7 @@ def scored_by(ls: LogitlsServer) -> str:
     engine = ls.engine
     if engine is None or not engine.capabilities.scored_remotely:
         return ""
-    return f"{engine.loaded.dtype} at {engine.loaded.source}"
+    return f"{engine.loaded.server_kind} at {engine.loaded.source}"
 
 
 def _uri_argument(args: tuple[Any, ...]) -> str:
@@ -57,7 +59,7 @@ def register(server: LogitlsServer) -> None:
             title=lens_title(stats, scored_by(ls)), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]
 
     @server.command(COMMAND)
-    async def document_stats_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def document_stats_command(ls, *args: Any) -> dict[str, Any]:
         uri = _uri_argument(args)
         _, scores = await command_scores(ls, uri, COMMAND)
         stats = document_stats(scores)

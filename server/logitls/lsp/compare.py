@@ -10,10 +10,17 @@ differently is refused with one message.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from .server import LogitlsServer, logger
+from .lens import refresh_lens_views
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 
 def sync_compare_model(server: LogitlsServer) -> None:
@@ -55,8 +62,6 @@ def sync_compare_model(server: LogitlsServer) -> None:
             if record is not None and record.lens_pass is not None:
                 record.lens_pass.task.cancel()
                 record.lens_pass = None
-        from .lifecycle import refresh_lens_views
-
         refresh_lens_views(server)
 
     future = server.worker.enqueue(load, key="compare-load", priority=-1)

@@ -9,14 +9,19 @@ message, if the user changed the document meanwhile: a stale edit never lands on
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+import logging
+from typing import TYPE_CHECKING, Any, Callable
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from .lifecycle import begin_progress
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
-from .worker import PRIORITY_COMMAND
+from .progress import begin_progress
+from .worker import PRIORITY_COMMAND, JobCancelled, ModelUnavailable
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 MAX_INT = 2 ** 31 - 1  # lsprotocol's range for an integer: outside it, building a Position raises
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from .edit_job import (JsonRpcServerCancelled, apply_versioned_edit, changed_since, document_position, field, is_int,
                        run_with_progress, single_argument, tell_changed)
-from .inline import continuation
-from .server import LogitlsServer
+from .continuation import continuation
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 COMMAND = "logitls.generate"
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
@@ -47,7 +49,7 @@ def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
 
 def register(server: LogitlsServer) -> None:
     @server.command(COMMAND)
-    async def generate(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def generate(ls, *args: Any) -> dict[str, Any]:
         request = parse_arguments(args)
         text, version = ls.snapshot(request.uri)
         _, offset = ls.offset_at(text, request.position)

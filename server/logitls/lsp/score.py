@@ -12,7 +12,7 @@ a separate computation; which tokens count at the edges is `lens.tokens_in`'s ru
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -20,7 +20,9 @@ from pygls.exceptions import JsonRpcInvalidParams
 from ..lens import EmptySelection, comparison_summary, score_selection, selection_summary
 from .lens import command_scores
 from .positions import PositionError, PositionMap
-from .server import LogitlsServer
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 SCORE = "logitls.scoreSelection"
 COMPARE = "logitls.compareSelections"
@@ -85,8 +87,10 @@ def _public(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(server: LogitlsServer) -> None:
+    server.add_code_actions(types.CodeActionKind.Source, code_actions)
+
     @server.command(SCORE)
-    async def score_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def score_command(ls, *args: Any) -> dict[str, Any]:
         if len(args) != 1:
             raise JsonRpcInvalidParams(f"{SCORE}: expected one argument {SHAPE}; got {len(args)}")
         uri, where = parse_selection(args[0], SCORE)
@@ -95,7 +99,7 @@ def register(server: LogitlsServer) -> None:
         return _public(result)
 
     @server.command(COMPARE)
-    async def compare_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def compare_command(ls, *args: Any) -> dict[str, Any]:
         if len(args) == 1 and _get(args[0], "a") is not None:
             pair = (_get(args[0], "a"), _get(args[0], "b"))
         elif len(args) == 2:
@@ -113,8 +117,7 @@ def register(server: LogitlsServer) -> None:
                 "summary": summary}
 
 
-
-def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+async def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """"Score selection (logitls)" on a non-empty range (lsp/code_actions.py)."""
     start, end = params.range.start, params.range.end
     if (end.line, end.character) <= (start.line, start.character):

@@ -13,9 +13,14 @@ hold before the first job (the model load).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+from typing import TYPE_CHECKING
 
-from .server import LogitlsServer, logger
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 HOLD, RELEASE, HELD = "logitls/test/hold", "logitls/test/release", "logitls/test/held"
 
