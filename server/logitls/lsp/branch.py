@@ -31,7 +31,8 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.branch import UNTIL, continue_branch
 from .branch_offer import COMMAND, KIND, arguments, branchable, title
-from .edit_job import apply_versioned_edit, document_position, field, is_int, run_with_progress, single_argument
+from .arguments import document_position, field, is_int, optional_int, single_argument
+from .edit_job import apply_versioned_edit, run_with_progress
 from .lens import score_at, scored_token
 from .worker import JobCancelled, ModelUnavailable
 
@@ -59,9 +60,7 @@ def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, st
     until = field(arg, "until")
     if until is not None and until not in UNTIL:
         raise JsonRpcInvalidParams(f"{COMMAND}: until must be one of {', '.join(UNTIL)}, got {until!r}")
-    max_new = field(arg, "maxNewTokens", "max_new_tokens")
-    if max_new is not None and not is_int(max_new, 0, 4096):
-        raise JsonRpcInvalidParams(f"{COMMAND}: maxNewTokens must be an integer from 0 to 4096, got {max_new!r}")
+    max_new = optional_int(COMMAND, arg, "maxNewTokens", 0, 4096, "", "max_new_tokens")
     return uri, position, token_id, until, max_new
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
+from .arguments import document_uri, single_argument
 from .lens import command_scores, scores_if_enabled
 
 if TYPE_CHECKING:
     from .server import LogitlsServer
 
 COMMAND = "logitls.documentStats"
+USAGE = 'expected one argument {"textDocument": {"uri": URI}}'
 
 
 def lens_title(stats, scored_by: str = "") -> str:
@@ -35,15 +36,9 @@ def scored_by(ls: LogitlsServer) -> str:
 
 
 def _uri_argument(args: tuple[Any, ...]) -> str:
-    if len(args) == 1:
-        arg = args[0]
-        if isinstance(arg, str):
-            return arg
-        document = arg.get("textDocument") if isinstance(arg, dict) else getattr(arg, "textDocument", None)
-        uri = document.get("uri") if isinstance(document, dict) else getattr(document, "uri", None)
-        if isinstance(uri, str):
-            return uri
-    raise JsonRpcInvalidParams(f'{COMMAND}: expected one argument {{"textDocument": {{"uri": URI}}}}; got {args!r}')
+    """The document of `[{"textDocument": {"uri": URI}}]` (or `[URI]`)."""
+    arg = single_argument(COMMAND, USAGE, args)
+    return arg if isinstance(arg, str) and arg else document_uri(COMMAND, USAGE, arg)
 
 
 def register(server: LogitlsServer) -> None:

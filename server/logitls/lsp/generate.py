@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 
-from .edit_job import (JsonRpcServerCancelled, apply_versioned_edit, changed_since, document_position, field, is_int,
-                       run_with_progress, single_argument, tell_changed)
+from .arguments import document_position, optional_int, single_argument
+from .edit_job import JsonRpcServerCancelled, apply_versioned_edit, changed_since, run_with_progress, tell_changed
 from .continuation import continuation
 
 if TYPE_CHECKING:
@@ -41,10 +40,7 @@ class GenerateRequest:
 def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
     arg = single_argument(COMMAND, USAGE, args)
     uri, position = document_position(COMMAND, USAGE, arg)
-    max_new = field(arg, "maxNewTokens", "max_new_tokens")
-    if max_new is not None and not is_int(max_new, 1, 4096):
-        raise JsonRpcInvalidParams(f"{COMMAND}: maxNewTokens must be an integer from 1 to 4096, got {max_new!r}")
-    return GenerateRequest(uri, position, max_new)
+    return GenerateRequest(uri, position, optional_int(COMMAND, arg, "maxNewTokens", 1, 4096, "", "max_new_tokens"))
 
 
 def register(server: LogitlsServer) -> None:

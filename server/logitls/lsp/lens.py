@@ -82,8 +82,8 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
 
     def run(engine, should_stop):
         if not engine.capabilities.document_scores:
-            # llama-cpp-python's echo scores a prompt ~40 ms a token, llama-server needs a request per
-            # token: a lens pass over a page would take minutes. Completion, hover and generate work.
+            # llama-cpp-python's echo scores a prompt slowly and llama-server needs a request per token: a
+            # lens pass over a page would take minutes (README's backend table). Completion, hover and generate work.
             raise LensUnavailable(f"the surprisal lens needs the local backend or a vLLM server (backend: local, "
                                   f"or an endpoint served by vLLM); this one is {engine.loaded.server_kind}")
         n_tokens = engine.token_count(text) if text else 0

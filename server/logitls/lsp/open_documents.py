@@ -2,8 +2,9 @@
 
 pygls's workspace keeps the text; everything else a feature keeps about a document (the lens pass
 of its latest version, the last semantic tokens sent, a pending diagnostics publish) lives in the
-document's `OpenDocument`. Closing the document forgets all of it at once, and the engine's KV
-cache for it is dropped after any model job still running for it has stopped.
+document's `OpenDocument`. Closing the document forgets all of it at once
+(`LogitlsServer.forget_document`), and the KV caches both models keep for it (the compare model's
+too) are dropped after any model job still running for it has stopped.
 """
 
 from __future__ import annotations
