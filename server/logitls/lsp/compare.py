@@ -57,11 +57,8 @@ def sync_compare_model(server: LogitlsServer) -> None:
 
     def loaded(_future) -> None:
         # Lens passes scored without (or with the old) second model are stale: score again, redraw.
-        for uri in list(server.workspace.text_documents):
-            record = server.documents.peek(uri)
-            if record is not None and record.lens_pass is not None:
-                record.lens_pass.task.cancel()
-                record.lens_pass = None
+        for record in server.documents.records():
+            record.drop_lens_pass()
         refresh_lens_views(server)
 
     future = server.worker.enqueue(load, key="compare-load", priority=-1)

@@ -353,17 +353,12 @@ def register(server: LogitlsServer) -> None:
         """What the server holds now: for status bars, and for "why is it using this much memory?".
         Answered from the event loop, without waiting for the model thread."""
         engine = ls.engine
-        cached: list[str] = []
-        for _ in range(3):  # the model thread may change the list mid-copy: try again
-            try:
-                cached = list(engine.cached_documents_keys()) if engine is not None else []
-                break
-            except RuntimeError:
-                continue
+        cached = _cached_documents(engine)
         return {"state": ls.model_state, "model": ls.settings.model, "error": ls.model_error,
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
+                "compareCachedDocuments": _cached_documents(ls.compare_engine),
                 "weights": getattr(getattr(engine, "loaded", None), "weights", None),
                 "kernel": getattr(getattr(engine, "loaded", None), "kernel", None) or None,
                 "leanDecoding": getattr(engine, "lean_decoding", None),
@@ -372,3 +367,12 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:
         ls.shutdown_requested = True
+
+
+def _cached_documents(engine) -> list[str]:
+    for _ in range(3):  # the model thread may change the list mid-copy: try again
+        try:
+            return list(engine.cached_documents_keys()) if engine is not None else []
+        except RuntimeError:
+            continue
+    return []

@@ -28,13 +28,17 @@ class OpenDocument:
             older.cancel()
         self.tasks[name] = task
 
+    def drop_lens_pass(self) -> None:
+        """Stop and forget the lens pass: the next lens request scores the document again."""
+        if self.lens_pass is not None:
+            self.lens_pass.task.cancel()
+            self.lens_pass = None
+
     def cancel_all(self) -> None:
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
-        if self.lens_pass is not None:
-            self.lens_pass.task.cancel()
-            self.lens_pass = None
+        self.drop_lens_pass()
         self.semantic_tokens = None
 
 
@@ -52,6 +56,9 @@ class OpenDocuments:
 
     def peek(self, uri: str) -> OpenDocument | None:
         return self._records.get(uri)
+
+    def records(self) -> list[OpenDocument]:
+        return list(self._records.values())
 
     def is_open(self, uri: str) -> bool:
         return self._is_open(uri)
