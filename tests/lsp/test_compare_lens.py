@@ -50,21 +50,6 @@ async def test_compare_view_hover_and_release(tiny_models):
         expected = [COMPARE_NAMES[b] for a, o in zip(ours.tokens, theirs.tokens)
                     if a.logprob is not None and (b := compare_bucket_of(a.logprob - o.logprob)) is not None]
         assert kinds == expected and set(kinds) <= set(COMPARE_NAMES)
-        # closing a document frees what both models keep for it
-        closing = "file:///compare/closing.txt"
-        open_document(client, closing, TEXT)
-        await client.text_document_semantic_tokens_full_async(types.SemanticTokensParams(
-            text_document=types.TextDocumentIdentifier(uri=closing)))
-        status = await server_status(client)
-        assert closing in status["cachedDocuments"] and closing in status["compareCachedDocuments"]
-        client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=closing)))
-        for _ in range(600):
-            status = await server_status(client)
-            if closing not in status["cachedDocuments"] + status["compareCachedDocuments"]:
-                break
-            await asyncio.sleep(0.05)
-        assert closing not in status["cachedDocuments"] and closing not in status["compareCachedDocuments"]
         # clearing the setting drops the second model
         client.set_configuration({"logitls": {"model": main, "lens": {"compareModel": "", "view": "rank"}}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
