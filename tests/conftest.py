@@ -45,7 +45,8 @@ def block_layers(model, kind: int) -> dict:
     with the default model. Returns the blocks by module name, for build_packed."""
     import torch
 
-    from logitls.engine.packed import Q8_0, quantize_blocks
+    from logitls.engine.packed import Q8_0
+    from logitls.test_support import quantize_blocks
 
     layers = {}
     head = model.get_output_embeddings()

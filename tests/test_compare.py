@@ -20,11 +20,11 @@ def test_each_token_gets_both_models_logprobs(tiny_models):
     rows, ours, theirs = compare_scores(gpt2, llama, TEXT)
     assert [r.token.id for r in rows] == [s.token.id for s in ours.tokens]
     for row, a, b in zip(rows, ours.tokens, theirs.tokens):
-        assert row.logprob == a.logprob and row.other_logprob == b.logprob
+        assert row.logprob == a.logprob and row.compare_logprob == b.logprob
         if a.logprob is not None:
-            assert row.delta == pytest.approx(a.logprob - b.logprob)
+            assert row.compare_delta == pytest.approx(a.logprob - b.logprob)
     self_rows, _, _ = compare_scores(gpt2, gpt2, TEXT)
-    assert all(r.delta in (None, 0.0) for r in self_rows)  # a model against itself: no difference
+    assert all(r.compare_delta in (None, 0.0) for r in self_rows)  # a model against itself: no difference
 
 
 def test_different_tokenizers_are_refused(tiny_models, tmp_path):

@@ -224,7 +224,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # libraries' (transformers, pygls), and reads each line's level from it.
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     logging.getLogger("logitls").setLevel(logging.INFO)
-    from .lsp.server import create_server, quiet_expected_errors
+    from .lsp.features import create_server
+    from .lsp.server import quiet_expected_errors
 
     quiet_expected_errors()
 
@@ -358,8 +359,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.report import main as bench_main
-
+    if getattr(args, "backend", "local") == "openai":  # side by side with the local backend
+        from .bench.openai_bench import main as bench_main
+    else:
+        from .bench.report import main as bench_main
     return bench_main(args)
 
 

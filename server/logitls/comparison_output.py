@@ -8,24 +8,25 @@ import json
 import math
 import sys
 
+from .lens import COMPARE_EDGES, compare_bucket_of
 from .text import percent, visible
 
-# Where |log p(main) − log p(other)| (nats) puts a token: about the same, likelier under one, much likelier.
-EDGES = (0.1, 1.0)
 ANSI = {"main+": "\x1b[42;30m", "main++": "\x1b[102;30m", "other+": "\x1b[41;30m", "other++": "\x1b[101;30m"}
 HTML_COLOURS = {"main+": "#c8f0c8", "main++": "#7fd67f", "other+": "#f6c8c8", "other++": "#e88a8a"}
 RESET = "\x1b[0m"
 
 
+KINDS = ("main+", "main++", "other+", "other++")  # the lens's compare buckets (lens.COMPARE_NAMES), as CSS/ANSI keys
+
+
 def bucket(delta: float | None) -> str | None:
-    if delta is None or abs(delta) < EDGES[0]:
-        return None
-    side = "main" if delta > 0 else "other"
-    return side + ("++" if abs(delta) >= EDGES[1] else "+")
+    """Where |log p(main) − log p(other)| (nats) puts a token: about the same (None), likelier under one, much likelier."""
+    index = compare_bucket_of(delta)
+    return None if index is None else KINDS[index]
 
 
 def summary(rows, main_name: str, other_name: str) -> str:
-    deltas = [r.delta for r in rows if r.delta is not None]
+    deltas = [r.compare_delta for r in rows if r.compare_delta is not None]
     if not deltas:
         return f"{len(rows)} tokens; too few to compare"
     mean = sum(deltas) / len(deltas)
@@ -40,14 +41,14 @@ def as_json(text: str, rows, main_name: str, other_name: str) -> dict:
     return {
         "main": main_name, "other": other_name, "summary": summary(rows, main_name, other_name),
         "tokens": [{"index": r.index, "id": r.token.id, "text": r.token.text, "start": r.start, "end": r.end,
-                    "logprob": r.logprob, "otherLogprob": r.other_logprob, "delta": r.delta} for r in rows],
+                    "logprob": r.logprob, "otherLogprob": r.compare_logprob, "delta": r.compare_delta} for r in rows],
     }
 
 
 def render_terminal(text: str, rows, colour: bool) -> str:
     out, position = [], 0
     for r in rows:
-        kind = bucket(r.delta)
+        kind = bucket(r.compare_delta)
         if kind is None or r.start < position:
             continue
         out.append(text[position:r.start])
@@ -62,12 +63,12 @@ def render_terminal(text: str, rows, colour: bool) -> str:
 def render_html(title: str, text: str, rows, main_name: str, other_name: str) -> str:
     body, position = [], 0
     for r in rows:
-        kind = bucket(r.delta)
+        kind = bucket(r.compare_delta)
         if kind is None or r.start < position:
             continue
         body.append(html.escape(text[position:r.start]))
         tip = (f"{visible(r.token.text)}: {main_name} {percent(math.exp(r.logprob))}, {other_name} "
-               f"{percent(math.exp(r.other_logprob))} (log-ratio {r.delta:+.3f} nats)")
+               f"{percent(math.exp(r.compare_logprob))} (log-ratio {r.compare_delta:+.3f} nats)")
         body.append(f'<span class="{kind.replace("+", "p")}" title="{html.escape(tip)}">'
                     f"{html.escape(text[r.start:r.end])}</span>")
         position = r.end
@@ -79,7 +80,7 @@ def render_html(title: str, text: str, rows, main_name: str, other_name: str) ->
 pre{{white-space:pre-wrap;font:14px/1.6 ui-monospace,monospace;border:1px solid #ddd;padding:1em}}{styles}</style>
 </head><body><h1>logitls compare: {html.escape(title)}</h1>
 <p>{html.escape(summary(rows, main_name, other_name))}</p>
-<p><span class="mainp">likelier under {html.escape(main_name)}</span> <span class="mainpp">much likelier (≥ {EDGES[1]} nats)</span>
+<p><span class="mainp">likelier under {html.escape(main_name)}</span> <span class="mainpp">much likelier (≥ {COMPARE_EDGES[1]} nats)</span>
 <span class="otherp">likelier under {html.escape(other_name)}</span> <span class="otherpp">much likelier</span></p>
 <pre>{"".join(body)}</pre></body></html>
 """
@@ -99,5 +100,5 @@ def write(text: str, rows, main_name: str, other_name: str, *, as_json_output: b
         print(render_terminal(text, rows, colour))
         print()
         if not colour:
-            print(f"markers: {{likelier under {main_name}}}, [likelier under {other_name}] (|log-ratio| ≥ {EDGES[0]})")
+            print(f"markers: {{likelier under {main_name}}}, [likelier under {other_name}] (|log-ratio| ≥ {COMPARE_EDGES[0]})")
         print(summary(rows, main_name, other_name))

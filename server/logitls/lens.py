@@ -27,7 +27,6 @@ ENTROPY_EDGES = (1.0, 3.0, 6.0)
 # log p(model) - log p(compare model) in nats; under 0.1 either way is left uncoloured.
 COMPARE_NAMES = ("favoured", "stronglyFavoured", "disfavoured", "stronglyDisfavoured")
 COMPARE_EDGES = (0.1, 1.0)
-VIEWS = ("rank", "entropy", "compare")
 
 
 def compare_bucket_of(delta: float | None, edges: tuple[float, float] = COMPARE_EDGES) -> int | None:
@@ -60,13 +59,9 @@ class Span:
     bucket: int
 
 
-def spans(scores, edges=DEFAULT_EDGES) -> list[Span]:
-    """Non-overlapping spans, one per scored token, trimmed of surrounding whitespace and cut at
-    line ends (editors colour words, not the space before them, and a range cannot cross lines).
-
-    Byte-level tokens that share one character (an emoji split in two) are merged, keeping the
-    least likely of them.
-    """
+def spans(scores) -> list[list]:
+    """Non-overlapping [start, end, score] spans, one per scored token: byte-level tokens that share
+    one character (an emoji split in two) are merged, keeping the least likely of them."""
     merged: list[list] = []  # [start, end, score]
     for score in scores.tokens:
         if score.rank is None or score.end <= score.start:
@@ -93,7 +88,7 @@ def span_bucket(score, edges=DEFAULT_EDGES, view: str = "rank") -> int | None:
 
 def visible_spans(text: str, scores, edges=DEFAULT_EDGES, view: str = "rank") -> list[Span]:
     out = []
-    for start, end, score in spans(scores, edges):
+    for start, end, score in spans(scores):
         bucket = span_bucket(score, edges, view)
         if bucket is None:
             continue

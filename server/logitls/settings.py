@@ -173,21 +173,10 @@ class Settings:
     def needs_reload(self, other: "Settings") -> bool:
         return any(getattr(self, name) != getattr(other, name) for name in self.RELOAD_FIELDS)
 
-    def to_wire(self) -> dict[str, Any]:
-        return _to_wire(self)
-
 
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def _to_wire(obj: Any) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        out[camel(f.name)] = _to_wire(value) if f.metadata.get("group") else value
-    return out
 
 
 def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:

@@ -251,7 +251,7 @@ def test_hover_links_only_for_vs_code_with_markdown(tiny_gpt2_engine):
     import json
     from urllib.parse import unquote
 
-    from logitls.lsp.branch import hover_branch_link
+    from logitls.lsp.branch_offer import hover_branch_link
     from logitls.lsp.hover import hover_markdown
 
     token = tiny_gpt2_engine.document_scores(NOTEBOOK_TEXT).tokens[4]

@@ -11,7 +11,7 @@ def test_a_late_answer_to_a_request_given_up_at_shutdown_is_dropped_quietly(capl
     """`shutdown` cancels the server's requests still waiting (pygls); the client may answer one of
     them afterwards (VS Code does, for a lens refresh, when a restart follows a settings change).
     That answer is expected: no warning in the editor's log, and the request is forgotten."""
-    from logitls.lsp.server import create_server
+    from logitls.lsp.features import create_server
 
     protocol = create_server().protocol
     loop = asyncio.new_event_loop()
@@ -35,7 +35,7 @@ def test_a_cancel_for_a_request_already_answered_is_dropped_quietly(caplog):
     """The client may cancel a request whose answer is on its way (VS Code does, for a completion or
     a code action, when the cursor moves): LSP says the server ignores it. pygls warned about an
     unknown message id, and the warning landed in the editor's log."""
-    from logitls.lsp.server import create_server
+    from logitls.lsp.features import create_server
 
     protocol = create_server().protocol
     loop = asyncio.new_event_loop()

@@ -135,12 +135,12 @@ async def test_natural_sentence_is_less_surprising_than_a_shuffled_one(default_c
 
 @pytest.mark.parametrize("arguments, message", [
     ([], "expected one argument"),
-    ([{"range": {}}], "needs textDocument.uri"),
-    ([{"textDocument": {"uri": "file:///score/fox.txt"}}], "needs a range"),
+    ([{"range": {}}], "textDocument.uri is missing"),
+    ([{"textDocument": {"uri": "file:///score/fox.txt"}}], "range is missing"),
     ([selection("file:///score/fox.txt", 5, 5)], "empty or reversed"),
     ([selection("file:///score/fox.txt", 9, 4)], "empty or reversed"),
     ([{"textDocument": {"uri": "file:///score/fox.txt"},
-       "range": {"start": {"line": 0, "character": -1}, "end": {"line": 0, "character": 3}}}], "whole numbers"),
+       "range": {"start": {"line": 0, "character": -1}, "end": {"line": 0, "character": 3}}}], "must be integers from 0"),
     ([selection("file:///score/fox.txt", 0, 3)], "no scored token"),  # "The": the first token, no score
     ([{"textDocument": {"uri": "file:///score/fox.txt"},
        "range": {"start": {"line": 0, "character": 4}, "end": {"line": 5, "character": 2}}}], "line"),

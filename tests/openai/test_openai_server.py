@@ -45,7 +45,7 @@ def test_backend_next_tokens_and_kind(remote):
     assert result.choices[0].logprob == pytest.approx(-0.264, abs=0.02)
     assert [c.rank for c in result.choices] == list(range(1, len(result.choices) + 1))
     assert len(result.choices) == 5
-    assert remote.loaded.dtype == "llama-cpp-python" and remote.messages == []
+    assert remote.loaded.server_kind == "llama-cpp-python" and remote.messages == []
 
 
 def test_backend_token_scores_from_echo(remote, default_engine):

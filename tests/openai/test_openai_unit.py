@@ -62,7 +62,7 @@ def test_next_tokens_request_and_parse():
     sent = fake.posts()[0]
     assert sent["model"] == "smol" and sent["logprobs"] == 3 and sent["max_tokens"] == 1 and sent["temperature"] == 0
     assert sent["repeat_penalty"] == 1.0  # llama-cpp-python's default 1.1 would bend greedy
-    assert engine.loaded.dtype == "llama-cpp-python" and messages == []
+    assert engine.loaded.server_kind == "llama-cpp-python" and messages == []
     # the same text keeps the same synthetic id, so hover can mark the actual token among alternatives
     assert engine.next_tokens("x", 3).choices[0].id == result.choices[0].id
 
@@ -192,7 +192,7 @@ def test_hover_scores_from_echo_and_degrades_without_it():
     models = {"data": [{"id": "smol", "owned_by": "someone", "max_model_len": 2048}]}
     fake, messages = Fake(**{"/v1/models": lambda b: httpx.Response(200, json=models), "/v1/completions": echo}), []
     engine = backend(fake, messages, alternatives=2)
-    assert engine.loaded.dtype == "openai-compatible" and engine.context_window == 2048
+    assert engine.loaded.server_kind == "openai-compatible" and engine.context_window == 2048
     assert engine.capabilities.ranks == "top-k" and not engine.capabilities.document_scores
     scores = engine.token_scores(text)
     assert [(s.token.text, s.start, s.end) for s in scores.tokens] == [

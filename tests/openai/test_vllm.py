@@ -47,7 +47,7 @@ def test_the_standin_refuses_too_many_logprobs_as_vllm_does(standin):
 
 
 def test_detected_as_vllm_with_exact_capabilities(remote, standin):
-    assert remote.server_kind == "vllm" and remote.loaded.dtype == "vllm"
+    assert remote.server_kind == "vllm" and remote.loaded.server_kind == "vllm"
     assert remote.capabilities.ranks == "exact" and remote.capabilities.document_scores
     assert remote.context_window == standin.max_model_len
 

@@ -287,10 +287,6 @@ def compare_cost(args) -> dict[str, Any]:
 
 
 def main(args) -> int:
-    if getattr(args, "backend", "local") == "openai":  # side by side with the local backend
-        from .openai_bench import main as openai_main
-
-        return openai_main(args)
     results = run(args.model, args.dtype, args.device, args.threads, args.quick, not args.no_lsp,
                   weights=getattr(args, "weights", "exact"))
     if getattr(args, "compare", None):

@@ -7,30 +7,13 @@ tokens: different vocabularies are refused with a clear message rather than alig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
-from .types import TextScores, Token
+from .types import TextScores, TokenScore
 
 
 class TokenizersDiffer(ValueError):
     """The two models split text differently: a token-by-token comparison would be meaningless."""
-
-
-@dataclass(frozen=True)
-class TokenComparison:
-    index: int
-    token: Token
-    start: int
-    end: int
-    logprob: float | None  # under the main model; None where nothing precedes the token
-    other_logprob: float | None
-
-    @property
-    def delta(self) -> float | None:
-        """log p(main) − log p(other), in nats: positive where the main model found the token likelier."""
-        if self.logprob is None or self.other_logprob is None:
-            return None
-        return self.logprob - self.other_logprob
 
 
 def check_same_tokenizer(main, other) -> None:
@@ -40,22 +23,17 @@ def check_same_tokenizer(main, other) -> None:
 
 
 def compare_scores(main, other, text: str, *, document: str = "", stride: int | None = None,
-                   should_stop=None) -> tuple[list[TokenComparison], TextScores, TextScores]:
-    """Every token of `text` scored by both models (each with its own context window)."""
+                   should_stop=None) -> tuple[list[TokenScore], TextScores, TextScores]:
+    """Every token of `text` scored by both models (each with its own context window): the main model's
+    scores, each with `compare_logprob` (the other model's) and so `compare_delta`."""
     check_same_tokenizer(main, other)
     ours = main.document_scores(text, document=document, stride=stride, should_stop=should_stop)
     theirs = other.document_scores(text, document=document, stride=stride, should_stop=should_stop)
-    if [s.token.id for s in ours.tokens] != [s.token.id for s in theirs.tokens]:
-        raise TokenizersDiffer("the models split this text into different tokens (their special tokens differ)")
-    rows = [TokenComparison(a.index, a.token, a.start, a.end, a.logprob, b.logprob)
-            for a, b in zip(ours.tokens, theirs.tokens)]
-    return rows, ours, theirs
+    return with_comparison(ours, theirs).tokens, ours, theirs
 
 
 def with_comparison(scores: TextScores, other: TextScores) -> TextScores:
     """`scores` with each token's log-probability under the other model (same tokens: check_same_tokenizer)."""
-    from dataclasses import replace
-
     if [s.token.id for s in scores.tokens] != [s.token.id for s in other.tokens]:
         raise TokenizersDiffer("the models split this text into different tokens (their special tokens differ)")
     tokens = [replace(a, compare_logprob=b.logprob) for a, b in zip(scores.tokens, other.tokens)]

@@ -88,16 +88,6 @@ class Blocks:
         return ((grouped - 8) * scale[..., None]).view(n, k)
 
 
-def quantize_blocks(weight: torch.Tensor, kind: int = Q4_1) -> Blocks:
-    """A weight quantised as llama.cpp does (gguf-py's reference quantiser): for tests and benches of
-    random-weight models, whose `exact` weights are then set to these blocks' values."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import quantize
-
-    raw = quantize(weight.detach().float().numpy(), GGMLQuantizationType(kind))
-    return Blocks(kind, raw)
-
-
 class PackedLinear(nn.Module):
     """A linear layer (or several sharing their input, see FUSED_GROUPS) computed by torch's int4 kernel."""
 

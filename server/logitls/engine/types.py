@@ -85,6 +85,10 @@ class TextScores:
     truncated: bool
     offset: int  # character offset in the original text where the scored window starts
 
+    def token_at(self, offset: int) -> TokenScore | None:
+        """The token whose characters hold `offset` (the first, where byte pieces of one character overlap)."""
+        return next((score for score in self.tokens if score.start <= offset < score.end), None)
+
 
 @dataclass(frozen=True)
 class TokenizedText:

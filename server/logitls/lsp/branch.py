@@ -22,78 +22,32 @@ client renders them: VS Code (its extension marks the hover trusted), when its h
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.branch import UNTIL, continue_branch
-from ..text import percent
-from .edit_job import apply_versioned_edit, document_position, field, is_int, run_with_progress, single_argument
-from .hover import score_at, scored_token
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .branch_offer import COMMAND, KIND, arguments, branchable, title
+from .arguments import document_position, field, is_int, optional_int, single_argument
+from .edit_job import apply_versioned_edit, run_with_progress
+from .lens import score_at, scored_token
+from .worker import JobCancelled, ModelUnavailable
 
-COMMAND = "logitls.branch"
-KIND = types.CodeActionKind.RefactorRewrite
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
+
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
          '"tokenId": N, "until": "line"|"sentence"|"tokens" (optional), "maxNewTokens": N (optional)}')
-# Clients known to run `command:` links in a hover (VS Code and its builds, with a trusted hover).
-# code-server names itself in clientInfo ("code-server"): the real workbench, links included.
-COMMAND_LINK_CLIENTS = ("visual studio code", "vscodium", "code - oss", "vscode", "code-server")
-
-
-def arguments(uri: str, position: types.Position, token_id: int) -> dict[str, Any]:
-    return {"textDocument": {"uri": uri}, "position": {"line": position.line, "character": position.character},
-            "tokenId": token_id}
-
-
-def branchable(score, limit: int) -> list:
-    """The alternatives (at most `limit`, as the hover lists them) a branch can take: not the written
-    token, no special token, no byte piece of a character."""
-    return [choice for choice in score.alternatives[:limit]
-            if choice.id != score.token.id and choice.text and not choice.token.special and not choice.token.partial]
-
-
-def shown(token_text: str) -> str:
-    return token_text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-
-
-def title(choice) -> str:
-    return f"Use '{shown(choice.text)}' ({percent(choice.prob)}) and continue"
 
 
 def _wants(context: types.CodeActionContext | None) -> bool:
     only = context.only if context is not None else None
     return not only or any(KIND == kind or KIND.startswith(f"{kind}.") for kind in only)
-
-
-def command_links_allowed(ls: LogitlsServer) -> bool:
-    caps = ls.client_capabilities
-    hover = caps.text_document.hover if caps and caps.text_document else None
-    formats = (hover.content_format if hover else None) or []
-    if types.MarkupKind.Markdown not in formats:
-        return False
-    info = ls.client_info
-    name = (getattr(info, "name", "") or "").lower()
-    return any(client in name for client in COMMAND_LINK_CLIENTS)
-
-
-def hover_branch_link(ls: LogitlsServer, uri: str, position: types.Position, score):
-    """For hover_markdown: a command link per branchable alternative, or None where the client shows none."""
-    if score.prob is None or not command_links_allowed(ls):
-        return None
-    allowed = {choice.id for choice in branchable(score, len(score.alternatives))}
-
-    def link(choice) -> str:
-        if choice.id not in allowed:
-            return ""
-        target = quote(json.dumps([arguments(uri, position, choice.id)], separators=(",", ":")))
-        return f'[↪](command:{COMMAND}?{target} "{title(choice)}")'
-
-    return link
 
 
 def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, str | None, int | None]:
@@ -106,9 +60,7 @@ def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, st
     until = field(arg, "until")
     if until is not None and until not in UNTIL:
         raise JsonRpcInvalidParams(f"{COMMAND}: until must be one of {', '.join(UNTIL)}, got {until!r}")
-    max_new = field(arg, "maxNewTokens", "max_new_tokens")
-    if max_new is not None and not is_int(max_new, 0, 4096):
-        raise JsonRpcInvalidParams(f"{COMMAND}: maxNewTokens must be an integer from 0 to 4096, got {max_new!r}")
+    max_new = optional_int(COMMAND, arg, "maxNewTokens", 0, 4096, "", "max_new_tokens")
     return uri, position, token_id, until, max_new
 
 
@@ -154,8 +106,11 @@ async def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> lis
 
 
 def register(server: LogitlsServer) -> None:
+    server.add_code_actions(KIND, code_actions)
+
+    # `ls` unannotated: pygls resolves a command handler's annotations, and the server class is a type-only import
     @server.command(COMMAND)
-    async def branch(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def branch(ls, *args: Any) -> dict[str, Any]:
         uri, position, token_id, until, max_new = parse_arguments(args)
         text, version = ls.snapshot(uri)
         positions, offset = ls.offset_at(text, position)

@@ -3,16 +3,19 @@ line and from the `logitls.documentStats` command (arguments `[{"textDocument": 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import document_stats
+from .arguments import document_uri, single_argument
 from .lens import command_scores, scores_if_enabled
-from .server import LogitlsServer
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 COMMAND = "logitls.documentStats"
+USAGE = 'expected one argument {"textDocument": {"uri": URI}}'
 
 
 def lens_title(stats, scored_by: str = "") -> str:
@@ -29,19 +32,13 @@ def scored_by(ls: LogitlsServer) -> str:
     engine = ls.engine
     if engine is None or not engine.capabilities.scored_remotely:
         return ""
-    return f"{engine.loaded.dtype} at {engine.loaded.source}"
+    return f"{engine.loaded.server_kind} at {engine.loaded.source}"
 
 
 def _uri_argument(args: tuple[Any, ...]) -> str:
-    if len(args) == 1:
-        arg = args[0]
-        if isinstance(arg, str):
-            return arg
-        document = arg.get("textDocument") if isinstance(arg, dict) else getattr(arg, "textDocument", None)
-        uri = document.get("uri") if isinstance(document, dict) else getattr(document, "uri", None)
-        if isinstance(uri, str):
-            return uri
-    raise JsonRpcInvalidParams(f'{COMMAND}: expected one argument {{"textDocument": {{"uri": URI}}}}; got {args!r}')
+    """The document of `[{"textDocument": {"uri": URI}}]` (or `[URI]`)."""
+    arg = single_argument(COMMAND, USAGE, args)
+    return arg if isinstance(arg, str) and arg else document_uri(COMMAND, USAGE, arg)
 
 
 def register(server: LogitlsServer) -> None:
@@ -57,7 +54,7 @@ def register(server: LogitlsServer) -> None:
             title=lens_title(stats, scored_by(ls)), command=COMMAND, arguments=[{"textDocument": {"uri": uri}}]))]
 
     @server.command(COMMAND)
-    async def document_stats_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def document_stats_command(ls, *args: Any) -> dict[str, Any]:
         uri = _uri_argument(args)
         _, scores = await command_scores(ls, uri, COMMAND)
         stats = document_stats(scores)

@@ -10,10 +10,17 @@ differently is refused with one message.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from .server import LogitlsServer, logger
+from .lens import refresh_lens_views
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 
 def sync_compare_model(server: LogitlsServer) -> None:
@@ -50,13 +57,8 @@ def sync_compare_model(server: LogitlsServer) -> None:
 
     def loaded(_future) -> None:
         # Lens passes scored without (or with the old) second model are stale: score again, redraw.
-        for uri in list(server.workspace.text_documents):
-            record = server.documents.peek(uri)
-            if record is not None and record.lens_pass is not None:
-                record.lens_pass.task.cancel()
-                record.lens_pass = None
-        from .lifecycle import refresh_lens_views
-
+        for record in server.documents.records():
+            record.drop_lens_pass()
         refresh_lens_views(server)
 
     future = server.worker.enqueue(load, key="compare-load", priority=-1)

@@ -13,12 +13,19 @@ Without healing (or with a backend that cannot heal), items insert the raw next 
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from ..text import percent, visible
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .worker import JobCancelled, ModelUnavailable
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 WORD_BEFORE = re.compile(r"\w*$")
 SPARE = 16  # extra candidates asked for, so that dropping special tokens still leaves topN

@@ -12,15 +12,22 @@ Pull (`textDocument/diagnostic`) where the client supports it; otherwise pushed
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from ..lens import decision_points, spans
 from ..text import percent
-from .lens import bucket_edges, scores_if_enabled
+from .lens import scores_if_enabled
 from .positions import PositionMap
-from .server import JobCancelled, LogitlsServer, logger
+from .worker import JobCancelled
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 SEVERITIES = {"hint": types.DiagnosticSeverity.Hint, "information": types.DiagnosticSeverity.Information,
               "warning": types.DiagnosticSeverity.Warning}
@@ -29,7 +36,7 @@ SEVERITIES = {"hint": types.DiagnosticSeverity.Hint, "information": types.Diagno
 def surprise_diagnostics(ls: LogitlsServer, text: str, scores) -> list[types.Diagnostic]:
     lens = ls.settings.lens
     surprising = []
-    for start, end, score in spans(scores, bucket_edges(ls)):
+    for start, end, score in spans(scores):
         if score.surprisal_bits is None or score.surprisal_bits < lens.diagnostic_min_bits:
             continue
         word_start = start + (len(text[start:end]) - len(text[start:end].lstrip()))

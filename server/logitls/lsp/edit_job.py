@@ -1,7 +1,6 @@
 """What the commands that write into a document share (`logitls.generate`, `logitls.branch`).
 
-Argument parsing for `{textDocument: {uri}, position: {line, character}}`; a model job with a
-cancellable work-done progress (cancelling the progress or the request stops it, nothing is written);
+A model job with a cancellable work-done progress (cancelling the progress or the request stops it, nothing is written);
 and the edit itself, which names the document version it was computed for and is dropped, with a
 message, if the user changed the document meanwhile: a stale edit never lands on text the user typed.
 """
@@ -9,55 +8,25 @@ message, if the user changed the document meanwhile: a stale edit never lands on
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+import logging
+from typing import TYPE_CHECKING, Any, Callable
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 
-from .lifecycle import begin_progress
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
-from .worker import PRIORITY_COMMAND
+from .progress import begin_progress
+from .worker import PRIORITY_COMMAND, JobCancelled, ModelUnavailable
 
-MAX_INT = 2 ** 31 - 1  # lsprotocol's range for an integer: outside it, building a Position raises
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
+logger = logging.getLogger("logitls")
 
 class JsonRpcServerCancelled(JsonRpcException):
     """LSP 3.17's ServerCancelled: the server, not the client, gave up on the request."""
 
     CODE = -32802
     MESSAGE = "Server Cancelled"
-
-
-def field(obj: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(obj, dict) and name in obj:
-            return obj[name]
-        if not isinstance(obj, dict) and hasattr(obj, name):
-            return getattr(obj, name)
-    return None
-
-
-def is_int(value: Any, low: int = 0, high: int = MAX_INT) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def single_argument(command: str, usage: str, args: tuple[Any, ...]) -> Any:
-    if len(args) != 1:
-        raise JsonRpcInvalidParams(f"{command}: {usage}; got {len(args)} arguments")
-    return args[0]
-
-
-def document_position(command: str, usage: str, arg: Any) -> tuple[str, types.Position]:
-    """The `textDocument.uri` and `position` of a command's argument; InvalidParams when they are bad."""
-    uri = field(field(arg, "textDocument", "text_document"), "uri")
-    position = field(arg, "position")
-    line, character = field(position, "line"), field(position, "character")
-    if not isinstance(uri, str) or not uri:
-        raise JsonRpcInvalidParams(f"{command}: textDocument.uri is missing; {usage}")
-    if not (is_int(line) and is_int(character)):
-        raise JsonRpcInvalidParams(f"{command}: position.line and position.character must be integers "
-                                   f"from 0 to 2^31-1; {usage}")
-    return uri, types.Position(line=line, character=character)
 
 
 def supports_document_changes(server: LogitlsServer) -> bool:

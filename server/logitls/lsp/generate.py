@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
 
-from .edit_job import (JsonRpcServerCancelled, apply_versioned_edit, changed_since, document_position, field, is_int,
-                       run_with_progress, single_argument, tell_changed)
-from .inline import continuation
-from .server import LogitlsServer
+from .arguments import document_position, optional_int, single_argument
+from .edit_job import JsonRpcServerCancelled, apply_versioned_edit, changed_since, run_with_progress, tell_changed
+from .continuation import continuation
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 COMMAND = "logitls.generate"
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
@@ -39,15 +40,12 @@ class GenerateRequest:
 def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
     arg = single_argument(COMMAND, USAGE, args)
     uri, position = document_position(COMMAND, USAGE, arg)
-    max_new = field(arg, "maxNewTokens", "max_new_tokens")
-    if max_new is not None and not is_int(max_new, 1, 4096):
-        raise JsonRpcInvalidParams(f"{COMMAND}: maxNewTokens must be an integer from 1 to 4096, got {max_new!r}")
-    return GenerateRequest(uri, position, max_new)
+    return GenerateRequest(uri, position, optional_int(COMMAND, arg, "maxNewTokens", 1, 4096, "", "max_new_tokens"))
 
 
 def register(server: LogitlsServer) -> None:
     @server.command(COMMAND)
-    async def generate(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
+    async def generate(ls, *args: Any) -> dict[str, Any]:
         request = parse_arguments(args)
         text, version = ls.snapshot(request.uri)
         _, offset = ls.offset_at(text, request.position)

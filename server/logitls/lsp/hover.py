@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from ..text import percent, visible
-from .lens import LensUnavailable, document_scores
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .branch_offer import hover_branch_link
+from .lens import scored_token
+from .worker import JobCancelled, ModelUnavailable
 
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
-def token_at(scores, offset: int):
-    """The token whose characters contain `offset` (the first, where byte pieces of one character overlap)."""
-    for score in scores.tokens:
-        if score.start <= offset < score.end:
-            return score
-    return None
+logger = logging.getLogger("logitls")
 
 
 def _row_text(choice) -> str:
@@ -72,15 +72,6 @@ def _with_footer(lines: list[str], footer: str) -> str:
     return "\n".join([*lines, "", f"_{footer}_"] if footer else lines)
 
 
-def score_at(engine, text: str, offset: int, uri: str, should_stop):
-    """The scored token holding `offset`. Locally, the lens's scores (a sliding window over a document
-    longer than the context, so a token far from the end has the probability the lens colours it by).
-    A server pays for every token it scores: it is asked for as little as it can answer."""
-    if engine.capabilities.scored_remotely:
-        return engine.token_score_at(text, offset, document=uri, should_stop=should_stop)
-    return token_at(engine.document_scores(text, document=uri, should_stop=should_stop), offset)
-
-
 def numbers_note(engine, score) -> str:
     """What the hover's numbers are worth, said under them: nothing claims more than it gave. A
     server's: exact, exact within its top k, or a bound; the local model's: which code computed them
@@ -94,7 +85,7 @@ def numbers_note(engine, score) -> str:
             return f"{loaded.forward} forward, exact weights"
         moved = ": probabilities move slightly" if loaded.kernel == "bf16" else ""
         return f"{loaded.forward} forward, packed weights ({loaded.kernel} kernel, {loaded.packed_layers} layers){moved}"
-    server = engine.loaded.dtype
+    server = engine.loaded.server_kind
     if score.prob is None:
         if not score.alternatives:
             return ""  # no numbers shown (the first token)
@@ -108,31 +99,8 @@ def numbers_note(engine, score) -> str:
 
 
 def unavailable(engine) -> str:
-    return (f"**logitls**: unavailable: the {engine.loaded.dtype} server at {engine.loaded.source} gives no "
+    return (f"**logitls**: unavailable: the {engine.loaded.server_kind} server at {engine.loaded.source} gives no "
             f"probabilities of a text's tokens, so hover has nothing to show; completion and generate work.")
-
-
-async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
-    """The lens pass's scores for this version of the document, shared rather than computed again
-    (on a long document that is every earlier window); None where the lens cannot serve."""
-    if not ls.settings.lens.enabled:
-        return None
-    try:
-        scored_text, scores = await document_scores(ls, uri, debounce=False)
-    except LensUnavailable:
-        return None
-    return scores if scored_text == text else None
-
-
-async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feature: str = "hover"):
-    """The scored token whose characters hold `offset` (the one the hover shows), or None.
-    `feature` keys the model job: a newer request of the same feature on the document supersedes it.
-    Raises ModelUnavailable or JobCancelled."""
-    scores = await _lens_scores(ls, uri, text)
-    if scores is None:
-        return await ls.run_model(lambda engine, stop: score_at(engine, text, offset, uri, stop),
-                                  key=(uri, feature))
-    return token_at(scores, offset)
 
 
 def register(server: LogitlsServer) -> None:
@@ -157,8 +125,6 @@ def register(server: LogitlsServer) -> None:
                 return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                                                 value=unavailable(engine)))
             return None
-        from .branch import hover_branch_link  # branch imports this module
-
         link = hover_branch_link(ls, uri, positions.position(score.start), score)
         value = hover_markdown(score, vocab_size, limit=alternatives, branch_link=link,
                                footer=numbers_note(engine, score))

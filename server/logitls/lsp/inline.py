@@ -4,9 +4,18 @@ With token healing (completion.tokenHealing) the ghost text after `…is ` start
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from lsprotocol import types
 
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
+from .continuation import continuation
+from .worker import JobCancelled, ModelUnavailable
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 
 def cut_at_line_end(text: str) -> str | None:
@@ -14,14 +23,6 @@ def cut_at_line_end(text: str) -> str | None:
     content_start = len(text) - len(text.lstrip("\n"))
     newline = text.find("\n", content_start)
     return text[:newline] if newline >= 0 else None
-
-
-def continuation(engine, prefix: str, heal: bool, **options):
-    """Greedy steps after the cursor; with token healing the first completes the typed word (`…is ` →
-    `Paris`), so each step's text is what goes after the cursor either way."""
-    if heal and engine.capabilities.healing:
-        return engine.healed_greedy(prefix, **options)
-    return engine.greedy(prefix, **options)
 
 
 def register(server: LogitlsServer) -> None:

@@ -1,24 +1,29 @@
 """The surprisal lens's shared pass: every token of a document scored once per document version.
 
-Semantic tokens, surprise diagnostics, the code lens and `logitls.documentStats` all read the
-same pass, so their numbers agree (and agree with hover). The pass is debounced while typing,
+Semantic tokens, surprise diagnostics, the code lens, `logitls.documentStats`, the selection scores,
+hover and branch all read the same pass, so their numbers agree. The pass is debounced while typing,
 runs at background priority in small chunks, and yields to any completion or hover that arrives
-(it resumes where it stopped: the document's KV cache keeps the part already scored).
+(it resumes where it stopped: the document's KV cache keeps the part already scored). A module the
+features share: it imports none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygls.exceptions import JsonRpcContentModified, JsonRpcInvalidParams
 
 from ..lens import DEFAULT_EDGES
-from .server import JobCancelled, LogitlsServer, ModelUnavailable, logger
-from .worker import PRIORITY_BACKGROUND
+from .worker import PRIORITY_BACKGROUND, JobCancelled, ModelUnavailable
 
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 
 class LensUnavailable(Exception):
@@ -45,6 +50,22 @@ def bucket_edges(ls: LogitlsServer) -> tuple[int, int, int]:
     return edges
 
 
+def refresh_lens_views(server: LogitlsServer) -> None:
+    """After a lens setting changed (`lens.view`, the ranks, decision points): ask the client to fetch
+    the colours, diagnostics and code lenses again, where it says it can be asked."""
+    workspace = server.client_capabilities.workspace
+    if workspace is None:
+        return
+    for capability, send in ((workspace.semantic_tokens, server.workspace_semantic_tokens_refresh),
+                             (workspace.diagnostics, server.workspace_diagnostic_refresh),
+                             (workspace.code_lens, server.workspace_code_lens_refresh)):
+        if capability is not None and capability.refresh_support:
+            future = send(None)
+            # an error answer (a client that advertised but did not implement it) is only logged
+            future.add_done_callback(lambda done: done.cancelled() or done.exception() is None
+                                     or logger.debug("refresh failed: %s", done.exception()))
+
+
 def engine_chunk(engine) -> int:
     if engine.capabilities.scored_remotely:
         return 0  # a server scores a window per request; the backend keeps finished windows
@@ -61,10 +82,10 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
 
     def run(engine, should_stop):
         if not engine.capabilities.document_scores:
-            # llama-cpp-python's echo scores a prompt ~40 ms a token, llama-server needs a request per
-            # token: a lens pass over a page would take minutes. Completion, hover and generate work.
+            # llama-cpp-python's echo scores a prompt slowly and llama-server needs a request per token: a
+            # lens pass over a page would take minutes (README's backend table). Completion, hover and generate work.
             raise LensUnavailable(f"the surprisal lens needs the local backend or a vLLM server (backend: local, "
-                                  f"or an endpoint served by vLLM); this one is {engine.loaded.dtype}")
+                                  f"or an endpoint served by vLLM); this one is {engine.loaded.server_kind}")
         n_tokens = engine.token_count(text) if text else 0
         if n_tokens > lens.max_document_tokens:
             raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
@@ -133,4 +154,37 @@ async def command_scores(ls: LogitlsServer, uri: str, command: str) -> tuple[str
         raise JsonRpcInvalidParams(f"{command}: cannot score this document: {exc}") from exc
 
 
-__all__ = ["command_scores", "document_scores", "bucket_edges", "DocumentTooLong", "LensUnavailable", "ModelUnavailable"]
+def score_at(engine, text: str, offset: int, uri: str, should_stop):
+    """The scored token holding `offset`. Locally, the lens's scores (a sliding window over a document
+    longer than the context, so a token far from the end has the probability the lens colours it by).
+    A server pays for every token it scores: it is asked for as little as it can answer."""
+    if engine.capabilities.scored_remotely:
+        return engine.token_score_at(text, offset, document=uri, should_stop=should_stop)
+    return engine.document_scores(text, document=uri, should_stop=should_stop).token_at(offset)
+
+
+async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
+    """The lens pass's scores for this version of the document, shared rather than computed again
+    (on a long document that is every earlier window); None where the lens cannot serve."""
+    if not ls.settings.lens.enabled:
+        return None
+    try:
+        scored_text, scores = await document_scores(ls, uri, debounce=False)
+    except LensUnavailable:
+        return None
+    return scores if scored_text == text else None
+
+
+async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feature: str = "hover"):
+    """The scored token whose characters hold `offset` (the one the hover shows), or None.
+    `feature` keys the model job: a newer request of the same feature on the document supersedes it.
+    Raises ModelUnavailable or JobCancelled."""
+    scores = await _lens_scores(ls, uri, text)
+    if scores is None:
+        return await ls.run_model(lambda engine, stop: score_at(engine, text, offset, uri, stop),
+                                  key=(uri, feature))
+    return scores.token_at(offset)
+
+
+__all__ = ["command_scores", "document_scores", "bucket_edges", "refresh_lens_views", "score_at", "scored_token",
+           "DocumentTooLong", "LensUnavailable", "ModelUnavailable"]

@@ -13,11 +13,13 @@ import gc
 import logging
 import threading
 import time
-import uuid
 
 from lsprotocol import types
 
 from ..settings import Settings, merge_settings
+from .compare import sync_compare_model
+from .lens import refresh_lens_views
+from .progress import begin_progress
 from .server import LogitlsServer, logger
 from .worker import PRIORITY_BACKGROUND, JobCancelled
 
@@ -60,11 +62,6 @@ def _supports_configuration(server: LogitlsServer) -> bool:
     return bool(workspace and workspace.configuration)
 
 
-def _supports_progress(server: LogitlsServer) -> bool:
-    window = server.client_capabilities.window
-    return bool(window and window.work_done_progress)
-
-
 def update_settings(server: LogitlsServer, wire: object, origin: str) -> Settings:
     """Merge settings from the editor; warn about invalid ones, which keep their previous value."""
     previous = server.settings
@@ -76,22 +73,6 @@ def update_settings(server: LogitlsServer, wire: object, origin: str) -> Setting
         server.tell("invalid settings: " + "; ".join(invalid), types.MessageType.Warning)
     apply_log_level(server)
     return previous
-
-
-def refresh_lens_views(server: LogitlsServer) -> None:
-    """After a lens setting changed (`lens.view`, the ranks, decision points): ask the client to fetch
-    the colours, diagnostics and code lenses again, where it says it can be asked."""
-    workspace = server.client_capabilities.workspace
-    if workspace is None:
-        return
-    for capability, send in ((workspace.semantic_tokens, server.workspace_semantic_tokens_refresh),
-                             (workspace.diagnostics, server.workspace_diagnostic_refresh),
-                             (workspace.code_lens, server.workspace_code_lens_refresh)):
-        if capability is not None and capability.refresh_support:
-            future = send(None)
-            # an error answer (a client that advertised but did not implement it) is only logged
-            future.add_done_callback(lambda done: done.cancelled() or done.exception() is None
-                                     or logger.debug("refresh failed: %s", done.exception()))
 
 
 async def load_model(server: LogitlsServer) -> None:
@@ -149,7 +130,7 @@ async def load_model(server: LogitlsServer) -> None:
         apply_runtime_settings(server)  # queued ahead of any request: the settings of now, not of the load's start
         took = time.monotonic() - started
         logger.info("model %s ready (%s, %s, %s) in %.1f s", settings.model, engine.loaded.source,
-                    engine.loaded.device, engine.loaded.dtype, took)
+                    engine.loaded.device, getattr(engine.loaded, "server_kind", None) or engine.loaded.dtype, took)
         loaded = getattr(engine, "loaded", None)
         if loaded is not None and loaded.note:
             logger.warning("%s", loaded.note)
@@ -216,24 +197,6 @@ def load_openai_backend(server: LogitlsServer, settings: Settings, loop: asyncio
                                  notify=notify)
 
 
-async def begin_progress(server: LogitlsServer, title: str, message: str, cancellable: bool) -> str | None:
-    """Create and begin a work-done progress if the client supports it; None if not.
-
-    The create request is bounded: a client that never answers it must not hold up the work.
-    """
-    if not _supports_progress(server):
-        return None
-    token = f"logitls-{uuid.uuid4()}"
-    try:
-        await asyncio.wait_for(server.work_done_progress.create_async(token), 5)
-        server.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-            title=title, message=message, cancellable=cancellable, percentage=0 if cancellable else None))
-    except Exception:  # noqa: BLE001 - progress is a courtesy; the work goes on without it
-        logger.debug("work done progress unavailable", exc_info=True)
-        return None
-    return token
-
-
 def apply_runtime_settings(server: LogitlsServer) -> None:
     engine, settings = server.engine, server.settings
     if engine is None:
@@ -251,8 +214,6 @@ def apply_runtime_settings(server: LogitlsServer) -> None:
 
     # Priority -1: ahead of every request already queued for the model.
     server.worker.enqueue(configure, key="configure", priority=-1)
-    from .compare import sync_compare_model
-
     sync_compare_model(server)
 
 
@@ -306,13 +267,7 @@ def register(server: LogitlsServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: LogitlsServer, params: types.DidCloseTextDocumentParams) -> None:
-        uri = params.text_document.uri
-        ls.documents.forget(uri)
-        if ls.engine is not None:
-            # Queued after any job still running for it: those stop at their next check (the document
-            # is closed), so none can put the KV cache back once this has run.
-            engine = ls.engine
-            ls.worker.enqueue(lambda _stop: engine.forget(uri), priority=-1)
+        ls.forget_document(params.text_document.uri)
 
     @server.command(STATUS_COMMAND)
     def status(ls: LogitlsServer, *args) -> dict:
@@ -320,17 +275,12 @@ def register(server: LogitlsServer) -> None:
         Answered from the event loop, without waiting for the model thread."""
         engine = ls.engine
         loaded = getattr(engine, "loaded", None)
-        cached: list[str] = []
-        for _ in range(3):  # the model thread may change the list mid-copy: try again
-            try:
-                cached = list(engine.cached_documents_keys()) if engine is not None else []
-                break
-            except RuntimeError:
-                continue
+        cached = _cached_documents(engine)
         return {"state": ls.model_state, "model": ls.settings.model, "error": ls.model_error,
                 "openDocuments": sorted(ls.workspace.text_documents), "documentRecords": len(ls.documents),
                 "cachedDocuments": cached, "queuedJobs": ls.worker.queued(),
                 "compareModel": ls.compare_spec if ls.compare_engine is not None else None,
+                "compareCachedDocuments": _cached_documents(ls.compare_engine),
                 "weights": getattr(loaded, "weights", None),
                 "kernel": getattr(loaded, "kernel", None) or None,
                 "packedLayers": getattr(loaded, "packed_layers", None),
@@ -340,3 +290,12 @@ def register(server: LogitlsServer) -> None:
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: LogitlsServer, *args) -> None:
         ls.shutdown_requested = True
+
+
+def _cached_documents(engine) -> list[str]:
+    for _ in range(3):  # the model thread may change the list mid-copy: try again
+        try:
+            return list(engine.cached_documents_keys()) if engine is not None else []
+        except RuntimeError:
+            continue
+    return []

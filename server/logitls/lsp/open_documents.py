@@ -2,8 +2,9 @@
 
 pygls's workspace keeps the text; everything else a feature keeps about a document (the lens pass
 of its latest version, the last semantic tokens sent, a pending diagnostics publish) lives in the
-document's `OpenDocument`. Closing the document forgets all of it at once, and the engine's KV
-cache for it is dropped after any model job still running for it has stopped.
+document's `OpenDocument`. Closing the document forgets all of it at once
+(`LogitlsServer.forget_document`), and the KV caches both models keep for it (the compare model's
+too) are dropped after any model job still running for it has stopped.
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ class OpenDocument:
             older.cancel()
         self.tasks[name] = task
 
+    def drop_lens_pass(self) -> None:
+        """Stop and forget the lens pass: the next lens request scores the document again."""
+        if self.lens_pass is not None:
+            self.lens_pass.task.cancel()
+            self.lens_pass = None
+
     def cancel_all(self) -> None:
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
-        if self.lens_pass is not None:
-            self.lens_pass.task.cancel()
-            self.lens_pass = None
+        self.drop_lens_pass()
         self.semantic_tokens = None
 
 
@@ -51,6 +56,9 @@ class OpenDocuments:
 
     def peek(self, uri: str) -> OpenDocument | None:
         return self._records.get(uri)
+
+    def records(self) -> list[OpenDocument]:
+        return list(self._records.values())
 
     def is_open(self, uri: str) -> bool:
         return self._is_open(uri)

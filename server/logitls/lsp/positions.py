@@ -93,10 +93,6 @@ class PositionMap:
         self.encoding = encoding_name(encoding)
         self.starts = line_starts(text)
 
-    @property
-    def line_count(self) -> int:
-        return len(self.starts)
-
     def line_end(self, line: int) -> int:
         """Offset of the end of `line`, before its line break."""
         if line + 1 >= len(self.starts):

@@ -12,47 +12,27 @@ a separate computation; which tokens count at the edges is `lens.tokens_in`'s ru
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from ..lens import EmptySelection, comparison_summary, score_selection, selection_summary
+from .arguments import document_range, field, single_argument
 from .lens import command_scores
 from .positions import PositionError, PositionMap
-from .server import LogitlsServer
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 SCORE = "logitls.scoreSelection"
 COMPARE = "logitls.compareSelections"
 SHAPE = '{"textDocument": {"uri": URI}, "range": {"start": {"line", "character"}, "end": {...}}}'
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-
-
-def _position(obj: Any, where: str) -> types.Position:
-    line, character = _get(obj, "line"), _get(obj, "character")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (line, character)):
-        raise JsonRpcInvalidParams(f"{where} must be {{\"line\": N, \"character\": N}} with whole numbers ≥ 0; "
-                                   f"got {obj!r}")
-    return types.Position(line=line, character=character)
-
-
-def parse_selection(arg: Any, command: str, name: str = "the selection") -> tuple[str, types.Range]:
+def parse_selection(arg: Any, command: str, name: str = "") -> tuple[str, types.Range]:
     """(uri, range) of one selection argument; InvalidParams saying what is wrong."""
-    uri = _get(_get(arg, "textDocument"), "uri")
-    if not isinstance(uri, str):
-        raise JsonRpcInvalidParams(f"{command}: {name} needs textDocument.uri; expected {SHAPE}, got {arg!r}")
-    where = _get(arg, "range")
-    if where is None:
-        raise JsonRpcInvalidParams(f"{command}: {name} needs a range; expected {SHAPE}, got {arg!r}")
-    start = _position(_get(where, "start"), f"{command}: {name}'s range.start")
-    end = _position(_get(where, "end"), f"{command}: {name}'s range.end")
-    if (end.line, end.character) <= (start.line, start.character):
-        raise JsonRpcInvalidParams(f"{command}: {name}'s range is empty or reversed ({start.line}:{start.character}"
-                                   f" to {end.line}:{end.character}): select some text")
-    return uri, types.Range(start=start, end=end)
+    return document_range(command, f"expected {SHAPE}, got {arg!r}", arg, name)
 
 
 async def selection_score(ls: LogitlsServer, uri: str, where: types.Range, command: str,
@@ -85,19 +65,19 @@ def _public(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(server: LogitlsServer) -> None:
+    server.add_code_actions(types.CodeActionKind.Source, code_actions)
+
     @server.command(SCORE)
-    async def score_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
-        if len(args) != 1:
-            raise JsonRpcInvalidParams(f"{SCORE}: expected one argument {SHAPE}; got {len(args)}")
-        uri, where = parse_selection(args[0], SCORE)
+    async def score_command(ls, *args: Any) -> dict[str, Any]:
+        uri, where = parse_selection(single_argument(SCORE, f"expected one argument {SHAPE}", args), SCORE)
         result = await selection_score(ls, uri, where, SCORE)
         ls.tell(result["summary"])
         return _public(result)
 
     @server.command(COMPARE)
-    async def compare_command(ls: LogitlsServer, *args: Any) -> dict[str, Any]:
-        if len(args) == 1 and _get(args[0], "a") is not None:
-            pair = (_get(args[0], "a"), _get(args[0], "b"))
+    async def compare_command(ls, *args: Any) -> dict[str, Any]:
+        if len(args) == 1 and field(args[0], "a") is not None:
+            pair = (field(args[0], "a"), field(args[0], "b"))
         elif len(args) == 2:
             pair = args
         else:
@@ -113,8 +93,7 @@ def register(server: LogitlsServer) -> None:
                 "summary": summary}
 
 
-
-def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+async def code_actions(ls: LogitlsServer, params: types.CodeActionParams) -> list[types.CodeAction]:
     """"Score selection (logitls)" on a non-empty range (lsp/code_actions.py)."""
     start, end = params.range.start, params.range.end
     if (end.line, end.character) <= (start.line, start.character):

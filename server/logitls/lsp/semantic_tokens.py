@@ -9,13 +9,16 @@ lines is cut at line ends; ranges follow the negotiated position encoding.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from ..lens import BUCKET_NAMES, COMPARE_NAMES, ENTROPY_NAMES, visible_spans
 from .lens import bucket_edges, scores_if_enabled
 from .positions import PositionMap
-from .server import LogitlsServer
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
 
 LEGEND = types.SemanticTokensLegend(token_types=[*BUCKET_NAMES, *ENTROPY_NAMES, *COMPARE_NAMES], token_modifiers=[])
 # the view's first token type in the legend

@@ -1,8 +1,8 @@
-"""The logitls language server: shared state, and the features registered on it.
+"""The logitls language server object: the state every feature reads, and the model's entry point.
 
-Each feature lives in its own module (completion, hover, generate, inline, lifecycle) with a
-`register(server)` function; handlers stay thin: parse params, ask the model worker, build
-lsprotocol types. This module and the features never import torch.
+The features (lsp/features.py registers them) get this object as their handlers' `ls`: the settings,
+the open documents' records, the position helpers, `run_model` (a job on the model thread) and the
+ways to talk to the user. This module imports no feature, and never torch.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Hashable
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
@@ -21,15 +22,17 @@ from ..settings import Settings
 from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
 from .protocol import LogitlsProtocol, converter
-from .worker import PRIORITY_INTERACTIVE, JobCancelled, ModelWorker
+from .worker import PRIORITY_INTERACTIVE, JobCancelled, ModelUnavailable, ModelWorker
 
 logger = logging.getLogger("logitls")
 
 STATUS_NOTIFICATION = "logitls/status"  # {state: loading|ready|failed, model, message}: for status bars
 
 
-class ModelUnavailable(Exception):
-    """No model to answer with (it failed to load, or did not load in time)."""
+@dataclass(frozen=True)
+class CodeActionProvider:
+    kind: str  # the CodeActionKind advertised for it
+    actions: Callable[[Any, types.CodeActionParams], Awaitable[list[types.CodeAction]]]  # (ls, params)
 
 
 class LogitlsServer(LanguageServer):
@@ -48,6 +51,8 @@ class LogitlsServer(LanguageServer):
         self.client_info: types.ClientInfo | None = None  # from initialize
         self.load_generation = 0  # bumped by each model load: only the newest one settles the state
         self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)
+        # textDocument/codeAction has one handler (lsp/code_actions.py); each feature adds its provider here
+        self.code_action_providers: list[CodeActionProvider] = []
 
     # -- documents and positions ------------------------------------------------------------
 
@@ -68,6 +73,21 @@ class LogitlsServer(LanguageServer):
             return positions, positions.offset(position)
         except PositionError as exc:
             raise JsonRpcInvalidParams(str(exc)) from exc
+
+    def add_code_actions(self, kind: str, actions: Callable[[Any, types.CodeActionParams],
+                                                            Awaitable[list[types.CodeAction]]]) -> None:
+        """A feature's code actions of `kind`: `await actions(ls, params)` (lsp/code_actions.py gathers them)."""
+        self.code_action_providers.append(CodeActionProvider(kind, actions))
+
+    def forget_document(self, uri: str) -> None:
+        """A closed document: its record goes, and so do the KV caches both models keep for it.
+
+        Queued after any job still running for it: those stop at their next check (the document is
+        closed), so none can put a KV cache back once this has run."""
+        self.documents.forget(uri)
+        for engine in (self.engine, self.compare_engine):
+            if engine is not None:
+                self.worker.enqueue(lambda _stop, engine=engine: engine.forget(uri), priority=-1)
 
     # -- the model ------------------------------------------------------------------------
 
@@ -152,15 +172,4 @@ def quiet_expected_errors() -> None:
         logging.getLogger(name).addFilter(_ExpectedErrorFilter())
 
 
-def create_server() -> LogitlsServer:
-    from . import (branch, code_actions, code_lens, completion, diagnostics, generate, hover, inline, lifecycle, score,
-                   semantic_tokens, test_hooks)
-
-    server = LogitlsServer()
-    for feature in (lifecycle, completion, hover, generate, branch, inline, semantic_tokens, diagnostics, code_lens,
-                    score, code_actions, test_hooks):
-        feature.register(server)
-    return server
-
-
-__all__ = ["LogitlsServer", "ModelUnavailable", "JobCancelled", "create_server", "STATUS_NOTIFICATION"]
+__all__ = ["LogitlsServer", "ModelUnavailable", "JobCancelled", "STATUS_NOTIFICATION"]

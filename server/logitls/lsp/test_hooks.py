@@ -1,8 +1,8 @@
 """Hooks for the test suite, registered only when the environment says `LOGITLS_TEST_HOOKS=1`.
 
 `logitls/test/hold {"atCheck": n, "keyContains": text}` arms the model thread's hold
-(worker.CheckpointHold): the next model job whose key contains the text stops at its n-th stop check, and the server says so with `logitls/test/held {"key",
-"check"}`. `logitls/test/release` lets it go on. A test can then act while a job is provably
+(logitls.test_support.CheckpointHold): the next model job whose key contains the text stops at its
+n-th stop check, and the server says so with `logitls/test/held {"key", "check"}`. `logitls/test/release` lets it go on. A test can then act while a job is provably
 mid-computation, whatever the CPU's speed. `LOGITLS_TEST_HOLD_AT_START=keyContains:n` arms the
 hold before the first job (the model load).
 """
@@ -10,9 +10,16 @@ hold before the first job (the model load).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+from typing import TYPE_CHECKING
 
-from .server import LogitlsServer, logger
+from .arguments import field
+
+if TYPE_CHECKING:
+    from .server import LogitlsServer
+
+logger = logging.getLogger("logitls")
 
 HOLD, RELEASE, HELD = "logitls/test/hold", "logitls/test/release", "logitls/test/held"
 
@@ -40,10 +47,7 @@ def register(server: LogitlsServer) -> None:
 
     @server.feature(HOLD)
     def hold(ls: LogitlsServer, params) -> None:
-        def field(name, default):
-            return params.get(name, default) if isinstance(params, dict) else getattr(params, name, default)
-
-        ls.worker.hold.arm(int(field("atCheck", 0)), str(field("keyContains", "")))
+        ls.worker.hold.arm(int(field(params, "atCheck") or 0), str(field(params, "keyContains") or ""))
 
     @server.feature(RELEASE)
     def release(ls: LogitlsServer, params) -> None:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
+from ..test_support import CheckpointHold
+
 logger = logging.getLogger("logitls.worker")
 
 PRIORITY_INTERACTIVE = 0  # completion, hover, inline completion
@@ -28,6 +30,10 @@ PRIORITY_BACKGROUND = 2  # whole-document passes
 
 class JobCancelled(Exception):
     """The job was superseded or cancelled before it finished."""
+
+
+class ModelUnavailable(Exception):
+    """No model to answer with (it failed to load, or did not load in time)."""
 
 
 @dataclass(order=True)
@@ -152,60 +158,3 @@ class ModelWorker:
         with self._queue.mutex:
             return any(job.priority < PRIORITY_BACKGROUND and not job.future.done() for job in self._queue.queue)
 
-    def cancel(self, key: Hashable) -> None:
-        with self._lock:
-            job = self._latest.get(key)
-        if job is not None:
-            job.cancelled.set()
-
-
-# Jobs the server runs of its own accord at a moment it picks (the heap's collection after a reload): a
-# hold takes them only where its key text names them.
-UNSOLICITED_JOBS = ("settle-heap",)
-
-
-class CheckpointHold:
-    """A test hook (`LOGITLS_TEST_HOOKS=1`): hold the model thread at a job's n-th stop check.
-
-    Tests of cancellation and superseding need a job that is observably mid-computation; a sleep
-    that hopes to land during a prefill passes or fails with the CPU's speed. Armed, the hold stops
-    the next job (whose key contains a given text) at its n-th check (0: before it starts), reports it through `on_held`, and waits
-    for `release()`. Disarmed (always, in normal use) a checkpoint is one attribute read.
-    """
-
-    def __init__(self) -> None:
-        self._armed_at: int | None = None
-        self._key_contains = ""
-        self._released = threading.Event()
-        # called on the model thread with the job's key, the check number and the job's event loop
-        self.on_held: Callable[[Hashable | None, int, asyncio.AbstractEventLoop], None] = lambda key, n, loop: None
-
-    def arm(self, at_check: int, key_contains: str = "") -> None:
-        self._released.clear()
-        self._key_contains = key_contains
-        self._armed_at = at_check
-
-    def release(self) -> None:
-        self._armed_at = None
-        self._released.set()
-
-    def for_job(self, key: Hashable | None, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-        at = self._armed_at
-        if at is None or self._key_contains not in repr(key):
-            return _no_checkpoint
-        if any(name in repr(key) and name not in self._key_contains for name in UNSOLICITED_JOBS):
-            return _no_checkpoint  # a hold meant for a request's job is not taken by housekeeping
-        self._armed_at = None  # one job is held per arming
-        checks = itertools.count()
-
-        def checkpoint() -> None:
-            n = next(checks)
-            if n == at:
-                self.on_held(key, n, loop)
-                self._released.wait()
-
-        return checkpoint
-
-
-def _no_checkpoint() -> None:
-    pass

@@ -41,12 +41,13 @@ CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length", re.IGNORE
 
 @dataclass(frozen=True)
 class RemoteModel:
-    """What `Engine.loaded` says for a local model, for display (`lifecycle` logs these)."""
+    """What `Engine.loaded` says for a local model, for display (`lifecycle` logs these); where a local
+    model names its dtype, a server names its kind."""
 
     name: str
     source: str  # the endpoint
     device: str  # "remote"
-    dtype: str  # the kind of server, as detected: "llama-cpp-python", "llama.cpp", "vllm", "openai-compatible"
+    server_kind: str  # as detected: "llama-cpp-python", "llama.cpp", "vllm", "openai-compatible"
     model: Any = None
     tokenizer: Any = None
     weights: str | None = None  # the server's own; "exact" or "packed" name only local weights

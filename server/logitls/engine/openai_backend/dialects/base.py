@@ -47,7 +47,7 @@ class Dialect:
         the end of that line (a causal model never looks ahead, so later text changes nothing)."""
         line_end = text.find("\n", offset)
         scores = await self.backend.kept_token_scores(text if line_end < 0 else text[:line_end], document)
-        return token_at(scores, offset)
+        return scores.token_at(offset)
 
     async def token_count(self, text: str) -> int | None:
         """Tokens in `text` as the server counts them; None where it cannot say."""
@@ -58,13 +58,6 @@ class Dialect:
 
     def forget_all(self) -> None:
         """Drop what the dialect keeps between requests (before a reload)."""
-
-
-def token_at(scores: TextScores, offset: int) -> TokenScore | None:
-    for score in scores.tokens:
-        if score.start <= offset < score.end:
-            return score
-    return None
 
 
 def align(pieces: list[str], text: str, start: int = 0, special: Any = None) -> list[tuple[int, int]]:
