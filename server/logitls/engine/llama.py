@@ -72,7 +72,7 @@ def native_config(folder: Path) -> SimpleNamespace | None:
 
 def _meta_linear(in_features: int, out_features: int, bias: bool) -> nn.Linear:
     # Built on the meta device, the file's weights assigned after: no random init to pay for (nor
-    # torch's meta-device mode, whose init functions import torch._dynamo: ~0.9 s).
+    # torch's meta-device mode, whose init functions import torch._dynamo).
     return nn.Linear(in_features, out_features, bias=bias, device="meta")
 
 

@@ -69,7 +69,7 @@ def default_gguf() -> Path:
 
 def _gguf_key(path: Path) -> str:
     # The whole file's hash: same-named fine-tunes of one base model have the same size, and often
-    # the same header and first and last tensors. Hashing 100 MB costs ~0.3 s, so it is done once
+    # the same header and first and last tensors. Hashing is not free, so it is done once
     # per file version and remembered.
     return f"{path.stem}-{path.stat().st_size}-{_file_digest(path)[:16]}"
 
