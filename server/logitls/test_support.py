@@ -18,11 +18,6 @@ if TYPE_CHECKING:
 
     from .engine.packed import Blocks
 
-# Jobs the server runs of its own accord at a moment it picks (the heap's collection after a reload): a
-# hold takes them only where its key text names them.
-UNSOLICITED_JOBS = ("settle-heap",)
-
-
 class CheckpointHold:
     """Hold the model thread at a job's n-th stop check (`LOGITLS_TEST_HOOKS=1`).
 
@@ -52,8 +47,6 @@ class CheckpointHold:
         at = self._armed_at
         if at is None or self._key_contains not in repr(key):
             return _no_checkpoint
-        if any(name in repr(key) and name not in self._key_contains for name in UNSOLICITED_JOBS):
-            return _no_checkpoint  # a hold meant for a request's job is not taken by housekeeping
         self._armed_at = None  # one job is held per arming
         checks = itertools.count()
 

@@ -351,7 +351,7 @@ async def test_a_keystroke_during_a_reload_waits_for_the_load_and_nothing_else(t
         await asyncio.sleep(0)  # the request is on its way while the load is held
         release_model_thread(client)
         assert len((await asyncio.wait_for(menu, 300)).items) == 10
-        jobs = [m.message.split(":")[0] for m in client.log_messages[logged:] if m.message.startswith("model job")]
+        jobs = [m.message.rsplit(":", 1)[0] for m in client.log_messages[logged:] if m.message.startswith("model job")]
         load = next(i for i, job in enumerate(jobs) if "model-load" in job)
         menu_job = next(i for i, job in enumerate(jobs) if "completion" in job)
         between = jobs[load + 1: menu_job]

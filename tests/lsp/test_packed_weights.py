@@ -4,7 +4,6 @@ off, is said in the status and under every hover's numbers."""
 
 from __future__ import annotations
 
-import asyncio
 
 from lsprotocol import types
 

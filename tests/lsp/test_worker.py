@@ -61,17 +61,3 @@ async def test_a_job_stopped_mid_way_is_reported_as_cancelled():
     with pytest.raises(asyncio.CancelledError):
         await job
     assert await worker.submit(lambda stop: 42) == 42  # the thread is free again
-
-
-async def test_a_hold_for_requests_is_not_taken_by_housekeeping_jobs():
-    worker = ModelWorker()
-    held = []
-    worker.hold.on_held = lambda key, n, loop: held.append(key)
-    worker.hold.arm(0, "")  # the next job, whatever its key: a request's
-    assert await worker.submit(lambda stop: "collected", key="settle-heap") == "collected"  # not held
-    request = worker.enqueue(lambda stop: "menu", key=("doc", "completion"))
-    while not held:
-        await asyncio.sleep(0.01)
-    assert held == [("doc", "completion")]
-    worker.hold.release()
-    assert await request == "menu"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 

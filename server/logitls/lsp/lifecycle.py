@@ -21,7 +21,6 @@ from .compare import sync_compare_model
 from .lens import refresh_lens_views
 from .progress import begin_progress
 from .server import LogitlsServer, logger
-from .worker import PRIORITY_BACKGROUND, JobCancelled
 
 STATUS_COMMAND = "logitls.status"
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
@@ -91,20 +90,22 @@ async def load_model(server: LogitlsServer) -> None:
     token = await begin_progress(server, "logitls", f"Loading model {settings.model}…", cancellable=False)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
-    reloading = server.engine is not None
 
     def load(_should_stop):
         from ..engine import Engine
 
         server.compare_engine = None  # compared against the old model: loaded again beside the new one
         if server.engine is not None:
-            server.engine.forget_all()  # free the old caches before the new weights arrive
+            # The old model goes before the new one arrives: never two models in memory, and nothing
+            # left to collect later, when a keystroke might wait for it. Requests meanwhile wait for
+            # this load (model_settled is clear).
+            server.engine = None
+            settle_heap(collect=True)
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
         engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
                              weights=settings.weights, trust_remote_code=settings.trust_remote_code)
-        if not reloading:  # the first model: nothing to collect (a replaced one is, once let go: below)
-            settle_heap(collect=False)
+        settle_heap(collect=False)
         return engine
 
     message = "Model failed to load"
@@ -139,10 +140,6 @@ async def load_model(server: LogitlsServer) -> None:
     finally:
         if token is not None:
             server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
-        if reloading and generation == server.load_generation:
-            # the old model is let go now: collect it, in a quiet moment
-            server.worker.enqueue(lambda _stop: settle_heap(collect=True), key="settle-heap",
-                                  priority=PRIORITY_BACKGROUND)
     server.model_settled.set()
 
 
@@ -160,8 +157,8 @@ def numbers_path(loaded) -> str:
 def settle_heap(collect: bool) -> None:
     """Put everything imported and loaded so far out of the garbage collector's sight (gc.freeze): it
     lives as long as the model, and a full collection otherwise walks torch's millions of objects while
-    the first healed menu builds its many small lists. `collect`: first collect what a model that was
-    replaced left in reference cycles."""
+    the first healed menu builds its many small lists. `collect`: first collect what a model that is
+    being replaced left in reference cycles."""
     if collect:
         gc.unfreeze()
         gc.collect()
