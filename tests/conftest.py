@@ -180,6 +180,9 @@ def default_engine():
 def _offline_hub():
     # The suite must never reach for the network, whatever the machine has.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # A missing fp32 kernel is built inside the load (not in the background), so packed weights are
+    # there from the first load whatever cache a test points at.
+    os.environ.setdefault("LOGITLS_GGUF_KERNEL", "wait")
 
 
 # -- language server sessions ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ import uuid
 from lsprotocol import types
 
 from ..settings import Settings, merge_settings
+from .model_download import fetch_default_model
 from .server import LogitlsServer, logger
 from .worker import PRIORITY_BACKGROUND, JobCancelled
 
@@ -127,6 +129,7 @@ async def load_model(server: LogitlsServer) -> None:
             server.engine.forget_all()  # free the old caches before the new weights arrive
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
+        fetch_default_model(server, settings.model, token, loop)  # first use of a wheel install
         engine = Engine.load_lean(settings.model, dtype=settings.dtype, device=settings.device,
                                   threads=settings.threads, weights=settings.weights)
         if engine is None:
@@ -170,6 +173,9 @@ async def load_model(server: LogitlsServer) -> None:
         if loaded is not None and loaded.weights not in (None, "exact"):
             kernel = getattr(loaded, "kernel", "")
             weights = f", {loaded.weights} weights" + (f" ({kernel} kernel)" if kernel else "")
+        kernels = sys.modules.get("logitls.engine.kernels")  # imported by a load that looked for it
+        if not weights and kernels is not None and kernels.building():
+            weights = ", exact weights while the fast kernel is built for the next start"
         server.set_status("ready", f"{settings.model} on {engine.loaded.device}{weights}")
         message = f"Model ready ({took:.1f} s)"
         if getattr(loaded, "forward", None) == "lean":
