@@ -102,6 +102,7 @@ editors-setup:
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
 	command -v emacs >/dev/null || missing="$$missing emacs-nox"; \
 	emacs --batch -q --eval "(require 'eglot)" >/dev/null 2>&1 || missing="$$missing elpa-eglot"; \
+	emacs --batch -q --eval "(require 'package-lint)" >/dev/null 2>&1 || missing="$$missing elpa-package-lint"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
