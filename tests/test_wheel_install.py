@@ -36,10 +36,13 @@ def installed(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheel-install")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder / "dist"), str(ROOT)])
     [wheel] = (folder / "dist").glob("logitls-*.whl")
-    _run([sys.executable, "-m", "venv", str(folder / "venv")])
+    # without PYTHONPATH: pointed at this checkout's server/, pip would take the source tree (its
+    # egg-info) for an installed logitls and skip the wheel
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    _run([sys.executable, "-m", "venv", str(folder / "venv")], env=clean)
     python = folder / "venv" / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0"], cwd=folder)
-    _run([str(python), "-m", "pip", "install", "-q", str(wheel)], cwd=folder)
+    _run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0"], cwd=folder, env=clean)
+    _run([str(python), "-m", "pip", "install", "-q", str(wheel)], cwd=folder, env=clean)
     return folder / "venv" / "bin"
 
 
