@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup run test bench clean schema editors-setup vscode-test vscode-e2e-setup
+.PHONY: setup run test bench clean schema editors-setup vscode-test vscode-e2e-setup dist
 
 setup: $(STAMP)
 
@@ -88,7 +88,16 @@ $(LLAMA_SERVER): | $(STAMP)
 	rm -rf $(LLAMA_SERVER_DIR).tmp $(LLAMA_SERVER_DIR) && mv $(LLAMA_SERVER_DIR).new $(LLAMA_SERVER_DIR)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist
+
+# What is published: the server's sdist and wheel (the PyPI package `logitls`) and the VS Code
+# extension's .vsix (Marketplace and Open VSX), all in dist/.
+dist: setup vscode-test
+	rm -rf dist
+	$(PIP) install build
+	$(BIN)/python -m build --outdir dist .
+	cd client-config/vscode && npx vsce package --no-dependencies -o ../../dist/
+	ls -l dist
 
 # -- editors (client-config/) -----------------------------------------------------------------
 # `make test` also drives the real editors with the shipped configs (tests/editors/) and runs the
@@ -102,6 +111,7 @@ editors-setup:
 	command -v nvim >/dev/null || missing="$$missing neovim"; \
 	command -v emacs >/dev/null || missing="$$missing emacs-nox"; \
 	emacs --batch -q --eval "(require 'eglot)" >/dev/null 2>&1 || missing="$$missing elpa-eglot"; \
+	emacs --batch -q --eval "(require 'package-lint)" >/dev/null 2>&1 || missing="$$missing elpa-package-lint"; \
 	command -v tmux >/dev/null || missing="$$missing tmux"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \

@@ -52,6 +52,22 @@ VSCODE_CLIENT_SETTINGS: dict[str, dict[str, Any]] = {
                                "Empty: `PATH` only. User settings only: a workspace cannot choose what runs.",
         "order": 1,
     },
+    "logitls.server.languages": {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": ["plaintext", "markdown", "git-commit"],
+        "scope": "window",
+        "markdownDescription": "Language ids of the documents logitls serves (files and untitled editors), e.g. add "
+                               "`python` or `latex`. Changing it restarts the server.",
+        "order": 3,
+    },
+    "logitls.server.notebookCells": {
+        "type": "boolean",
+        "default": True,
+        "scope": "window",
+        "markdownDescription": "Serve the Markdown cells of notebooks (Jupyter and others) too.",
+        "order": 4,
+    },
     "logitls.trace.server": {
         "type": "string",
         "enum": ["off", "messages", "verbose"],

@@ -194,6 +194,9 @@ def default_engine():
 def _offline_hub():
     # The suite must never reach for the network, whatever the machine has.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # A missing fp32 kernel is built inside the load (not in the background), so packed weights are
+    # there from the first load whatever cache a test points at.
+    os.environ.setdefault("LOGITLS_GGUF_KERNEL", "wait")
 
 
 # -- language server sessions ---------------------------------------------------------------
@@ -208,8 +211,12 @@ def run_logitls(*args: str, stdin: str | None = None, env: dict | None = None, t
 
 
 async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,
-                        wait_ready: bool = True, env: dict | None = None, client_info=None):
-    """Start `logitls serve` over stdio with pytest-lsp's client and initialize it."""
+                        wait_ready: bool = True, env: dict | None = None, client_info=None,
+                        command: list[str] | None = None, replace_env: bool = False):
+    """Start `logitls serve` over stdio with pytest-lsp's client and initialize it.
+
+    `command`: another server command line (an installed `logitls serve`); `replace_env`: `env` is the
+    whole environment, not additions to this one."""
     from lsprotocol import types
     from pytest_lsp import client_capabilities
     from pytest_lsp.client import make_test_lsp_client
@@ -240,8 +247,8 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
         client.held.append(params if isinstance(params, dict) else params._asdict())
 
     # LOGITLS_TEST_HOOKS: the model thread can be held mid-job (hold_model_thread), no timing needed
-    await client.start_io(*SERVER_COMMAND, env=dict(os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1",
-                                                    **(env or {})))
+    await client.start_io(*(command or SERVER_COMMAND), env=dict(env) if replace_env else dict(
+        os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1", **(env or {})))
     client.initialize_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or client_capabilities("visual-studio-code"),
         initialization_options=init_options or {},

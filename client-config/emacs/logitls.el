@@ -1,12 +1,26 @@
-;;; logitls.el --- logitls (a language model's next-token probabilities) through eglot  -*- lexical-binding: t; -*-
+;;; logitls.el --- Language model next-token probabilities via eglot  -*- lexical-binding: t; -*-
 
+;; Copyright (C) 2026 The logitls authors
+
+;; Author: The logitls authors
+;; Maintainer: The logitls authors
+;; URL: https://github.com/logitls/logitls
 ;; Version: 0.1.0
 ;; Package-Requires: ((emacs "28.1") (eglot "1.9"))
-;; License: MIT
+;; Keywords: convenience, languages, tools
+;; SPDX-License-Identifier: MIT
+
+;; This file is not part of GNU Emacs.
 
 ;;; Commentary:
 
-;; Connects eglot to `logitls serve' for text and Markdown buffers:
+;; Connects eglot to `logitls serve' for text and Markdown buffers (the major modes in
+;; `logitls-major-modes').  Installed as a package (the MELPA-style recipe in
+;; client-config/emacs/logitls.recipe), load it once eglot is loaded:
+;;
+;;   (with-eval-after-load 'eglot (require 'logitls))
+;;
+;; or, from a clone:
 ;;
 ;;   (add-to-list 'load-path "/path/to/logitls/client-config/emacs")
 ;;   (require 'logitls)
@@ -16,7 +30,8 @@
 ;;
 ;; Then: completion-at-point (C-M-i) lists the next tokens with their probabilities,
 ;; eldoc shows the probability of the token at point (hover), and M-x logitls-generate inserts
-;; the greedy continuation at point; M-x logitls-score-selection gives the region's bits per token.  The mode line shows the model's state (logitls/status).
+;; the greedy continuation at point; M-x logitls-score-selection gives the region's bits per
+;; token.  The mode line shows the model's state (logitls/status).
 ;;
 ;; Emacs 29+ has eglot built in; on Emacs 28 install it (Debian 12: apt-get install elpa-eglot).
 
@@ -65,8 +80,7 @@ defaults; see client-config/schema.json.  Use :json-false for false."
                   (car command)))
     (append command (list :initializationOptions #'logitls--initialization-options))))
 
-(with-eval-after-load 'eglot
-  (add-to-list 'eglot-server-programs (cons logitls-major-modes #'logitls--contact)))
+(add-to-list 'eglot-server-programs (cons logitls-major-modes #'logitls--contact))
 
 (defun logitls-mode-line ()
   "Mode-line text for `logitls-status'."
@@ -82,6 +96,7 @@ defaults; see client-config/schema.json.  Use :json-false for false."
     (message "logitls: the model %s failed to load: %s" model message))
   (force-mode-line-update t))
 
+;;;###autoload
 (defun logitls-generate (&optional max-new-tokens)
   "Insert the model's greedy continuation at point (the server's `logitls.generate').
 With a numeric prefix argument, generate at most that many tokens.  Returns the server's
@@ -101,6 +116,7 @@ answer, a plist (:text TEXT :applied BOOL :stop REASON)."
         (message "logitls: nothing inserted (%s)" (plist-get result :stop)))
       result)))
 
+;;;###autoload
 (defun logitls-score-selection (beg end)
   "Score the region BEG..END (the server's `logitls.scoreSelection'): its bits per token,
 perplexity and least likely token, which the server shows in the echo area.  Returns the
@@ -185,6 +201,7 @@ token does not, and mangles the text when one is chosen."
 
 (add-hook 'eglot-managed-mode-hook #'logitls--managed-mode-hook)
 
+;;;###autoload
 (defun logitls-restart ()
   "Restart the logitls server of the current buffer."
   (interactive)

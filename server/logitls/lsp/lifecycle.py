@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 import time
 
@@ -20,6 +21,7 @@ from ..settings import Settings, merge_settings
 from .compare import sync_compare_model
 from .lens import refresh_lens_views
 from .progress import begin_progress
+from .model_download import fetch_default_model
 from .server import LogitlsServer, logger
 
 STATUS_COMMAND = "logitls.status"
@@ -103,6 +105,7 @@ async def load_model(server: LogitlsServer) -> None:
             settle_heap(collect=True)
         if settings.backend == "openai":
             return load_openai_backend(server, settings, loop)
+        fetch_default_model(server, settings.model, token, loop)  # first use of a wheel install
         engine = Engine.load(settings.model, dtype=settings.dtype, device=settings.device, threads=settings.threads,
                              weights=settings.weights, trust_remote_code=settings.trust_remote_code)
         settle_heap(collect=False)
@@ -135,7 +138,11 @@ async def load_model(server: LogitlsServer) -> None:
         loaded = getattr(engine, "loaded", None)
         if loaded is not None and loaded.note:
             logger.warning("%s", loaded.note)
-        server.set_status("ready", f"{settings.model} on {engine.loaded.device}{numbers_path(loaded)}")
+        path = numbers_path(loaded)
+        kernels = sys.modules.get("logitls.engine.kernels")  # imported by a load that looked for it
+        if loaded is not None and loaded.weights == "exact" and kernels is not None and kernels.building():
+            path += ", exact weights while the fast kernel is built for the next start"
+        server.set_status("ready", f"{settings.model} on {engine.loaded.device}{path}")
         message = f"Model ready ({took:.1f} s)"
     finally:
         if token is not None:

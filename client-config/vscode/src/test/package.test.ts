@@ -29,7 +29,9 @@ test("every schema setting is contributed as logitls.<name> with the same type, 
   }
   const serverKeys = new Set(settings.map(([name]) => `logitls.${name}`));
   const extra = Object.keys(contributed).filter((key) => !serverKeys.has(key)).sort();
-  assert.deepEqual(extra, ["logitls.server.command", "logitls.server.venv", "logitls.trace.server"]);
+  assert.deepEqual(extra, ["logitls.server.command", "logitls.server.languages", "logitls.server.notebookCells",
+    "logitls.server.venv", "logitls.trace.server"]);
+  assert.deepEqual(contributed["logitls.server.languages"].default, ["plaintext", "markdown", "git-commit"]);
   assert.equal(contributed["logitls.server.command"].default, "logitls serve");
 });
 
@@ -45,6 +47,16 @@ test("settings that run code or send a secret never come from a workspace's .vsc
   const scoped = Object.keys(contributed)
     .filter((key) => ["machine", "machine-overridable"].includes(contributed[key].scope)).sort();
   assert.deepEqual([...trust.restrictedConfigurations].sort(), scoped);
+});
+
+test("the manifest has what the Marketplace and Open VSX show", () => {
+  assert.deepEqual(pkg.categories, ["Machine Learning", "Education", "Visualization"]);
+  assert.ok(fs.existsSync(path.join(root, pkg.icon)), pkg.icon);
+  assert.ok(fs.existsSync(path.join(root, "CHANGELOG.md")));
+  assert.ok(pkg.keywords.length > 0 && pkg.keywords.length <= 30);
+  for (const key of ["publisher", "license", "repository", "homepage", "bugs", "galleryBanner"]) {
+    assert.ok(pkg[key], key);
+  }
 });
 
 test("commands, keybinding and activation events", () => {

@@ -1,10 +1,12 @@
 """The fp32 GGUF-block kernel (gguf_linear.cpp): built once per torch version and source, then loaded.
 
-`make setup` builds it (`python -m logitls.engine.kernels`); a model loaded with packed weights
-builds it on first use if it is missing and a C++ compiler is there (about 5 s), and otherwise falls
-back to torch's own int4 kernel (bf16 rounding) and says so. LOGITLS_GGUF_KERNEL=off switches it off
-(then `weights: auto` is exact, and `packed` takes torch's kernel). Built portably: no -march, the AVX2 path
-is picked at run time by the CPU's flags, so a cached build runs on whichever CPU the next start gets.
+`make setup` builds it (`python -m logitls.engine.kernels`). Where it is missing (a wheel install's first
+start) and a C++ compiler is there, the first load starts that build as a process of its own and goes on
+without it: the weights are exact meanwhile (`weights: auto`; an asked-for `packed` takes torch's int4
+kernel, bf16 rounding, and says so), and the next start finds the kernel built. LOGITLS_GGUF_KERNEL=off
+switches it off; LOGITLS_GGUF_KERNEL=wait builds it in the load instead (about 5 s; the tests do).
+Built portably: no -march, the AVX2 path is picked at run time by the CPU's flags, so a cached build
+runs on whichever CPU the next start gets.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -71,6 +75,10 @@ def available() -> bool:
     path = library_path()
     try:
         if not path.exists():
+            if os.environ.get("LOGITLS_GGUF_KERNEL", "").lower() != "wait":
+                _failure, _loaded = build_in_background(path), False
+                logger.info("%s", _failure)
+                return False
             logger.info("building the fp32 GGUF kernel once (a few seconds): %s", path)
             build(path)
         torch.ops.load_library(str(path))
@@ -83,6 +91,30 @@ def available() -> bool:
     return _loaded
 
 
+def build_in_background(path: Path) -> str:
+    """Start `python -m logitls.engine.kernels` detached (it outlives a short CLI run); says what happens."""
+    if (os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")) is None:
+        return "no C++ compiler (c++ or g++) on PATH to build it"
+    marker = path.parent / ".building"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not (marker.exists() and time.time() - marker.stat().st_mtime < 600):  # one build at a time
+            marker.touch()
+            log = open(path.parent / "build.log", "wb")
+            subprocess.Popen([sys.executable, "-m", "logitls.engine.kernels", "--then-remove", str(marker)],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            log.close()
+    except OSError as error:
+        return f"it could not be built: {error}"
+    return "being built in the background for the next start (exact weights until then)"
+
+
+def building() -> bool:
+    """Whether this process found the kernel missing and started its build."""
+    return _loaded is False and _failure.startswith("being built")
+
+
 def unavailable_reason() -> str:
     return _failure
 
@@ -92,8 +124,14 @@ def cpu_path() -> str:
     return str(torch.ops.logitls.gguf_kernel_path()) if available() else ""
 
 
-def main() -> int:
-    path = build()
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    marker = Path(argv[1]) if argv[:1] == ["--then-remove"] and len(argv) > 1 else None
+    try:
+        path = build()
+    finally:
+        if marker is not None and marker.exists():
+            marker.unlink()
     print(f"built {path}")
     torch.ops.load_library(str(path))
     print(f"kernel path on this CPU: {torch.ops.logitls.gguf_kernel_path()}")

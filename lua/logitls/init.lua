@@ -12,7 +12,9 @@
 --
 -- Neovim 0.11+ uses vim.lsp.config/vim.lsp.enable; 0.7-0.10 use vim.lsp.start_client and attach
 -- each buffer of those filetypes. Commands: :LogitlsGenerate [N], :'<,'>LogitlsScoreSelection,
--- :LogitlsRestart, :LogitlsStatus.
+-- :LogitlsRestart, :LogitlsStatus. On 0.11+ setup() is optional: `vim.lsp.enable('logitls')` takes
+-- lsp/logitls.lua (this repository on 'runtimepath'), and `vim.lsp.config('logitls', {...})` changes
+-- it (filetypes, cmd, settings = { logitls = {...} }). :checkhealth logitls says what it finds.
 local M = {}
 
 M.name = "logitls"
@@ -323,7 +325,7 @@ local function on_status(_, result)
 end
 
 local function on_attach(client, bufnr)
-  local opts = M.options
+  local opts = M.options or defaults
   vim.bo[bufnr].omnifunc = "v:lua.require'logitls'.omnifunc"
   if opts.keymaps then
     vim.keymap.set("n", "K", vim.lsp.buf.hover, { buffer = bufnr, desc = "logitls: probability of the token" })
@@ -346,7 +348,7 @@ end
 
 -- The client configuration shared by both paths.
 function M.client_config(cmd)
-  local opts = M.options
+  local opts = M.options or defaults
   return {
     name = M.name,
     cmd = cmd,
@@ -362,6 +364,14 @@ function M.client_config(cmd)
     end,
   }
 end
+
+--- The configuration lsp/logitls.lua gives `vim.lsp.enable('logitls')` (0.11+), before any setup():
+--- `logitls serve` from PATH, the default filetypes and settings.
+function M.lsp_config()
+  return M.client_config(vim.deepcopy(defaults.cmd))
+end
+
+M.defaults = defaults
 
 local function attach_legacy(bufnr)
   if not vim.tbl_contains(M.options.filetypes, vim.bo[bufnr].filetype) or vim.bo[bufnr].buftype ~= "" then
