@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -202,8 +203,20 @@ def _tcp_token(args: argparse.Namespace) -> str | None:
             raise UsageError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from exc
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
+        _check_token_file_mode(args.token_file)
         return token
     return os.environ.get("LOGITLS_TOKEN", "").strip() or None
+
+
+def _check_token_file_mode(path: str) -> None:
+    """Refuse a token file that other users can read or change (as ssh refuses such a key): whoever
+    has the token drives the server, and its settings can make it run code."""
+    if os.name != "posix":
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise UsageError(f"--token-file {path} is open to other users (permissions {mode:04o}): anyone who reads "
+                         f"the token can drive the server. Make it yours alone: chmod 600 {shlex.quote(path)}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
