@@ -10,7 +10,7 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .text import visible
+from .text import visible, without_lone_surrogates
 
 EXIT_BAD_INPUT = 2
 
@@ -20,7 +20,7 @@ class UsageError(Exception):
 
 
 def _read_text(value: str) -> str:
-    return sys.stdin.read() if value == "-" else value
+    return without_lone_surrogates(sys.stdin.read() if value == "-" else value)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_notebook(args: argparse.Namespace) -> None:
     """The teaching notebook's three steps: token table, top-5 next tokens, greedy continuation."""
     engine = _engine_for_demo(args)
-    prompt = args.text
+    prompt = without_lone_surrogates(args.text)
     print(f"== 1. tokens of {prompt!r}")
     tokenized = engine.tokenize(prompt)
     for i, (token_id, token) in enumerate(zip(tokenized.ids, tokenized.tokens)):
@@ -273,7 +273,7 @@ def _read_file_argument(name: str) -> tuple[str, str]:
             raise UsageError(f"{name} is not UTF-8 text") from exc
     if not text.strip():
         raise UsageError("the text is empty: nothing to score")
-    return ("stdin" if name == "-" else path.name), text
+    return ("stdin" if name == "-" else path.name), without_lone_surrogates(text)
 
 
 def _scoring_engine(args: argparse.Namespace):

@@ -18,6 +18,7 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..settings import Settings
+from ..text import without_lone_surrogates
 from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
 from .protocol import LogitlsProtocol, converter
@@ -61,11 +62,12 @@ class LogitlsServer(LanguageServer):
         return self.workspace.position_encoding or types.PositionEncodingKind.Utf16
 
     def snapshot(self, uri: str) -> tuple[str, int | None]:
-        """The document's text and version now; InvalidParams for a document the client never opened."""
+        """The document's text and version now, as the model reads it (lone surrogates as U+FFFD, at
+        the same offsets); InvalidParams for a document the client never opened."""
         document = self.workspace.text_documents.get(uri)
         if document is None:
             raise JsonRpcInvalidParams(f"unknown document {uri}: open it (textDocument/didOpen) first")
-        return document.source, document.version
+        return without_lone_surrogates(document.source), document.version
 
     def offset_at(self, text: str, position: types.Position) -> tuple[PositionMap, int]:
         positions = PositionMap(text, self.position_encoding)
