@@ -19,6 +19,20 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+# lsp/framing.py's default, without importing pygls for every command
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
 def _read_text(value: str) -> str:
     return without_lone_surrogates(sys.stdin.read() if value == "-" else value)
 
@@ -242,6 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     quiet_expected_errors()
 
     server = create_server()
+    server.max_message_bytes = args.max_message_bytes
     if args.tcp:
         from .lsp.tcp import serve_tcp
 
@@ -416,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP: a file holding a token the client must send as initializationOptions.token "
                         "(default: the LOGITLS_TOKEN environment variable; none: no token)")
     p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
+    p.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
+                   help="the largest message read from the editor, in bytes (default %(default)s, 256 MiB: a 50 MB "
+                        "document with room for its JSON escapes); a larger one is answered with an error, unread")
     p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("lens", help="colour a file by each token's rank (GLTR), with perplexity")

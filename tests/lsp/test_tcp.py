@@ -159,6 +159,23 @@ def test_a_token_is_required_when_set_and_never_reaches_the_settings(tmp_path):
         server.stop()
 
 
+def test_after_the_first_message_headers_are_read_in_any_case_and_spacing():
+    """The first-message check took `content-length:`; the loop after it lost it and everything after."""
+    server = TcpServer()
+    try:
+        editor = server.connect()
+        message = json.dumps(initialize()).encode()
+        editor.sendall(b"content-length: %d\r\n\r\n" % len(message) + message)
+        assert "capabilities" in answer(editor, 1)["result"]
+        for msg_id, header in ((2, b"content-length: %d\r\n\r\n"), (3, b"Content-Length:%d\r\n\r\n")):
+            body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": "logitls/no-such-method"}).encode()
+            editor.sendall(header % len(body) + body)
+            assert answer(editor, msg_id)["error"]["code"] == -32601
+        editor.close()
+    finally:
+        server.stop()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX's")
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=oct)
 def test_a_token_file_other_users_can_read_is_refused(tmp_path, mode):

@@ -19,6 +19,7 @@ from pygls.lsp.server import LanguageServer
 from .. import __version__
 from ..settings import Settings
 from ..text import without_lone_surrogates
+from .framing import DEFAULT_MAX_MESSAGE_BYTES
 from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
 from .protocol import LogitlsProtocol, converter
@@ -54,6 +55,7 @@ class LogitlsServer(LanguageServer):
         self.client_info: types.ClientInfo | None = None  # from initialize
         self.load_generation = 0  # bumped by each model load: only the newest one settles the state
         self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # `serve --max-message-bytes`
 
     # -- documents and positions ------------------------------------------------------------
 
@@ -132,6 +134,33 @@ class LogitlsServer(LanguageServer):
         if source is JsonRpcException and self.protocol.answer_unreadable(error):
             return
         super().report_server_error(error, source)
+
+    # -- the transport ------------------------------------------------------------------
+
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """pygls's stdio server, reading with framing.py's reader instead of pygls's loop."""
+        import sys
+
+        from pygls.io_ import StdoutWriter
+
+        from .framing import MessageReader, run_messages
+
+        self._stop_event = threading.Event()
+        source = stdin or sys.stdin.buffer
+        read_some = getattr(source, "read1", source.read)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+
+        async def read(n: int) -> bytes:
+            return await asyncio.get_running_loop().run_in_executor(self.thread_pool, read_some, n)
+
+        try:
+            asyncio.run(run_messages(MessageReader(read, self.max_message_bytes), self))
+        except BrokenPipeError:
+            logger.error("Connection to the client is lost! Shutting down the server.")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
     # -- talking to the user --------------------------------------------------------------
 
