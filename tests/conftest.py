@@ -212,11 +212,11 @@ def run_logitls(*args: str, stdin: str | None = None, env: dict | None = None, t
 
 async def start_session(init_options: dict | None = None, capabilities=None, configuration: dict | None = None,
                         wait_ready: bool = True, env: dict | None = None, client_info=None,
-                        command: list[str] | None = None, replace_env: bool = False):
+                        command: list[str] | None = None, replace_env: bool = False, args: tuple = ()):
     """Start `logitls serve` over stdio with pytest-lsp's client and initialize it.
 
     `command`: another server command line (an installed `logitls serve`); `replace_env`: `env` is the
-    whole environment, not additions to this one."""
+    whole environment, not additions to this one; `args`: more arguments for `serve`."""
     from lsprotocol import types
     from pytest_lsp import client_capabilities
     from pytest_lsp.client import make_test_lsp_client
@@ -247,7 +247,7 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
         client.held.append(params if isinstance(params, dict) else params._asdict())
 
     # LOGITLS_TEST_HOOKS: the model thread can be held mid-job (hold_model_thread), no timing needed
-    await client.start_io(*(command or SERVER_COMMAND), env=dict(env) if replace_env else dict(
+    await client.start_io(*(command or SERVER_COMMAND), *args, env=dict(env) if replace_env else dict(
         os.environ, HF_HUB_OFFLINE="1", LOGITLS_TEST_HOOKS="1", **(env or {})))
     client.initialize_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities or client_capabilities("visual-studio-code"),
@@ -430,6 +430,10 @@ class Wire:
         if isinstance(body, str):
             body = body.encode("utf-8")
         self.client.protocol.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, framing and all."""
+        self.client.protocol.writer.write(data)
 
     async def until(self, ids, nulls: int = 0, timeout: float = 60.0) -> None:
         """Wait until every id in `ids` has an answer and `nulls` id-null answers came."""

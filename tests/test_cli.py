@@ -91,3 +91,14 @@ def test_truncate_flag_accepts_an_oversized_text(tiny_models):
     result = logitls("top", " word" * 200, "--truncate", "--json", "--model", str(tiny_models["gpt2"]))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["truncated"] is True
+
+
+def test_bytes_that_are_not_utf8_on_the_command_line_read_as_u_fffd(tiny_models, tiny_gpt2_engine):
+    """Python decodes such bytes in argv to lone surrogates (U+DCxx), which the tokenizer refuses."""
+    result = logitls("tokens", "caf\udce9 ok", "--json", "--model", str(tiny_models["tokenizer"]))
+    assert result.returncode == 0, result.stderr
+    assert "".join(t["text"] for t in json.loads(result.stdout)["tokens"]) == "caf\ufffd ok"
+    result = logitls("top", "caf\udce9 ok", "-n", "3", "--json", "--model", str(tiny_models["gpt2"]))
+    assert result.returncode == 0, result.stderr
+    expected = tiny_gpt2_engine.next_tokens("caf\ufffd ok", 3).choices
+    assert [t["id"] for t in json.loads(result.stdout)["tokens"]] == [c.id for c in expected]

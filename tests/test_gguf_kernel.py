@@ -4,6 +4,8 @@ additions (exactly equal where many rows take the dense GEMM)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +79,70 @@ def test_the_avx2_path_runs_where_the_cpu_has_it():
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
     assert kernels.cpu_path() == ("avx2" if {"avx2", "fma", "f16c"} <= flags else "plain")
+
+
+# -- a damaged library in the cache: checked, rebuilt or left aside, never loaded into the server -------
+
+def _damaged_cache(tmp_path, *, zero_after: int = 8192, with_manifest: bool = False):
+    """A cache folder holding this build's library, zero-filled after `zero_after` bytes (what a crash
+    during an unsynced write leaves); with the manifest of the whole library, if asked."""
+    import shutil
+
+    whole = kernels.library_path()
+    cache = tmp_path / "cache"
+    damaged = cache / whole.relative_to(kernels.library_path().parents[2])
+    damaged.parent.mkdir(parents=True)
+    data = whole.read_bytes()
+    damaged.write_bytes(data[:zero_after] + bytes(len(data) - zero_after))
+    if with_manifest:
+        shutil.copy(kernels.manifest_path(whole), kernels.manifest_path(damaged))
+    return cache, damaged
+
+
+def _available_in_a_child(cache, **env):
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stderr); from logitls.engine import kernels; "
+            "print(kernels.available(), kernels.cpu_path())")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LOGITLS_CACHE_DIR": str(cache), **env})
+
+
+def test_a_damaged_library_is_rebuilt_and_recorded(tmp_path):
+    cache, library = _damaged_cache(tmp_path)
+    result = _available_in_a_child(cache)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.split()[0] == "True"
+    manifest = json.loads(kernels.manifest_path(library).read_text())
+    assert manifest["size"] == library.stat().st_size
+    assert manifest["sha256"] == hashlib.sha256(library.read_bytes()).hexdigest()
+    assert manifest["checked"] is True  # loaded once in a child; later starts load it directly
+    assert not [p for p in library.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("with_manifest, why", [(False, "killed a process with SIG"), (True, "is damaged")])
+def test_a_damaged_library_that_cannot_be_rebuilt_leaves_the_weights_exact(tmp_path, with_manifest, why):
+    cache, _ = _damaged_cache(tmp_path, with_manifest=with_manifest)
+    result = _available_in_a_child(cache, CXX="false")  # a compiler that always fails
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.split() == ["False"]
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "fp32 GGUF kernel is unavailable" in warnings[0] and "exact" in warnings[0]
+
+
+async def test_the_server_starts_with_a_damaged_library(tmp_path):
+    """Through `logitls serve`: the default model loads with exact weights and one warning, where the
+    damaged library used to end the process with SIGSEGV after `initialize`, silently."""
+    from conftest import server_status, start_session
+    from logitls.engine.loading import cache_root
+
+    cache, _ = _damaged_cache(tmp_path)
+    for entry in cache_root().iterdir():  # the converted default model, shared; not the kernels
+        if entry.name != "kernels":
+            (cache / entry.name).symlink_to(entry)
+    client = await start_session({"model": "default"}, env={"LOGITLS_CACHE_DIR": str(cache), "CXX": "false"})
+    try:
+        status = await server_status(client)
+        assert status["state"] == "ready" and status["weights"] == "exact", status
+        told = [m.message for m in client.log_messages if "fp32 GGUF kernel is unavailable" in m.message]
+        assert len(told) == 1, [m.message for m in client.log_messages]
+    finally:
+        await client.shutdown_session()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .text import visible
+from .text import visible, without_lone_surrogates
 
 EXIT_BAD_INPUT = 2
 
@@ -18,8 +19,22 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+# lsp/framing.py's default, without importing pygls for every command
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
 def _read_text(value: str) -> str:
-    return sys.stdin.read() if value == "-" else value
+    return without_lone_surrogates(sys.stdin.read() if value == "-" else value)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_notebook(args: argparse.Namespace) -> None:
     """The teaching notebook's three steps: token table, top-5 next tokens, greedy continuation."""
     engine = _engine_for_demo(args)
-    prompt = args.text
+    prompt = without_lone_surrogates(args.text)
     print(f"== 1. tokens of {prompt!r}")
     tokenized = engine.tokenize(prompt)
     for i, (token_id, token) in enumerate(zip(tokenized.ids, tokenized.tokens)):
@@ -202,8 +217,20 @@ def _tcp_token(args: argparse.Namespace) -> str | None:
             raise UsageError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from exc
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
+        _check_token_file_mode(args.token_file)
         return token
     return os.environ.get("LOGITLS_TOKEN", "").strip() or None
+
+
+def _check_token_file_mode(path: str) -> None:
+    """Refuse a token file that other users can read or change (as ssh refuses such a key): whoever
+    has the token drives the server, and its settings can make it run code."""
+    if os.name != "posix":
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise UsageError(f"--token-file {path} is open to other users (permissions {mode:04o}): anyone who reads "
+                         f"the token can drive the server. Make it yours alone: chmod 600 {shlex.quote(path)}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -230,6 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     quiet_expected_errors()
 
     server = create_server()
+    server.max_message_bytes = args.max_message_bytes
     if args.tcp:
         from .lsp.tcp import serve_tcp
 
@@ -261,7 +289,7 @@ def _read_file_argument(name: str) -> tuple[str, str]:
             raise UsageError(f"{name} is not UTF-8 text") from exc
     if not text.strip():
         raise UsageError("the text is empty: nothing to score")
-    return ("stdin" if name == "-" else path.name), text
+    return ("stdin" if name == "-" else path.name), without_lone_surrogates(text)
 
 
 def _scoring_engine(args: argparse.Namespace):
@@ -438,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP: a file holding a token the client must send as initializationOptions.token "
                         "(default: the LOGITLS_TOKEN environment variable; none: no token)")
     p.add_argument("--strict-exit", action="store_true", help="exit with status 1 when `exit` comes without `shutdown`")
+    p.add_argument("--max-message-bytes", type=_positive_int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
+                   help="the largest message read from the editor, in bytes (default %(default)s, 256 MiB: a 50 MB "
+                        "document with room for its JSON escapes); a larger one is answered with an error, unread")
     p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("lens", help="colour a file by each token's rank (GLTR), with perplexity")

@@ -9,6 +9,7 @@ the server has a default of its own.
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -186,6 +187,8 @@ def _check(value: Any, kind: type, meta: dict[str, Any], path: str) -> Any:
     elif kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{path} must be a number, got {value!r}")
+        if not math.isfinite(value):  # Python's JSON reads NaN and Infinity; no comparison refuses them
+            raise ValueError(f"{path} must be a finite number, got {value!r}")
         if kind is int:
             if value != int(value):
                 raise ValueError(f"{path} must be a whole number, got {value!r}")

@@ -18,6 +18,11 @@
       (accept-process-output nil 0.05))
     (funcall pred)))
 
+;; A busy machine (the suite beside other work) answers slowly: every request may take as long as a
+;; model load. These are limits against a hang, not assertions (jsonrpc's default is 10 s, eglot's
+;; connection 30 s: both ended the run with "Timed out" under load).
+(setq jsonrpc-default-request-timeout 600
+      eglot-connect-timeout 600)
 (setq logitls-settings '(:model "default" :topN 10 :device "cpu"))
 (condition-case err
     (progn
@@ -25,7 +30,7 @@
       (switch-to-buffer (current-buffer))
       (logitls-check-note :major-mode (symbol-name major-mode))
       (apply #'eglot (eglot--guess-contact))
-      (logitls-check-wait (lambda () (member (plist-get logitls-status :state) '("ready" "failed"))) 180)
+      (logitls-check-wait (lambda () (member (plist-get logitls-status :state) '("ready" "failed"))) 600)
       (logitls-check-note :status logitls-status)
       (logitls-check-note :managed (if (eglot-managed-p) t :json-false))
       (logitls-check-note :mode-line (logitls-mode-line))
@@ -64,7 +69,7 @@
       (goto-char (point-min)) (end-of-line) (backward-char 1)
       (let (hover)
         (eglot-hover-eldoc-function (lambda (info &rest _) (setq hover (or info ""))))
-        (logitls-check-wait (lambda () hover) 60)
+        (logitls-check-wait (lambda () hover) 600)
         (logitls-check-note :hover (and hover (substring-no-properties hover))))
       ;; M-x logitls-generate at the end of line 1
       (goto-char (point-min)) (end-of-line)

@@ -31,7 +31,7 @@ def emacs_run(tmp_path_factory):
         require_program("eglot-for-emacs (apt-get install elpa-eglot)")
     # -q, not -Q: site-start must run so that Debian's elpa-eglot is on the load-path
     proc = subprocess.run([emacs, "--batch", "-q", "-L", str(CLIENT / "emacs"), "-l", str(CHECK)], env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
     assert out.exists(), f"Emacs wrote no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     result = json.loads(out.read_text())
     assert "error" not in result, (result["error"], result.get("server-stderr"), proc.stderr[-3000:])

@@ -47,7 +47,7 @@ def nvim_run(request, tmp_path_factory):
     env = editor_env(tmp)
     env["LOGITLS_TEST_OUT"] = str(out)
     proc = subprocess.run([binary, "--headless", "-u", str(INIT), "-c", f"luafile {CHECK}", str(document)],
-                          env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+                          env=env, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
     assert out.exists(), f"Neovim wrote no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     result = json.loads(out.read_text())
     assert "error" not in result, result["error"]
@@ -324,7 +324,7 @@ def test_the_selection_range_is_the_visual_selection_in_the_client_encoding(tmp_
     script.write_text(f"local CLIENT_DIR, OUT = {json.dumps(str(ROOT))}, {json.dumps(str(out))}\n"
                       + SELECTION_CHECK)
     subprocess.run([nvim, "--headless", "-u", "NONE", "-c", f"luafile {script}"], env=editor_env(tmp_path),
-                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+                   capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     result = json.loads(out.read_text())
 
     def span(line1, char1, line2, char2):

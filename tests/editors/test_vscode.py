@@ -214,7 +214,7 @@ def vscode_run(tmp_path_factory):
                              LOGITLS_TEST_OUT=str(out), LOGITLS_SETTINGS=str(settings), LOGITLS_COMPARE_MODEL=str(compare),
                              LOGITLS_TOKEN_SPANS=json.dumps(token_spans))
             driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True,
-                                    timeout=900)
+                                    timeout=1800)
         finally:
             _stop(proc)
     finally:

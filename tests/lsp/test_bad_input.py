@@ -222,3 +222,34 @@ async def _before_and_after(client, tiny_models):
     assert wire.code("late") == INVALID_REQUEST
     client.exit(None)
     assert await client._server.wait() == 0
+
+
+async def test_a_lone_surrogate_is_read_as_u_fffd_by_every_feature(tiny_client, tiny_gpt2_engine):
+    """Editors send lone UTF-16 surrogates (JSON can carry them); the tokenizer refuses them. The model
+    reads U+FFFD in their place, one UTF-16 unit as they are, so positions stay where the client has them."""
+    uri = "file:///wire/surrogate.txt"
+    text = "ab\ud800cd ef\nx\udc00y"
+    open_document(tiny_client, uri, text)
+    doc = types.TextDocumentIdentifier(uri=uri)
+    seen = len(tiny_client.log_messages)
+    completion = await tiny_client.text_document_completion_async(types.CompletionParams(
+        text_document=doc, position=types.Position(line=0, character=5)))
+    expected = [c.id for c in tiny_gpt2_engine.next_tokens("ab\ufffdcd", 60).choices
+                if not c.token.special and not c.token.partial][:10]
+    assert [i.data["id"] for i in completion.items] == expected
+    hover = await tiny_client.text_document_hover_async(types.HoverParams(
+        text_document=doc, position=types.Position(line=0, character=7)))
+    assert hover is not None
+    tokens = await tiny_client.text_document_semantic_tokens_full_async(types.SemanticTokensParams(text_document=doc))
+    line, start, spans = 0, 0, []
+    for i in range(0, len(tokens.data), 5):
+        delta_line, delta_start, length = tokens.data[i:i + 3]
+        line += delta_line
+        start = start + delta_start if delta_line == 0 else delta_start
+        spans.append(text.split("\n")[line][start:start + length])  # one UTF-16 unit per character here
+    # every scored token, where the client has it: the surrogates' spans cover them, and nothing shifts after
+    assert "".join(spans).endswith("\ud800cdefx\udc00y"), spans
+    report = await tiny_client.text_document_diagnostic_async(types.DocumentDiagnosticParams(text_document=doc))
+    assert report.kind == "full"
+    problems = [m.message for m in tiny_client.log_messages[seen:] if m.type <= types.MessageType.Warning]
+    assert not problems, problems

@@ -132,6 +132,7 @@ def test_one_client_http_is_turned_away_and_the_server_exits_with_its_client():
 def test_a_token_is_required_when_set_and_never_reaches_the_settings(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
+    token_file.chmod(0o600)
     server = TcpServer("--token-file", str(token_file))
     try:
         server.wait_for(r"a token is required")
@@ -156,6 +157,37 @@ def test_a_token_is_required_when_set_and_never_reaches_the_settings(tmp_path):
         assert not [line for line in server.lines if "s3cret" in line]
     finally:
         server.stop()
+
+
+def test_after_the_first_message_headers_are_read_in_any_case_and_spacing():
+    """The first-message check took `content-length:`; the loop after it lost it and everything after."""
+    server = TcpServer()
+    try:
+        editor = server.connect()
+        message = json.dumps(initialize()).encode()
+        editor.sendall(b"content-length: %d\r\n\r\n" % len(message) + message)
+        assert "capabilities" in answer(editor, 1)["result"]
+        for msg_id, header in ((2, b"content-length: %d\r\n\r\n"), (3, b"Content-Length:%d\r\n\r\n")):
+            body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": "logitls/no-such-method"}).encode()
+            editor.sendall(header % len(body) + body)
+            assert answer(editor, msg_id)["error"]["code"] == -32601
+        editor.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX's")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=oct)
+def test_a_token_file_other_users_can_read_is_refused(tmp_path, mode):
+    """As ssh refuses a private key others can read: whoever reads the token drives the server."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    token_file.chmod(mode)
+    done = subprocess.run([*SERVER_COMMAND, "--tcp", "--port", "0", "--token-file", str(token_file)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"permissions {mode:04o}" in done.stderr and f"chmod 600 {token_file}" in done.stderr
+    assert "s3cret" not in done.stderr
 
 
 def test_binding_beyond_this_machine_needs_a_token():

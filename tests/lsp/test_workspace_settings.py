@@ -37,3 +37,27 @@ async def test_a_workspace_cannot_set_machine_settings(tiny_models):
         assert any("ignored endpoint = 'https://third.example/v1'" in m.message for m in client.log_messages[seen:])
     finally:
         await client.shutdown_session()
+
+
+async def test_numbers_that_are_not_finite_are_refused_with_the_usual_warning(tiny_models):
+    """Python's JSON reads NaN and Infinity; no range check refuses NaN (every comparison is false),
+    and a NaN deadline never stops a generation."""
+    nan, inf = float("nan"), float("inf")
+    client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu", "modelWaitSeconds": nan,
+                                  "generate": {"timeoutSeconds": nan}, "topN": inf, "apiTimeoutSeconds": -inf})
+    try:
+        assert client.statuses[-1]["state"] == "ready"
+        [warning] = [m.message for m in client.messages if "invalid settings" in m.message]
+        for name in ("modelWaitSeconds", "generate.timeoutSeconds", "topN", "apiTimeoutSeconds"):
+            assert f"{name} must be a finite number" in warning, warning
+        assert "keeping 120.0" in warning and "keeping 60.0" in warning and "keeping 10" in warning
+        # the same later, from the workspace
+        client.set_configuration({"logitls": {"lens": {"decisionMargin": nan}}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
+        for _ in range(200):
+            if any("lens.decisionMargin must be a finite number" in m.message for m in client.messages):
+                break
+            await asyncio.sleep(0.05)
+        assert any("lens.decisionMargin must be a finite number" in m.message for m in client.messages)
+    finally:
+        await client.shutdown_session()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 
+from ..text import without_lone_surrogates
 from .progress import begin_progress
 from .worker import PRIORITY_COMMAND, JobCancelled, ModelUnavailable
 
@@ -86,7 +87,7 @@ async def run_with_progress(ls: LogitlsServer, *, uri: str, feature: str, title:
 
 def changed_since(ls: LogitlsServer, uri: str, version: int | None, text: str) -> bool:
     document = ls.workspace.text_documents.get(uri)
-    return document is None or document.version != version or document.source != text
+    return document is None or document.version != version or without_lone_surrogates(document.source) != text
 
 
 def tell_changed(ls: LogitlsServer, what: str, doing: str) -> None:

@@ -245,6 +245,30 @@ class LogitlsProtocol(LanguageServerProtocol):
         self._reply(None, PARSE_ERROR, f"the message is not JSON: {_short(str(error), 200)}")
         return True
 
+    def refuse_too_large(self, length: int, limit: int, msg_id: Any) -> None:
+        """A body over the size limit, not read (framing.py): one answer, and one message for the user."""
+        text = (f"the message is {length} bytes, more than the {limit} this server reads "
+                f"(logitls serve --max-message-bytes)")
+        logger.warning("%s: it was not read", text)
+        self._reply(msg_id if _valid_id(msg_id) else None, INVALID_REQUEST, text)
+        tell = getattr(self._server, "tell", None)
+        if tell is not None:
+            tell(f"a message of {length / 2**20:.1f} MB from the editor was not read: the limit is "
+                 f"{limit / 2**20:.1f} MB; start the server with a larger --max-message-bytes",
+                 types.MessageType.Error)
+
+    def refuse_short_body(self, message: Any, length: int) -> None:
+        """A body with more after its JSON: its Content-Length was too large (framing.py reads what
+        follows as the next message). Answered ParseError, with the request's id."""
+        text = f"the body is shorter than its Content-Length ({length}): the message was not read"
+        if isinstance(message, dict) and "method" in message and _valid_id(message.get("id")):
+            self._reply(message["id"], PARSE_ERROR, text)
+        elif isinstance(message, dict) and "method" in message:
+            logger.warning("notification %s dropped: %s", _short(message.get("method")), text)
+        else:
+            logger.warning("%s", text)
+            self._reply(None, PARSE_ERROR, text)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     @lsp_method(types.INITIALIZE)

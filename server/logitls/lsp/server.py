@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Hashable
 
@@ -18,6 +19,8 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from ..settings import Settings
+from ..text import without_lone_surrogates
+from .framing import DEFAULT_MAX_MESSAGE_BYTES
 from .open_documents import OpenDocuments
 from .positions import PositionError, PositionMap
 from .protocol import LogitlsProtocol, converter
@@ -52,6 +55,7 @@ class LogitlsServer(LanguageServer):
         self.documents = OpenDocuments(lambda uri: uri in self.workspace.text_documents)
         # textDocument/codeAction has one handler (lsp/code_actions.py); each feature adds its provider here
         self.code_action_providers: list[CodeActionProvider] = []
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # `serve --max-message-bytes`
 
     # -- documents and positions ------------------------------------------------------------
 
@@ -60,11 +64,12 @@ class LogitlsServer(LanguageServer):
         return self.workspace.position_encoding or types.PositionEncodingKind.Utf16
 
     def snapshot(self, uri: str) -> tuple[str, int | None]:
-        """The document's text and version now; InvalidParams for a document the client never opened."""
+        """The document's text and version now, as the model reads it (lone surrogates as U+FFFD, at
+        the same offsets); InvalidParams for a document the client never opened."""
         document = self.workspace.text_documents.get(uri)
         if document is None:
             raise JsonRpcInvalidParams(f"unknown document {uri}: open it (textDocument/didOpen) first")
-        return document.source, document.version
+        return without_lone_surrogates(document.source), document.version
 
     def offset_at(self, text: str, position: types.Position) -> tuple[PositionMap, int]:
         positions = PositionMap(text, self.position_encoding)
@@ -144,6 +149,33 @@ class LogitlsServer(LanguageServer):
         if source is JsonRpcException and self.protocol.answer_unreadable(error):
             return
         super().report_server_error(error, source)
+
+    # -- the transport ------------------------------------------------------------------
+
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """pygls's stdio server, reading with framing.py's reader instead of pygls's loop."""
+        import sys
+
+        from pygls.io_ import StdoutWriter
+
+        from .framing import MessageReader, run_messages
+
+        self._stop_event = threading.Event()
+        source = stdin or sys.stdin.buffer
+        read_some = getattr(source, "read1", source.read)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+
+        async def read(n: int) -> bytes:
+            return await asyncio.get_running_loop().run_in_executor(self.thread_pool, read_some, n)
+
+        try:
+            asyncio.run(run_messages(MessageReader(read, self.max_message_bytes), self))
+        except BrokenPipeError:
+            logger.error("Connection to the client is lost! Shutting down the server.")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
     # -- talking to the user --------------------------------------------------------------
 

@@ -111,22 +111,17 @@ async def read_first_message(reader: Any, token: str | None) -> bytes:
 
 
 class _Replay:
-    """What pygls's loop reads: the checked first message once more, then the connection itself."""
+    """What the message loop reads: the checked first message once more, then the connection itself."""
 
     def __init__(self, first: bytes, reader: asyncio.StreamReader) -> None:
         self._buffer = first
         self._reader = reader
 
-    async def readline(self) -> bytes:
+    async def read(self, n: int) -> bytes:
         if self._buffer:
-            end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-            line, self._buffer = self._buffer[:end], self._buffer[end:]
-            return line
-        return await self._reader.readline()
-
-    async def readexactly(self, n: int) -> bytes:
-        part, self._buffer = self._buffer[:n], self._buffer[n:]
-        return part if len(part) == n else part + await self._reader.readexactly(n - len(part))
+            part, self._buffer = self._buffer[:n], self._buffer[n:]
+            return part
+        return await self._reader.read(n)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
@@ -136,7 +131,7 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 
 def serve_tcp(server: Any, host: str, port: int, *, token: str | None = None) -> None:
     """Serve `server` (a pygls LanguageServer) to one client on host:port; return when it is gone."""
-    from pygls.io_ import run_async
+    from .framing import MessageReader, run_messages
 
     stop_event = threading.Event()
     server._stop_event = stop_event  # what pygls's own start_* set: shutdown() and `exit` use it
@@ -166,8 +161,7 @@ def serve_tcp(server: Any, host: str, port: int, *, token: str | None = None) ->
         say(f"client {peer} attached")
         server.protocol.set_writer(writer)
         try:
-            await run_async(stop_event=stop_event, reader=_Replay(first, reader), protocol=server.protocol,
-                            logger=logger, error_handler=server.report_server_error)
+            await run_messages(MessageReader(_Replay(first, reader).read, server.max_message_bytes), server)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         say(f"client {peer} disconnected: the server exits")

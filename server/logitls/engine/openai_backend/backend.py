@@ -37,6 +37,10 @@ EOS_ID = -1  # the synthetic token a greedy stream ends with when the server sto
 DEFAULT_CAP = 5  # top logprobs when a server refuses more and does not say its maximum (OpenAI's limit)
 SPECIAL = re.compile(r"^(<\|[^|]*\|>|<s>|</s>|<unk>|<pad>|\[(BOS|EOS|PAD|UNK)\])$")
 CONTEXT_ERROR = re.compile(r"context|too long|exceed|maximum.*length", re.IGNORECASE)
+# Where a log-probability of -Infinity (p = 0) is kept: fp32's smallest probability, 2**-149, the least a
+# local model reports; finite, so JSON can carry it and no perplexity overflows. Its p is shown as 0.
+LOGPROB_FLOOR = math.log(2.0 ** -149)
+ROUNDING = 1e-4  # a logprob this little above 0 is a server's rounding of 0
 
 
 @dataclass(frozen=True)
@@ -201,12 +205,58 @@ class OpenAIBackend:
 
     def _call(self, make, should_stop: StopCheck | None, empty: Any) -> Any:
         try:
-            result = self.transport.run(make(), should_stop)
+            try:
+                result = self.transport.run(make(), should_stop)
+            except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+                # an answer of a shape no dialect check foresaw: a malformed answer, said once, not a traceback
+                raise BackendError("malformed", f"the inference server at {self.base_url} sent an answer that "
+                                   f"could not be read ({type(exc).__name__}: {str(exc)[:120]})") from exc
         except BackendError as exc:
             self.report_failure(exc)
             return empty
         self.report_success()
         return result
+
+    # -- numbers: checked where they enter ------------------------------------------------------
+
+    def logprob(self, value: Any) -> float | None:
+        """A log-probability as the server sent it, checked: a finite number <= 0 (a hair above 0 is
+        rounding: 0); -Infinity is p = 0, kept as LOGPROB_FLOOR. None (absent: the first token) is None;
+        anything else (NaN, +Infinity, 1000, a string) is None too, and said once."""
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lp = float(value)
+            if lp == -math.inf:
+                return LOGPROB_FLOOR
+            if math.isfinite(lp) and lp <= ROUNDING:
+                return max(LOGPROB_FLOOR, min(lp, 0.0))
+        self.health.tell_once("bad-logprob", "warning",
+                              f"the inference server at {self.base_url} sent a log-probability that is not one "
+                              f"({str(value)[:40]}; a log-probability is a number <= 0): such entries are left out")
+        return None
+
+    def logprob_of_prob(self, value: Any) -> float | None:
+        """A probability (older llama.cpp servers' `prob`), checked to lie in [0, 1], as a log-probability."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0 + ROUNDING:
+            return self.logprob(math.log(value) if value > 0 else -math.inf)
+        return self.logprob(math.nan if value is not None else None)
+
+    @staticmethod
+    def prob(lp: float) -> float:
+        return 0.0 if lp <= LOGPROB_FLOOR else math.exp(lp)
+
+    def choice(self, text: str, lp: float, rank: int) -> TokenChoice:
+        return TokenChoice(self.token(text), self.prob(lp), lp, rank)
+
+    def top_list(self, value: Any, where: str) -> list:
+        """A list the server sends per position (`top_logprobs`, `token_logprobs`), or a malformed answer."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise BackendError("malformed", f"the inference server at {self.base_url} sent {where} as "
+                               f"{type(value).__name__}, not a list: {str(value)[:80]!r}")
+        return value
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -233,10 +283,9 @@ class OpenAIBackend:
             pairs = [(e.get("token"), e.get("logprob")) for e in top if isinstance(e, dict)]
         else:
             return []
-        clean = [(str(t), float(lp)) for t, lp in pairs
-                 if t is not None and isinstance(lp, (int, float)) and not isinstance(lp, bool) and not math.isnan(lp)]
+        clean = [(str(t), lp) for t, lp in ((t, self.logprob(v)) for t, v in pairs) if t is not None and lp is not None]
         clean.sort(key=lambda pair: -pair[1])
-        return [TokenChoice(self.token(t), math.exp(lp), lp, rank) for rank, (t, lp) in enumerate(clean, start=1)]
+        return [self.choice(t, lp, rank) for rank, (t, lp) in enumerate(clean, start=1)]
 
     def _cut(self, text: str) -> int:
         """Where to cut a text the server found too long: about the first quarter, at a line start."""
@@ -310,7 +359,7 @@ class OpenAIBackend:
         if isinstance(logprobs.get("content"), list):  # llama-server: chat-style entries
             first = logprobs["content"][0] if logprobs["content"] else {}
             return (first.get("top_logprobs") if isinstance(first, dict) else None), offset
-        tops = logprobs.get("top_logprobs") or [None]
+        tops = self.top_list(logprobs.get("top_logprobs"), "top_logprobs") or [None]
         return tops[0], offset
 
     async def _next_tokens(self, text: str, n: int) -> NextTokens:

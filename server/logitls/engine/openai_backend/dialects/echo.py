@@ -9,7 +9,6 @@ hover then says the server gives no scores, and completion and generate work.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ...types import Capabilities, TextScores, TokenScore
@@ -60,7 +59,7 @@ class EchoDialect(Dialect):
             return self._no_echo("does not return log-probabilities of the prompt (`echo` with `logprobs`)")
         self.echo_supported = True
         tokens = [str(t) for t in tokens]
-        tops = list(logprobs.get("top_logprobs") or [])
+        tops = list(backend.top_list(logprobs.get("top_logprobs"), "top_logprobs"))
         tops += [None] * (len(tokens) - len(tops))
         joined = "".join(tokens)
         shifted = self._echo_is_shifted(window, joined, generated)
@@ -88,9 +87,7 @@ class EchoDialect(Dialect):
             if shifted:
                 lp = next((c.logprob for c in listed if c.text == piece), None)
             else:
-                lp = token_logprobs[index] if index < len(token_logprobs) else None
-            if not isinstance(lp, (int, float)) or isinstance(lp, bool) or math.isnan(lp):
-                lp = None
+                lp = backend.logprob(token_logprobs[index] if index < len(token_logprobs) else None)
             if lp is None:
                 # The first token (nothing before it), or one below every alternative the server listed.
                 scores.append(TokenScore(len(scores), token, start + offset, end + offset, None, None, None,
@@ -100,7 +97,7 @@ class EchoDialect(Dialect):
             # The rank is exact only when the token is among the alternatives (or beats them all).
             known = any(a.id == token.id for a in alternatives) or len(better) < len(alternatives)
             rank = len(better) + 1 if known else None
-            scores.append(TokenScore(len(scores), token, start + offset, end + offset, math.exp(lp), float(lp), rank,
+            scores.append(TokenScore(len(scores), token, start + offset, end + offset, backend.prob(lp), lp, rank,
                                      alternatives))
         return TextScores(scores, offset > 0, offset)
 

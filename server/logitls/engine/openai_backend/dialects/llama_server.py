@@ -14,7 +14,6 @@ openai` measures that cost, and the README says why the lens stays off here.
 
 from __future__ import annotations
 
-import math
 
 from ...types import Capabilities, TextScores, TokenChoice, TokenScore
 from ..transport import BackendError
@@ -73,15 +72,16 @@ class LlamaServer(Dialect):
         for rank, entry in enumerate(listed, start=1):
             if not isinstance(entry, dict):
                 continue
-            lp = entry.get("logprob")
-            if lp is None and isinstance(entry.get("prob"), (int, float)) and entry["prob"] > 0:
-                lp = math.log(entry["prob"])  # servers before the logprob fields
-            if not isinstance(lp, (int, float)):
+            if "logprob" in entry:
+                lp = backend.logprob(entry["logprob"])
+            else:
+                lp = backend.logprob_of_prob(entry.get("prob"))  # servers before the logprob fields
+            if lp is None:
                 continue
             text = entry.get("token", entry.get("tok_str", ""))
-            alternatives.append(TokenChoice(backend.token(str(text)), math.exp(lp), float(lp), rank))
+            alternatives.append(backend.choice(str(text), lp, rank))
             if entry.get("id") == ids[index] and own is None:
-                own = (float(lp), rank)
+                own = (lp, rank)
         if own is None:
             return None, None, alternatives
         return own[0], own[1], alternatives
@@ -92,7 +92,7 @@ class LlamaServer(Dialect):
         if lp is None:  # below the K listed: the hover states the bound
             return TokenScore(index, token, span[0], span[1], None, None, None, alternatives)
         margin = alternatives[0].prob - alternatives[1].prob if len(alternatives) > 1 else None
-        return TokenScore(index, token, span[0], span[1], math.exp(lp), lp, rank, alternatives, None, margin)
+        return TokenScore(index, token, span[0], span[1], self.backend.prob(lp), lp, rank, alternatives, None, margin)
 
     async def token_score_at(self, text: str, offset: int, document: str = "") -> TokenScore | None:
         line_end = text.find("\n", offset)

@@ -22,11 +22,10 @@ kept by its token ids: an edit near the end of a long document sends only the wi
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import Any
 
-from ...types import Capabilities, TextScores, TokenChoice, TokenScore
+from ...types import Capabilities, TextScores, TokenScore
 from ...windows import sliding_spans
 from ..transport import BackendError
 from .base import Dialect, align
@@ -121,20 +120,21 @@ class VLLM(Dialect):
         k = self._k()
         listed = []
         for key, value in entry.items():
-            if not isinstance(value, dict) or not isinstance(value.get("logprob"), (int, float)):
+            lp = backend.logprob(value.get("logprob")) if isinstance(value, dict) else None
+            if lp is None:
                 continue
             rank = value.get("rank")
-            if isinstance(rank, int) and rank <= k:  # the prompt token's own entry may lie below the top k
-                listed.append((rank, str(value.get("decoded_token") or ""), float(value["logprob"])))
+            if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= k:
+                listed.append((rank, str(value.get("decoded_token") or ""), lp))  # the prompt token's own may lie below
         listed.sort()
-        alternatives = [TokenChoice(backend.token(text), math.exp(lp), lp, rank) for rank, text, lp in listed]
+        alternatives = [backend.choice(text, lp, rank) for rank, text, lp in listed]
         own = entry.get(str(token_id))
-        if not isinstance(own, dict) or not isinstance(own.get("logprob"), (int, float)):
+        lp = backend.logprob(own.get("logprob")) if isinstance(own, dict) else None
+        if lp is None:
             return TokenScore(index, token, start, end, None, None, None, alternatives)
-        lp = float(own["logprob"])
-        rank = own.get("rank") if isinstance(own.get("rank"), int) else None
+        rank = own.get("rank") if isinstance(own.get("rank"), int) and not isinstance(own.get("rank"), bool) else None
         margin = alternatives[0].prob - alternatives[1].prob if len(alternatives) > 1 else None
-        return TokenScore(index, token, start, end, math.exp(lp), lp, rank, alternatives, None, margin)
+        return TokenScore(index, token, start, end, backend.prob(lp), lp, rank, alternatives, None, margin)
 
     async def token_scores(self, text: str) -> TextScores:
         backend = self.backend
