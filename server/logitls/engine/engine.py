@@ -37,6 +37,11 @@ BACKGROUND_CHUNK = 32
 GENERATION_RESERVE = 100
 
 
+def hover_slot(document: str) -> str:
+    """The slot of a long document's hover window (token_score_at), beside the document's own."""
+    return f"{document}\0hover"
+
+
 class Engine:
     capabilities = LOCAL  # the Backend protocol (types.Backend): everything, exact
 
@@ -143,6 +148,7 @@ class Engine:
 
     def forget(self, document: str) -> None:
         self._documents.forget(document)
+        self._documents.forget(hover_slot(document))
 
     def forget_all(self) -> None:
         self._documents.clear()
@@ -266,6 +272,33 @@ class Engine:
         self._feed(state, ids, True, should_stop)
         return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0,
                           all_offsets[start][0] if start > 0 else 0)
+
+    def token_score_at(self, text: str, offset: int, *, document: str = "",
+                       should_stop: StopCheck | None = None) -> TokenScore | None:
+        """The scored token whose characters hold `offset` (hover), or None: one token's score costs
+        at most one window's prefill, never the whole document's.
+
+        A document that fits the text window is scored in its own slot, as document_scores does (the
+        same numbers, sharing the cache). A longer one: the window that ends at that token, starting on
+        the quarter-window grid of windows.window_start, in the document's hover slot, fed in small
+        chunks (BACKGROUND_CHUNK) so that a caller can yield between them. Hovers over nearby tokens
+        share that window: one further along feeds only the tokens in between, one before reads the
+        scores already there."""
+        ids, offsets = self.vocabulary.encode(text)
+        index = next((i for i, (begin, end) in enumerate(offsets) if begin <= offset < end), None)
+        if index is None:
+            return None
+        if len(ids) <= self.text_window:
+            scores = self._window_scores(self._state(document), ids, should_stop, BACKGROUND_CHUNK)
+            return self._token_score(index, ids[index], offsets[index], scores[index])
+        lead = self._lead(ids)
+        window = windows.cut(ids[: index + 1], self._window_start(index + 1, lead=lead), lead)
+        state = self._state(hover_slot(document))
+        position = len(window) - 1
+        if state.ids[: len(window)] != window or position >= len(state.scores) or state.scores[position] is None:
+            self._feed(state, window, True, should_stop, chunk_size=BACKGROUND_CHUNK)
+        score = state.scores[position] if position < len(state.scores) else None
+        return self._token_score(index, ids[index], offsets[index], score)
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
