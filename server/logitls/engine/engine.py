@@ -23,6 +23,7 @@ from .documents import PREFILL_CHUNK, DocumentSlots, DocumentState, StopCheck, f
 from .healing import MAX_BACKOFF, backoff
 from .loading import LoadedModel, load_model
 from .scoring import PositionScore
+from .tail_tokens import Tail, TailTokenizer
 from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
                     TokenScore)
@@ -58,6 +59,7 @@ class Engine:
         self.eos_ids = self.vocabulary.eos_ids
         self.start_id = self.vocabulary.start_id
         self._documents = DocumentSlots(cached_documents)
+        self._tails = TailTokenizer(self.vocabulary)
         self.score_prefill = False
         self.generation_reserve = generation_reserve
         # Greedy decoding on a GPU: the native model's step on a static cache as a CUDA graph.
@@ -126,16 +128,38 @@ class Engine:
     def _lead(self, ids: list[int]) -> int:
         return windows.lead_length(ids, self.vocabulary.lead_ids)
 
-    def _prepare(self, text: str, new_tokens: int = 0) -> tuple[list[int], int, bool]:
+    def _tail(self, text: str, document: str) -> Tail:
+        """The end of `text`'s tokenization that any window needs (tail_tokens.py): a long document is
+        tokenized whole only on its first request."""
+        return self._tails.tail(text, document, self.text_window)
+
+    def _cut(self, text: str, document: str, new_tokens: int = 0,
+             tail: Tail | None = None) -> tuple[list[int], list[tuple[int, int]], int, int]:
+        """The window of `text` that is fed, with room for `new_tokens` generated tokens after it: its
+        ids and offsets, where it starts in the text's tokens (0: it is not cut) and how many of its
+        first tokens are the tokenizer's lead."""
+        tail = tail or self._tail(text, document)
+        n, lead = tail.total, tail.lead
+        start = self._window_start(n, lead=lead)
+        if (lead + n - start if start > 0 else n) + new_tokens > self.context_window:  # past the reserve: cut further
+            start = self._window_start(n, self.context_window - new_tokens, lead)
+        if start < tail.first:  # not in the tail (never with a window's worth of tokens): all of them
+            ids, offsets = self.vocabulary.encode(text)
+            return self._cut(text, document, new_tokens, Tail(ids, offsets, 0, self._lead(ids)))
+        if tail.first == 0:
+            return windows.cut(tail.ids, start, lead), windows.cut(tail.offsets, start, lead), start, lead
+        at = start - tail.first
+        return [*self.vocabulary.lead_ids[:lead], *tail.ids[at:]], [(0, 0)] * lead + tail.offsets[at:], start, lead
+
+    def _prepare(self, text: str, new_tokens: int = 0, document: str = "",
+                 tail: Tail | None = None) -> tuple[list[int], int, bool]:
         """The window of `text` that is fed, with room for `new_tokens` generated tokens after it."""
-        ids = self.vocabulary.ids(text)
+        if not text:
+            return [self.start_id], 0, False
+        ids, _, start, _ = self._cut(text, document, new_tokens, tail)
         if not ids:
             return [self.start_id], 0, False
-        lead = self._lead(ids)
-        start = self._window_start(len(ids), lead=lead)
-        if len(windows.cut(ids, start, lead)) + new_tokens > self.context_window:  # past the reserve: cut further
-            start = self._window_start(len(ids), self.context_window - new_tokens, lead)
-        return windows.cut(ids, start, lead), start, start > 0
+        return ids, start, start > 0
 
     # -- documents ---------------------------------------------------------------------------
 
@@ -149,9 +173,11 @@ class Engine:
     def forget(self, document: str) -> None:
         self._documents.forget(document)
         self._documents.forget(hover_slot(document))
+        self._tails.forget(document)
 
     def forget_all(self) -> None:
         self._documents.clear()
+        self._tails = TailTokenizer(self.vocabulary)
 
     def cached_documents_keys(self) -> list[str]:
         """The documents whose KV cache is held, least recently used first."""
@@ -171,7 +197,7 @@ class Engine:
         """
         if not 1 <= n <= self.vocab_size:
             raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
-        ids, _, truncated = self._prepare(text)
+        ids, _, truncated = self._prepare(text, document=document)
         state = self._state(document)
         self._feed(state, ids, False, should_stop, score_bulk=self.score_prefill)
         logprobs = torch.log_softmax(state.last_logits, dim=-1)
@@ -189,7 +215,7 @@ class Engine:
         """
         if not 1 <= n <= self.vocab_size:
             raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
-        ids, _, truncated = self._prepare(text)
+        ids, _, truncated = self._prepare(text, document=document)
         # Only the last tokens can be backed off: look up those, not the whole window, on every keystroke.
         tail = [self.token(i) for i in ids[-(MAX_BACKOFF + 1):]]
         k = backoff([t.text for t in tail], [t.special for t in tail], text) if text else 0
@@ -262,16 +288,13 @@ class Engine:
 
         The first token of the scored window has no score unless the tokenizer itself adds a BOS.
         """
-        all_ids, all_offsets = self.vocabulary.encode(text)
-        if not all_ids:
+        ids, offsets, start, lead = self._cut(text, document) if text else ([], [], 0, 0)
+        if not ids:
             return TextScores([], False, 0)
-        lead = self._lead(all_ids)
-        start = self._window_start(len(all_ids), lead=lead)
-        ids, offsets = windows.cut(all_ids, start, lead), windows.cut(all_offsets, start, lead)
         state = self._state(document)
         self._feed(state, ids, True, should_stop)
         return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0,
-                          all_offsets[start][0] if start > 0 else 0)
+                          offsets[lead][0] if start > 0 else 0)
 
     def token_score_at(self, text: str, offset: int, *, document: str = "",
                        should_stop: StopCheck | None = None) -> TokenScore | None:
@@ -372,12 +395,13 @@ class Engine:
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative")
-        prompt_tokens = len(self.vocabulary.ids(text)) or 1
+        tail = self._tail(text, document) if text else None
+        prompt_tokens = (tail.total if tail else 0) or 1
         if max_new_tokens is None:
             max_new_tokens = max(0, max_length - prompt_tokens) if max_length is not None else 100
         if max_new_tokens == 0:
             return
-        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens)
+        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens, document=document, tail=tail)
         state = self._state(document)
         self._feed(state, ids, False, should_stop)
         generated: list[int] = []
