@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
+from bisect import bisect_right
 from typing import Any, Callable, Iterator
 
 import torch
@@ -60,6 +62,7 @@ class Engine:
         self.start_id = self.vocabulary.start_id
         self._documents = DocumentSlots(cached_documents)
         self._tails = TailTokenizer(self.vocabulary)
+        self._hovered: tuple | None = None  # (key, ids, starts, ends) of the last text token_score_at tokenized
         self.score_prefill = False
         self.generation_reserve = generation_reserve
         # Greedy decoding on a GPU: the native model's step on a static cache as a CUDA graph.
@@ -174,10 +177,13 @@ class Engine:
         self._documents.forget(document)
         self._documents.forget(hover_slot(document))
         self._tails.forget(document)
+        if self._hovered is not None and self._hovered[0][0] == document:
+            self._hovered = None
 
     def forget_all(self) -> None:
         self._documents.clear()
         self._tails = TailTokenizer(self.vocabulary)
+        self._hovered = None
 
     def cached_documents_keys(self) -> list[str]:
         """The documents whose KV cache is held, least recently used first."""
@@ -307,21 +313,41 @@ class Engine:
         chunks (BACKGROUND_CHUNK) so that a caller can yield between them. Hovers over nearby tokens
         share that window: one further along feeds only the tokens in between, one before reads the
         scores already there."""
-        ids, offsets = self.vocabulary.encode(text)
-        index = next((i for i, (begin, end) in enumerate(offsets) if begin <= offset < end), None)
+        ids, starts, ends = self._hover_encoding(text, document)
+        index = self._holding(starts, ends, offset)
         if index is None:
             return None
         if len(ids) <= self.text_window:
-            scores = self._window_scores(self._state(document), ids, should_stop, BACKGROUND_CHUNK)
-            return self._token_score(index, ids[index], offsets[index], scores[index])
+            scores = self._window_scores(self._state(document), list(ids), should_stop, BACKGROUND_CHUNK)
+            return self._token_score(index, ids[index], (starts[index], ends[index]), scores[index])
         lead = self._lead(ids)
-        window = windows.cut(ids[: index + 1], self._window_start(index + 1, lead=lead), lead)
+        start = self._window_start(index + 1, lead=lead)
+        window = list(ids[:lead]) + list(ids[start: index + 1]) if start > 0 else list(ids[: index + 1])
         state = self._state(hover_slot(document))
         position = len(window) - 1
         if state.ids[: len(window)] != window or position >= len(state.scores) or state.scores[position] is None:
             self._feed(state, window, True, should_stop, chunk_size=BACKGROUND_CHUNK)
         score = state.scores[position] if position < len(state.scores) else None
-        return self._token_score(index, ids[index], offsets[index], score)
+        return self._token_score(index, ids[index], (starts[index], ends[index]), score)
+
+    def _hover_encoding(self, text: str, document: str) -> tuple[array, array, array]:
+        """`text`'s token ids and their start and end offsets, kept for the last text hovered: hovers on
+        one version of a long document tokenize it once (compact arrays: 24 bytes a token)."""
+        key = (document, len(text), hash(text))
+        if self._hovered is None or self._hovered[0] != key:
+            self._hovered = None  # the old arrays go before the new ones are made
+            ids, offsets = self.vocabulary.encode(text)
+            self._hovered = (key, array("q", ids), array("q", [b for b, _ in offsets]),
+                             array("q", [e for _, e in offsets]))
+        return self._hovered[1:]
+
+    @staticmethod
+    def _holding(starts: array, ends: array, offset: int) -> int | None:
+        """The first token whose characters hold `offset` (TextScores.token_at); the byte pieces of
+        one character share its span."""
+        last = bisect_right(starts, offset) - 1
+        holders = [i for i in range(max(0, last - 8), last + 1) if starts[i] <= offset < ends[i]]
+        return holders[0] if holders else None
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
