@@ -164,7 +164,7 @@ def test_greedy_past_the_sliding_window_equals_generate(sliding_engine, monkeypa
 
     monkeypatch.setattr(kv_cache, "SLIDING_SLACK", 2)
     engine = sliding_engine
-    ids = engine.tokenizer(SLIDING_TEXT, return_tensors="pt").input_ids
+    ids = torch.tensor([engine.tokenize(SLIDING_TEXT).ids])
     reference = reference_model(engine).generate(ids, do_sample=False, max_new_tokens=24, eos_token_id=None,
                                       pad_token_id=0)[0, ids.shape[1]:].tolist()
     engine.eos_ids, saved = set(), engine.eos_ids

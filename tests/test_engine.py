@@ -63,7 +63,7 @@ def test_empty_text_conditions_on_the_start_token(tiny_engine):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_equals_hf_generate(tiny_engine, prompt):
-    ids = tiny_engine.tokenizer(prompt, return_tensors="pt").input_ids
+    ids = torch.tensor([tiny_engine.tokenize(prompt).ids])
     reference = reference_model(tiny_engine).generate(ids, do_sample=False, max_new_tokens=30, eos_token_id=None,
                                            pad_token_id=0)[0, ids.shape[1]:].tolist()
     tiny_engine.eos_ids, saved = set(), tiny_engine.eos_ids  # generate above ran without EOS stops too
@@ -140,7 +140,7 @@ def test_default_model_completes_numpy_import(default_engine):
 
 def test_default_model_greedy_equals_generate_and_stops_at_eos(default_engine):
     prompt = "The capital of France is"
-    ids = default_engine.tokenizer(prompt, return_tensors="pt").input_ids
+    ids = torch.tensor([default_engine.tokenize(prompt).ids])
     reference = reference_model(default_engine).generate(ids, do_sample=False, max_length=100)[0, ids.shape[1]:].tolist()
     steps = list(default_engine.greedy(prompt, max_length=100))
     assert [s.token.id for s in steps] == reference
@@ -287,3 +287,51 @@ def test_a_text_cut_from_the_left_keeps_the_tokenizers_bos(bos_engine):
         del engine.model.forward
     assert len(first_tokens) > 1 and set(first_tokens) == {bos}
     assert lens.tokens[-1].logprob == pytest.approx(reference_logprobs(engine, window)[-2, window[-1]].item(), abs=1e-4)
+
+
+def test_token_score_at_scores_one_window_of_a_long_document(tiny_engine):
+    """Hover on a document many windows long: the token's score given the window that ends at it
+    (on the quarter-window grid), from one prefill of at most the window; a nearby hover feeds only
+    the tokens in between, and one before reads what is there."""
+    from logitls.engine import Engine
+    from logitls.engine.windows import window_start
+
+    engine = tiny_engine
+    text = " ".join(f"word{i % 7}" for i in range(200))
+    ids, offsets = engine.vocabulary.encode(text)
+    assert len(ids) > 4 * engine.context_window
+    index = len(ids) // 2
+    fed: list[int] = []
+    with counting_feeds(engine, fed):
+        score = engine.token_score_at(text, offsets[index][0] + 1, document="hover-long")
+    assert score.index == index and (score.start, score.end) == offsets[index]
+    start = window_start(index + 1, engine.text_window)
+    assert 0 < sum(fed) == index + 1 - start <= engine.text_window and max(fed) <= 32
+    cut = text[offsets[start][0]: offsets[index][1]]  # the window, as a text on its own
+    fresh = Engine(engine.loaded).token_scores(cut)
+    assert not fresh.truncated and fresh.tokens[-1].token.id == score.token.id
+    assert score.logprob == pytest.approx(fresh.tokens[-1].logprob, abs=1e-4)
+    assert score.rank == fresh.tokens[-1].rank
+    row = reference_logprobs(engine, ids[start: index + 1])[-2]
+    assert score.logprob == pytest.approx(row[ids[index]].item(), abs=1e-4)
+    fed.clear()
+    with counting_feeds(engine, fed):
+        before = engine.token_score_at(text, offsets[index - 1][0], document="hover-long")
+        assert fed == [] and before.index == index - 1  # inside what the hover window holds
+        after = engine.token_score_at(text, offsets[index + 1][0], document="hover-long")
+        assert sum(fed) <= 2 and after.index == index + 1  # the same window: the token and the one before it
+    assert engine.token_score_at(text, len(text) + 5, document="hover-long") is None
+    engine.forget("hover-long")
+    assert not any(key.startswith("hover-long") for key in engine.cached_documents_keys())
+
+
+def test_token_score_at_within_the_window_is_the_documents_score(tiny_engine):
+    text = "The quick brown fox jumps over the lazy dog."
+    scores = tiny_engine.document_scores(text, document="hover-short")
+    fox = next(s for s in scores.tokens if s.token.text == " fox")
+    fed: list[int] = []
+    with counting_feeds(tiny_engine, fed):
+        score = tiny_engine.token_score_at(text, fox.start + 1, document="hover-short")
+    assert fed == []  # the document's own slot, already scored
+    assert (score.index, score.token.id, score.logprob, score.rank) == (fox.index, fox.token.id, fox.logprob, fox.rank)
+    tiny_engine.forget("hover-short")

@@ -93,3 +93,56 @@ async def test_hover_far_from_the_end_of_a_long_document(tiny_client, tiny_gpt2_
     early = scores.tokens[5]
     result = await hover(tiny_client, uri, 0, early.start)
     assert_same_numbers(result.contents.value, early)
+
+
+async def test_a_hover_deep_in_a_long_document_lets_a_completion_through(tiny_models, tiny_gpt2_engine):
+    """Lens off, a document many windows long: the hover scores the window that ends at its token, in
+    small chunks, and a completion that arrives meanwhile is answered first (order, not time)."""
+    import asyncio
+
+    from conftest import hold_model_thread, release_model_thread, start_session, wait_until_held, wait_until_queued
+
+    from logitls.engine import Engine
+    from logitls.engine.windows import window_start
+
+    client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu", "maxContextTokens": 64,
+                                  "lens": {"enabled": False}})
+    try:
+        text = " ".join(f"word{i % 7}" for i in range(400))
+        ids, offsets = tiny_gpt2_engine.vocabulary.encode(text)
+        index = len(ids) // 2
+        uri, short_uri = "file:///hover/long.txt", "file:///hover/short.txt"
+        open_document(client, uri, text)
+        open_document(client, short_uri, "The capital")
+        answered: list[str] = []
+        mark = hold_model_thread(client, at_check=2, key_contains=f"{uri}', 'hover")
+        hovering = asyncio.ensure_future(hover(client, uri, 0, offsets[index][0] + 1))
+        hovering.add_done_callback(lambda _: answered.append("hover"))
+        await wait_until_held(client, mark)  # one chunk of the hover's window fed, more to go
+        completing = asyncio.ensure_future(client.text_document_completion_async(types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=short_uri), position=types.Position(line=0, character=11))))
+        completing.add_done_callback(lambda _: answered.append("completion"))
+        await wait_until_queued(client)
+        release_model_thread(client)
+        completion, result = await asyncio.wait_for(asyncio.gather(completing, hovering), 120)
+        assert answered == ["completion", "hover"]
+        assert completion.items
+        fresh = Engine(tiny_gpt2_engine.loaded)
+        start = window_start(index + 1, fresh.text_window)
+        cut = text[offsets[start][0]: offsets[index][1]]  # the window before the token, as a text of its own
+        expected = fresh.token_scores(cut).tokens[-1]
+        assert expected.token.id == ids[index]
+        assert result.range.start.character == offsets[index][0]
+        assert_same_numbers(result.contents.value, expected)
+
+        # A newer hover on the same document supersedes an older one for good: no taking turns.
+        mark = hold_model_thread(client, at_check=2, key_contains=f"{uri}', 'hover")
+        older = asyncio.ensure_future(hover(client, uri, 0, offsets[index + 60][0]))
+        await wait_until_held(client, mark)
+        newer = asyncio.ensure_future(hover(client, uri, 0, offsets[index + 61][0]))
+        await wait_until_queued(client)
+        release_model_thread(client)
+        older, newer = await asyncio.wait_for(asyncio.gather(older, newer), 120)
+        assert older is None and newer.range.start.character == offsets[index + 61][0]
+    finally:
+        await client.shutdown_session()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
+from bisect import bisect_right
 from typing import Any, Iterator
 
 import torch
@@ -23,6 +25,7 @@ from .documents import PREFILL_CHUNK, DocumentSlots, DocumentState, StopCheck, f
 from .healing import MAX_BACKOFF, backoff
 from .loading import LoadedModel, load_model
 from .scoring import PositionScore
+from .tail_tokens import Tail, TailTokenizer
 from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
 from .types import (HealedChoice, HealedTokens, NextTokens, TextScores, Token, TokenChoice, TokenizedText,
                     TokenScore)
@@ -35,6 +38,11 @@ BACKGROUND_CHUNK = 32
 # Window tokens every feature leaves free for generation (at most a quarter window): the server's
 # larger default generation length, so inline completion and generate reuse completion's window.
 GENERATION_RESERVE = 100
+
+
+def hover_slot(document: str) -> str:
+    """The slot of a long document's hover window (token_score_at), beside the document's own."""
+    return f"{document}\0hover"
 
 
 class Engine:
@@ -53,6 +61,8 @@ class Engine:
         self.eos_ids = self.vocabulary.eos_ids
         self.start_id = self.vocabulary.start_id
         self._documents = DocumentSlots(cached_documents)
+        self._tails = TailTokenizer(self.vocabulary)
+        self._hovered: tuple | None = None  # (key, ids, starts, ends) of the last text token_score_at tokenized
         self.score_prefill = False
         self.generation_reserve = generation_reserve
         # Greedy decoding on a GPU: the native model's step on a static cache as a CUDA graph.
@@ -121,16 +131,38 @@ class Engine:
     def _lead(self, ids: list[int]) -> int:
         return windows.lead_length(ids, self.vocabulary.lead_ids)
 
-    def _prepare(self, text: str, new_tokens: int = 0) -> tuple[list[int], int, bool]:
+    def _tail(self, text: str, document: str) -> Tail:
+        """The end of `text`'s tokenization that any window needs (tail_tokens.py): a long document is
+        tokenized whole only on its first request."""
+        return self._tails.tail(text, document, self.text_window)
+
+    def _cut(self, text: str, document: str, new_tokens: int = 0,
+             tail: Tail | None = None) -> tuple[list[int], list[tuple[int, int]], int, int]:
+        """The window of `text` that is fed, with room for `new_tokens` generated tokens after it: its
+        ids and offsets, where it starts in the text's tokens (0: it is not cut) and how many of its
+        first tokens are the tokenizer's lead."""
+        tail = tail or self._tail(text, document)
+        n, lead = tail.total, tail.lead
+        start = self._window_start(n, lead=lead)
+        if (lead + n - start if start > 0 else n) + new_tokens > self.context_window:  # past the reserve: cut further
+            start = self._window_start(n, self.context_window - new_tokens, lead)
+        if start < tail.first:  # not in the tail (never with a window's worth of tokens): all of them
+            ids, offsets = self.vocabulary.encode(text)
+            return self._cut(text, document, new_tokens, Tail(ids, offsets, 0, self._lead(ids)))
+        if tail.first == 0:
+            return windows.cut(tail.ids, start, lead), windows.cut(tail.offsets, start, lead), start, lead
+        at = start - tail.first
+        return [*self.vocabulary.lead_ids[:lead], *tail.ids[at:]], [(0, 0)] * lead + tail.offsets[at:], start, lead
+
+    def _prepare(self, text: str, new_tokens: int = 0, document: str = "",
+                 tail: Tail | None = None) -> tuple[list[int], int, bool]:
         """The window of `text` that is fed, with room for `new_tokens` generated tokens after it."""
-        ids = self.vocabulary.ids(text)
+        if not text:
+            return [self.start_id], 0, False
+        ids, _, start, _ = self._cut(text, document, new_tokens, tail)
         if not ids:
             return [self.start_id], 0, False
-        lead = self._lead(ids)
-        start = self._window_start(len(ids), lead=lead)
-        if len(windows.cut(ids, start, lead)) + new_tokens > self.context_window:  # past the reserve: cut further
-            start = self._window_start(len(ids), self.context_window - new_tokens, lead)
-        return windows.cut(ids, start, lead), start, start > 0
+        return ids, start, start > 0
 
     # -- documents ---------------------------------------------------------------------------
 
@@ -143,9 +175,15 @@ class Engine:
 
     def forget(self, document: str) -> None:
         self._documents.forget(document)
+        self._documents.forget(hover_slot(document))
+        self._tails.forget(document)
+        if self._hovered is not None and self._hovered[0][0] == document:
+            self._hovered = None
 
     def forget_all(self) -> None:
         self._documents.clear()
+        self._tails = TailTokenizer(self.vocabulary)
+        self._hovered = None
 
     def cached_documents_keys(self) -> list[str]:
         """The documents whose KV cache is held, least recently used first."""
@@ -165,7 +203,7 @@ class Engine:
         """
         if not 1 <= n <= self.vocab_size:
             raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
-        ids, _, truncated = self._prepare(text)
+        ids, _, truncated = self._prepare(text, document=document)
         state = self._state(document)
         self._feed(state, ids, False, should_stop, score_bulk=self.score_prefill)
         logprobs = torch.log_softmax(state.last_logits, dim=-1)
@@ -183,7 +221,7 @@ class Engine:
         """
         if not 1 <= n <= self.vocab_size:
             raise ValueError(f"n must be between 1 and the vocabulary size ({self.vocab_size}), got {n}")
-        ids, _, truncated = self._prepare(text)
+        ids, _, truncated = self._prepare(text, document=document)
         # Only the last tokens can be backed off: look up those, not the whole window, on every keystroke.
         tail = [self.token(i) for i in ids[-(MAX_BACKOFF + 1):]]
         k = backoff([t.text for t in tail], [t.special for t in tail], text) if text else 0
@@ -256,16 +294,60 @@ class Engine:
 
         The first token of the scored window has no score unless the tokenizer itself adds a BOS.
         """
-        all_ids, all_offsets = self.vocabulary.encode(text)
-        if not all_ids:
+        ids, offsets, start, lead = self._cut(text, document) if text else ([], [], 0, 0)
+        if not ids:
             return TextScores([], False, 0)
-        lead = self._lead(all_ids)
-        start = self._window_start(len(all_ids), lead=lead)
-        ids, offsets = windows.cut(all_ids, start, lead), windows.cut(all_offsets, start, lead)
         state = self._state(document)
         self._feed(state, ids, True, should_stop)
         return TextScores(self._scored_tokens(ids, offsets, state.scores), start > 0,
-                          all_offsets[start][0] if start > 0 else 0)
+                          offsets[lead][0] if start > 0 else 0)
+
+    def token_score_at(self, text: str, offset: int, *, document: str = "",
+                       should_stop: StopCheck | None = None) -> TokenScore | None:
+        """The scored token whose characters hold `offset` (hover), or None: one token's score costs
+        at most one window's prefill, never the whole document's.
+
+        A document that fits the text window is scored in its own slot, as document_scores does (the
+        same numbers, sharing the cache). A longer one: the window that ends at that token, starting on
+        the quarter-window grid of windows.window_start, in the document's hover slot, fed in small
+        chunks (BACKGROUND_CHUNK) so that a caller can yield between them. Hovers over nearby tokens
+        share that window: one further along feeds only the tokens in between, one before reads the
+        scores already there."""
+        ids, starts, ends = self._hover_encoding(text, document)
+        index = self._holding(starts, ends, offset)
+        if index is None:
+            return None
+        if len(ids) <= self.text_window:
+            scores = self._window_scores(self._state(document), list(ids), should_stop, BACKGROUND_CHUNK)
+            return self._token_score(index, ids[index], (starts[index], ends[index]), scores[index])
+        lead = self._lead(ids)
+        start = self._window_start(index + 1, lead=lead)
+        window = list(ids[:lead]) + list(ids[start: index + 1]) if start > 0 else list(ids[: index + 1])
+        state = self._state(hover_slot(document))
+        position = len(window) - 1
+        if state.ids[: len(window)] != window or position >= len(state.scores) or state.scores[position] is None:
+            self._feed(state, window, True, should_stop, chunk_size=BACKGROUND_CHUNK)
+        score = state.scores[position] if position < len(state.scores) else None
+        return self._token_score(index, ids[index], (starts[index], ends[index]), score)
+
+    def _hover_encoding(self, text: str, document: str) -> tuple[array, array, array]:
+        """`text`'s token ids and their start and end offsets, kept for the last text hovered: hovers on
+        one version of a long document tokenize it once (compact arrays: 24 bytes a token)."""
+        key = (document, len(text), hash(text))
+        if self._hovered is None or self._hovered[0] != key:
+            self._hovered = None  # the old arrays go before the new ones are made
+            ids, offsets = self.vocabulary.encode(text)
+            self._hovered = (key, array("q", ids), array("q", [b for b, _ in offsets]),
+                             array("q", [e for _, e in offsets]))
+        return self._hovered[1:]
+
+    @staticmethod
+    def _holding(starts: array, ends: array, offset: int) -> int | None:
+        """The first token whose characters hold `offset` (TextScores.token_at); the byte pieces of
+        one character share its span."""
+        last = bisect_right(starts, offset) - 1
+        holders = [i for i in range(max(0, last - 8), last + 1) if starts[i] <= offset < ends[i]]
+        return holders[0] if holders else None
 
     def document_scores(self, text: str, *, stride: int | None = None, document: str = "",
                         should_stop: StopCheck | None = None, chunk_size: int = PREFILL_CHUNK) -> TextScores:
@@ -339,12 +421,13 @@ class Engine:
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative")
-        prompt_tokens = len(self.vocabulary.ids(text)) or 1
+        tail = self._tail(text, document) if text else None
+        prompt_tokens = (tail.total if tail else 0) or 1
         if max_new_tokens is None:
             max_new_tokens = max(0, max_length - prompt_tokens) if max_length is not None else 100
         if max_new_tokens == 0:
             return
-        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens)
+        ids, _, _ = self._prepare(text, new_tokens=max_new_tokens, document=document, tail=tail)
         state = self._state(document)
         self._feed(state, ids, False, should_stop)
         generated: list[int] = []

@@ -166,7 +166,7 @@ class Backend(Protocol):
     """The calls the language server and the CLI make, answered by the local Engine or a server.
 
     Optional calls exist exactly where `capabilities` declares them: `document_scores` (the lens),
-    `healed_next_tokens` / `healed_greedy` (healing), `token_score_at` (scored_remotely)."""
+    `healed_next_tokens` / `healed_greedy` (healing)."""
 
     capabilities: Capabilities
     loaded: Any
@@ -184,6 +184,9 @@ class Backend(Protocol):
 
     def token_scores(self, text: str, *, document: str = "",
                      should_stop: Callable[[], bool] | None = None) -> TextScores: ...
+
+    def token_score_at(self, text: str, offset: int, *, document: str = "",
+                       should_stop: Callable[[], bool] | None = None) -> TokenScore | None: ...
 
     def greedy(self, text: str, *, max_new_tokens: int | None = None, max_length: int | None = None,
                document: str = "", should_stop: Callable[[], bool] | None = None) -> Iterator[GreedyStep]: ...

@@ -155,12 +155,9 @@ async def command_scores(ls: LogitlsServer, uri: str, command: str) -> tuple[str
 
 
 def score_at(engine, text: str, offset: int, uri: str, should_stop):
-    """The scored token holding `offset`. Locally, the lens's scores (a sliding window over a document
-    longer than the context, so a token far from the end has the probability the lens colours it by).
-    A server pays for every token it scores: it is asked for as little as it can answer."""
-    if engine.capabilities.scored_remotely:
-        return engine.token_score_at(text, offset, document=uri, should_stop=should_stop)
-    return engine.document_scores(text, document=uri, should_stop=should_stop).token_at(offset)
+    """The scored token holding `offset`: at most one window's prefill locally (Engine.token_score_at),
+    as little as a server can answer remotely."""
+    return engine.token_score_at(text, offset, document=uri, should_stop=should_stop)
 
 
 async def _lens_scores(ls: LogitlsServer, uri: str, text: str):
@@ -180,10 +177,42 @@ async def scored_token(ls: LogitlsServer, uri: str, text: str, offset: int, feat
     `feature` keys the model job: a newer request of the same feature on the document supersedes it.
     Raises ModelUnavailable or JobCancelled."""
     scores = await _lens_scores(ls, uri, text)
-    if scores is None:
-        return await ls.run_model(lambda engine, stop: score_at(engine, text, offset, uri, stop),
-                                  key=(uri, feature))
-    return scores.token_at(offset)
+    if scores is not None:
+        return scores.token_at(offset)
+    return await _score_one(ls, uri, text, offset, feature)
+
+
+async def _score_one(ls: LogitlsServer, uri: str, text: str, offset: int, feature: str):
+    """One token's score without the lens: a window's prefill in small chunks that yields to any
+    keystroke waiting (as the lens pass does) and goes on where it stopped (the hover slot keeps what
+    was fed). A newer request of the same feature on the document supersedes this one for good: the
+    generation tells a yield from that, so two hovers never take turns superseding each other."""
+    record = ls.documents(uri)
+    generation = record.generations[feature] = record.generations.get(feature, 0) + 1
+    while True:
+        progressed = [False]
+
+        def run(engine, should_stop, progressed=progressed):
+            if engine.capabilities.scored_remotely:  # one server request: nothing to yield between
+                return score_at(engine, text, offset, uri, should_stop)
+
+            def stop() -> bool:
+                stopping = should_stop()
+                progressed[0] = True  # later checks come after a chunk fed: from there the job may yield
+                return stopping
+
+            return score_at(engine, text, offset, uri, stop)
+
+        try:
+            # Each turn feeds at least one chunk before it yields: two hovers on two documents alternate
+            # chunk by chunk, they never both stop before starting.
+            return await ls.run_model(run, key=(uri, feature),
+                                      stop_when=lambda progressed=progressed: progressed[0] and ls.worker.interactive_waiting())
+        except JobCancelled:
+            # A job stopped before the engine's first check did not yield: it was cancelled (or its document closed).
+            if not progressed[0] or ls.documents.peek(uri) is not record or record.generations.get(feature) != generation:
+                raise
+            await asyncio.sleep(0)  # yielded: the waiting job was queued first and runs first
 
 
 __all__ = ["command_scores", "document_scores", "bucket_edges", "refresh_lens_views", "score_at", "scored_token",

@@ -20,6 +20,7 @@ class OpenDocument:
     lens_pass: Any = None  # lsp.lens.LensPass for the latest version scored
     semantic_tokens: tuple[str, list[int]] | None = None  # (resultId, data) last sent, for deltas
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)  # background work by name
+    generations: dict[str, int] = field(default_factory=dict)  # the latest request of a feature (lens._score_one)
 
     def replace_task(self, name: str, task: asyncio.Task) -> None:
         """Run `task` as this document's `name` job, cancelling the one it replaces."""
