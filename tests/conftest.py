@@ -204,7 +204,7 @@ def _offline_hub():
 SERVER_COMMAND = [sys.executable, "-m", "logitls", "serve"]
 
 
-def run_logitls(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 300):
+def run_logitls(*args: str, stdin: str | None = None, env: dict | None = None, timeout: float = 900):
     """`logitls ARGS…` in a child process of this interpreter, its output captured as text."""
     return subprocess.run([sys.executable, "-m", "logitls", *args], input=stdin, capture_output=True,
                           text=True, timeout=timeout, env=env)
@@ -260,7 +260,7 @@ async def start_session(init_options: dict | None = None, capabilities=None, con
     return client
 
 
-async def wait_for_status(client, states, timeout: float = 120.0, after: int = 0):
+async def wait_for_status(client, states, timeout: float = 900.0, after: int = 0):
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -280,7 +280,7 @@ def hold_model_thread(client, at_check: int = 0, key_contains: str = "") -> int:
     return len(client.held)
 
 
-async def wait_until_held(client, mark: int, timeout: float = 120.0) -> dict:
+async def wait_until_held(client, mark: int, timeout: float = 900.0) -> dict:
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -302,7 +302,7 @@ async def server_status(client) -> dict:
     return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="logitls.status"))
 
 
-async def wait_until_queued(client, jobs: int = 1, timeout: float = 60.0) -> None:
+async def wait_until_queued(client, jobs: int = 1, timeout: float = 600.0) -> None:
     """Until at least `jobs` requests wait in the server's model queue (behind a held job)."""
     import asyncio
 
@@ -435,7 +435,7 @@ class Wire:
         """Bytes as they are, framing and all."""
         self.client.protocol.writer.write(data)
 
-    async def until(self, ids, nulls: int = 0, timeout: float = 60.0) -> None:
+    async def until(self, ids, nulls: int = 0, timeout: float = 600.0) -> None:
         """Wait until every id in `ids` has an answer and `nulls` id-null answers came."""
         import asyncio
 

@@ -46,7 +46,7 @@ def test_lens_compare_on_the_command_line(tiny_models, tmp_path):
     html = tmp_path / "compare.html"
     result = subprocess.run([sys.executable, "-m", "logitls", "lens", str(text_file), "--json", "--html", str(html),
                              "--model", str(tiny_models["gpt2"]), "--compare", str(tiny_models["llama"])],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert "bits/token" in report["summary"] and len(report["tokens"]) > 5

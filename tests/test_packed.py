@@ -165,7 +165,7 @@ def test_auto_stays_exact_where_the_kernel_would_run_its_plain_loop():
     code = ("from logitls.engine import Engine; from logitls.engine import kernels; "
             "a = Engine.load('default', device='cpu'); p = Engine.load('default', device='cpu', weights='packed'); "
             "print(kernels.cpu_path(), a.loaded.weights, p.loaded.weights, p.loaded.kernel)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "LOGITLS_GGUF_KERNEL_PLAIN": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["plain", "exact", "packed", "fp32"]

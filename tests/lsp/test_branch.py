@@ -142,7 +142,7 @@ async def test_a_stale_document_is_not_overwritten(default_client, default_engin
         content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=end, end=end),
                                                                 text=" Very big.")]))
     release_model_thread(default_client)
-    result = await asyncio.wait_for(task, 120)
+    result = await asyncio.wait_for(task, 600)
     assert result["applied"] is False and result["stop"] == "document-changed"
     assert edits_for(default_client, uri) == []
     assert any("changed while branching" in m.message for m in default_client.messages)

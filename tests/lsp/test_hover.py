@@ -124,7 +124,7 @@ async def test_a_hover_deep_in_a_long_document_lets_a_completion_through(tiny_mo
         completing.add_done_callback(lambda _: answered.append("completion"))
         await wait_until_queued(client)
         release_model_thread(client)
-        completion, result = await asyncio.wait_for(asyncio.gather(completing, hovering), 120)
+        completion, result = await asyncio.wait_for(asyncio.gather(completing, hovering), 600)
         assert answered == ["completion", "hover"]
         assert completion.items
         fresh = Engine(tiny_gpt2_engine.loaded)
@@ -142,7 +142,7 @@ async def test_a_hover_deep_in_a_long_document_lets_a_completion_through(tiny_mo
         newer = asyncio.ensure_future(hover(client, uri, 0, offsets[index + 61][0]))
         await wait_until_queued(client)
         release_model_thread(client)
-        older, newer = await asyncio.wait_for(asyncio.gather(older, newer), 120)
+        older, newer = await asyncio.wait_for(asyncio.gather(older, newer), 600)
         assert older is None and newer.range.start.character == offsets[index + 61][0]
     finally:
         await client.shutdown_session()

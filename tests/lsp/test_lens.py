@@ -206,7 +206,7 @@ async def test_a_completion_does_not_wait_for_a_lens_pass(default_client):
     completion = await completion
     assert completion.items
     assert not lens_task.done()  # the completion was answered mid-pass
-    tokens = await asyncio.wait_for(lens_task, 300)
+    tokens = await asyncio.wait_for(lens_task, 600)
     assert len(tokens.data) > 1000
     assert any("stopped before it finished" in m.message and "lens" in m.message for m in default_client.log_messages)
     default_client.set_configuration({"logitls": {}})

@@ -155,7 +155,7 @@ def test_stdout_carries_only_json_rpc_and_exit_is_prompt(tiny_models):
     process.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
     process.stdin.flush()
     started = time.monotonic()
-    assert process.wait(timeout=10) == 0
+    assert process.wait(timeout=300) == 0
     assert time.monotonic() - started < 10
     out += process.stdout.read()
     frames = read_frames(out)
@@ -175,7 +175,7 @@ def test_losing_the_client_ends_the_server(tiny_models):
     process.stdin.flush()
     time.sleep(1)
     process.stdin.close()  # the editor died
-    assert process.wait(timeout=20) == 0
+    assert process.wait(timeout=300) == 0
 
 
 async def test_initialize_answers_before_the_model_is_loaded(tiny_models):
@@ -247,13 +247,13 @@ async def test_a_load_that_fails_while_settings_change_still_settles(tiny_models
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
         await server_status(client)  # the change has been taken in
         release_model_thread(client)
-        assert await wait_for_status(client, ("ready", "failed"), timeout=60) == "failed"
+        assert await wait_for_status(client, ("ready", "failed"), timeout=600) == "failed"
         open_document(client, "file:///life/settling.txt", "hello")
-        assert list((await asyncio.wait_for(complete(client, "file:///life/settling.txt", 0, 5), 10)).items) == []
+        assert list((await asyncio.wait_for(complete(client, "file:///life/settling.txt", 0, 5), 600)).items) == []
         seen = len(client.statuses)
         client.set_configuration({"logitls": {"model": str(tiny_models["gpt2"]), "topN": 4}})
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={}))
-        assert await wait_for_status(client, ("ready", "failed"), after=seen, timeout=60) == "ready"
+        assert await wait_for_status(client, ("ready", "failed"), after=seen, timeout=600) == "ready"
         assert len((await complete(client, "file:///life/settling.txt", 0, 5)).items) == 4
     finally:
         release_model_thread(client)
@@ -299,7 +299,7 @@ async def test_closing_a_document_forgets_everything_it_held(tiny_models):
             text_document=types.TextDocumentIdentifier(uri=uri)))
         release_model_thread(client)
         with pytest.raises(Exception):
-            await asyncio.wait_for(tokens, 30)  # closed mid-pass: an error answer, not colours for a gone text
+            await asyncio.wait_for(tokens, 600)  # closed mid-pass: an error answer, not colours for a gone text
         after = await server_status(client)
         for _ in range(100):
             if uri not in after["cachedDocuments"]:
@@ -350,7 +350,7 @@ async def test_a_keystroke_during_a_reload_waits_for_the_load_and_nothing_else(t
         menu = asyncio.ensure_future(complete(client, "file:///life/reload.txt", 0, 11))
         await asyncio.sleep(0)  # the request is on its way while the load is held
         release_model_thread(client)
-        assert len((await asyncio.wait_for(menu, 300)).items) == 10
+        assert len((await asyncio.wait_for(menu, 600)).items) == 10
         jobs = [m.message.rsplit(":", 1)[0] for m in client.log_messages[logged:] if m.message.startswith("model job")]
         load = next(i for i, job in enumerate(jobs) if "model-load" in job)
         menu_job = next(i for i, job in enumerate(jobs) if "completion" in job)

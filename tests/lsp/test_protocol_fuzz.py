@@ -277,7 +277,7 @@ async def test_random_messages_edits_and_requests(tiny_client, tiny_gpt2_engine)
             fuzz.bad_notification()
         else:
             fuzz.cancel()
-    await wire.until(list(fuzz.expected), nulls=fuzz.nulls, timeout=120)
+    await wire.until(list(fuzz.expected), nulls=fuzz.nulls, timeout=600)
     await wire.round_trip()
     problems = [p for msg_id, expected in fuzz.expected.items() if (p := check(msg_id, expected, wire.answers[msg_id]))]
     assert not problems, problems

@@ -54,7 +54,7 @@ async def test_cancel_request_stops_a_long_computation(default_client):
     default_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="long-completion"))
     release_model_thread(default_client)
     with pytest.raises(JsonRpcRequestCancelled):
-        await asyncio.wait_for(request, 60)
+        await asyncio.wait_for(request, 600)
     open_document(default_client, "file:///typing/next.txt", "The capital of France is")
     result = await asyncio.wait_for(default_client.text_document_completion_async(types.CompletionParams(
         text_document=types.TextDocumentIdentifier(uri="file:///typing/next.txt"),
