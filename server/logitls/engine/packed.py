@@ -1,11 +1,12 @@
-"""Packed weights: a GGUF's own Q4_0/Q4_1 (and Q8_0) blocks computed on directly, not dequantized.
+"""Packed weights: a GGUF's own quantised blocks computed on directly, not dequantized.
 
 The default model's GGUF stores every linear layer as Q4_1 (blocks of 32 weights: value = d·q + m,
 q in 0..15) and its tied embedding / LM head as Q8_0; the "exact" model is those values dequantized
 to fp32: every decode step reads 4 bytes a weight where the file holds 0.6 (Q4_1) or 1.06 (Q8_0).
 
 Two kernels read the blocks:
-- "fp32" (kernels/gguf_linear.cpp, built at install): the blocks as the file stores them, the
+- "fp32" (kernels/gguf_linear.cpp, built at install): the blocks as the file stores them (Q4_0,
+  Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K that Q4_K_M/Q5_K_M files mix), the
   weights dequantized in registers to their exact fp32 values, fp32 inputs and sums. Its numbers
   differ from the exact path's only in the order of the additions; the LM head runs on the Q8_0
   blocks too. Many input rows (a prefill) use the dense weights' GEMM, bit for bit the exact path.
@@ -16,7 +17,8 @@ Two kernels read the blocks:
   by how much.
 
 Each packed layer is checked against the loaded model's own weight (the GGUF's values as
-transformers dequantized them): a layer whose codes do not reproduce it exactly stays exact. The
+transformers dequantized them), for the fp32 kernel through the kernel's own dequantization on this
+CPU's code path: a layer whose codes do not reproduce it exactly stays exact. The
 packed layers are written once beside the converted model (the bf16 kernel's layout per CPU
 capability: it differs between AVX-512, AVX2 and plain builds), so a later start only maps them in.
 """
@@ -33,9 +35,12 @@ import torch
 from torch import nn
 
 logger = logging.getLogger("logitls.engine")
-GROUP = 32  # weights per Q4_0/Q4_1/Q8_0 block, and the int4 kernel's group size
-Q4_0, Q4_1, Q8_0 = 2, 3, 8  # ggml type ids (gguf.GGMLQuantizationType)
-BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}  # fp16 d [, fp16 m], 16 bytes of 4-bit codes or 32 int8
+GROUP = 32  # weights per Q4_0..Q8_0 block, and the int4 kernel's group size
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 2, 3, 6, 7, 8  # ggml type ids (gguf.GGMLQuantizationType)
+Q4_K, Q5_K, Q6_K = 12, 13, 14
+# bytes a block (layouts in kernels/gguf_linear.cpp), and weights a block: 32, or 256 for a K-quant
+BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q5_0: 22, Q5_1: 24, Q8_0: 34, Q4_K: 144, Q5_K: 176, Q6_K: 210}
+BLOCK_WEIGHTS = {kind: 256 if kind in (Q4_K, Q5_K, Q6_K) else GROUP for kind in BLOCK_BYTES}
 Q4_KINDS = (Q4_0, Q4_1)
 KERNELS = ("fp32", "bf16")
 # Above this many input rows the fp32 kernel's layer uses a GEMM on dense weights (kept where they are
@@ -47,14 +52,14 @@ FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 @dataclass
 class Blocks:
-    """One linear layer's Q4_0/Q4_1/Q8_0 blocks as the GGUF stores them: rows of `K / 32` blocks."""
+    """One linear layer's blocks as the GGUF stores them: rows of `K / BLOCK_WEIGHTS[kind]` blocks."""
 
-    kind: int  # Q4_0, Q4_1 or Q8_0
-    raw: np.ndarray  # uint8 [N, K / 32 * BLOCK_BYTES[kind]]
+    kind: int  # a key of BLOCK_BYTES
+    raw: np.ndarray  # uint8 [N, K / BLOCK_WEIGHTS[kind] * BLOCK_BYTES[kind]]
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * GROUP
+        return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * BLOCK_WEIGHTS[self.kind]
 
     def rows(self, order: np.ndarray) -> "Blocks":
         return Blocks(self.kind, self.raw[order])
@@ -77,6 +82,12 @@ class Blocks:
     def dequantize(self) -> torch.Tensor:
         """The fp32 values, computed as transformers' GGUF loader does (d·q + m in fp32)."""
         n, k = self.shape
+        if self.kind not in (Q4_0, Q4_1, Q8_0):  # gguf-py's own dequantizer: the one the loader calls
+            from gguf import GGMLQuantizationType
+            from gguf.quants import dequantize
+
+            raw = np.ascontiguousarray(self.raw)
+            return torch.from_numpy(dequantize(raw, GGMLQuantizationType(self.kind)).reshape(n, k).copy())
         if self.kind == Q8_0:
             blocks = torch.from_numpy(np.ascontiguousarray(self.raw)).view(n, k // GROUP, BLOCK_BYTES[Q8_0])
             d = blocks[..., 0:2].contiguous().view(torch.float16).float()
@@ -86,16 +97,6 @@ class Blocks:
         if self.kind == Q4_1:
             return (grouped * scale[..., None] + (zero - 8 * scale)[..., None]).view(n, k)
         return ((grouped - 8) * scale[..., None]).view(n, k)
-
-
-def quantize_blocks(weight: torch.Tensor, kind: int = Q4_1) -> Blocks:
-    """A weight quantised as llama.cpp does (gguf-py's reference quantiser): for tests and benches of
-    random-weight models, whose `exact` weights are then set to these blocks' values."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import quantize
-
-    raw = quantize(weight.detach().float().numpy(), GGMLQuantizationType(kind))
-    return Blocks(kind, raw)
 
 
 class PackedLinear(nn.Module):
@@ -163,7 +164,13 @@ class BlockLinear(nn.Module):
 
     @staticmethod
     def fits(blocks: Blocks) -> bool:
-        return blocks.shape[1] % GROUP == 0
+        return blocks.kind in BLOCK_BYTES and blocks.shape[1] % BLOCK_WEIGHTS[blocks.kind] == 0
+
+    @staticmethod
+    def reproduces(blocks: Blocks, weight: torch.Tensor) -> bool:
+        """Whether the kernel, on this CPU's code path, dequantizes `blocks` to `weight` bit for bit."""
+        raw = torch.from_numpy(np.ascontiguousarray(blocks.raw))
+        return torch.equal(torch.ops.logitls.gguf_dequantize(raw, blocks.kind, blocks.shape[1]), weight)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"blocks": self.blocks}
@@ -178,8 +185,17 @@ class BlockLinear(nn.Module):
         rows = x.numel() // self.in_features
         if dense is not None and rows > DENSE_ROWS:
             return nn.functional.linear(x, dense, self.bias)
-        return _rows_through(x, self, torch.float32,
-                             lambda flat: torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features))
+        bias = self.bias
+        if bias is None or bias.dtype != torch.float32:
+            return _rows_through(x, self, torch.float32,
+                                 lambda flat: torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features))
+        # The bias inside the kernel: a prefill's tiles then add it as the dense layer does (addmm),
+        # bit for bit, where a sum after the product rounds differently.
+        flat = x.reshape(-1, self.in_features)
+        out = torch.ops.logitls.gguf_linear(flat if flat.dtype == torch.float32 else flat.float(), self.blocks,
+                                            self.kind, self.in_features, bias)
+        out = out.view(*x.shape[:-1], self.out_features)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def _rows_through(x: torch.Tensor, layer: nn.Module, dtype: torch.dtype, kernel) -> torch.Tensor:
@@ -253,6 +269,15 @@ def _shared_dense(model: nn.Module, linear: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def _reproduces(layer_class: type, blocks: Blocks, weight: torch.Tensor) -> bool:
+    """The blocks give the loaded weight: as the file's values (gguf-py's reading, for the int4
+    kernel's unpacking) or, for the fp32 kernel, as that kernel computes them on this CPU."""
+    check = getattr(layer_class, "reproduces", None)
+    if check is not None:
+        return check(blocks, weight)
+    return torch.equal(blocks.dequantize(), weight)
+
+
 def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = True,
                  kernel: str = "fp32") -> list[dict[str, Any]]:
     """The packed form of the model's linear layers named in `layers` (by module name), sibling
@@ -267,7 +292,7 @@ def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = Tru
         linear = modules.get(name)
         if not isinstance(linear, nn.Linear) or blocks.shape != tuple(linear.weight.shape) or not layer_class.fits(blocks):
             continue
-        if verify and not torch.equal(blocks.dequantize(), linear.weight.detach().float()):
+        if verify and not _reproduces(layer_class, blocks, linear.weight.detach().float()):
             logger.warning("packed weights: %s does not match the GGUF's codes; it stays exact", name)
             continue
         usable[name] = blocks
@@ -380,8 +405,8 @@ def plan_file(folder: Path, kernel: str = "fp32") -> Path:
 
 
 def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp32") -> int:
-    """Pack the model's Q4 (and, for the fp32 kernel, Q8_0) layers from the GGUF it was converted from,
-    building the packed file once."""
+    """Pack the model's Q4 (and, for the fp32 kernel, every kind it reads) layers from the GGUF it was
+    converted from, building the packed file once."""
     path = plan_file(folder, kernel)
     if path.exists():
         try:
@@ -397,7 +422,8 @@ def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp
 
 
 def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
-    """The GGUF's Q4_0/Q4_1/Q8_0 tensors by the model's module names, rows in the model's order.
+    """The GGUF's block-quantised tensors (kinds in BLOCK_BYTES) by the model's module names, rows in
+    the model's order.
 
     Names are mapped with gguf-py's tensor name map and rows permuted (llama.cpp permutes Llama's q/k
     rows for its RoPE) by transformers' own tensor processor, as transformers' GGUF loader does.

@@ -33,6 +33,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
@@ -40,6 +41,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -449,7 +451,8 @@ at::Tensor dequantize(const at::Tensor& blocks, int64_t kind, int64_t k) {
 // Many input rows (a prefill, the lens's chunks): the weight a tile of rows at a time, dequantized into
 // a buffer that stays in the core's cache and multiplied by the BLAS there; the dequantized weight
 // never makes the round trip through memory that dequantizing it whole would cost.
-at::Tensor tiled(const at::Tensor& x, const at::Tensor& blocks, int64_t kind, int64_t k, const Paths& paths) {
+at::Tensor tiled(const at::Tensor& x, const at::Tensor& blocks, int64_t kind, int64_t k, const Paths& paths,
+                 const std::optional<at::Tensor>& bias) {
   const int64_t rows = x.size(0), n = blocks.size(0), row_bytes = blocks.size(1);
   const int64_t tile = std::max<int64_t>(16, std::min<int64_t>(256, kTileFloats / k));
   at::Tensor out = at::empty({rows, n}, x.options());
@@ -463,7 +466,10 @@ at::Tensor tiled(const at::Tensor& x, const at::Tensor& blocks, int64_t kind, in
       for (int64_t row = 0; row < count; ++row) paths.run_dequantize_row(src + (begin + row) * row_bytes, k, dst + row * k);
       // raw copies: no ATen op writes to `out` here, off the caller's thread (an inference tensor
       // there, and the worker threads do not run in inference mode)
-      const at::Tensor part = at::mm(x, weight.narrow(0, 0, count).t()).contiguous();
+      // with a bias, addmm as the dense layer (F.linear) computes it: bit for bit its numbers
+      const at::Tensor tile_weight = weight.narrow(0, 0, count).t();
+      const at::Tensor part = (bias ? at::addmm(bias->narrow(0, begin, count), x, tile_weight)
+                                    : at::mm(x, tile_weight)).contiguous();
       const float* from = part.data_ptr<float>();
       for (int64_t i = 0; i < rows; ++i) std::memcpy(dst_out + i * n + begin, from + i * count, count * sizeof(float));
     }
@@ -471,13 +477,20 @@ at::Tensor tiled(const at::Tensor& x, const at::Tensor& blocks, int64_t kind, in
   return out;
 }
 
-at::Tensor linear(const at::Tensor& input, const at::Tensor& blocks, int64_t kind, int64_t k) {
+at::Tensor linear(const at::Tensor& input, const at::Tensor& blocks, int64_t kind, int64_t k,
+                  const std::optional<at::Tensor>& bias_or_none) {
   check(blocks, kind, k);
   TORCH_CHECK(input.scalar_type() == at::kFloat && input.size(-1) == k, "gguf_linear: input must be fp32 [..., ", k, "]");
+  std::optional<at::Tensor> bias;
+  if (bias_or_none && bias_or_none->defined()) {
+    TORCH_CHECK(bias_or_none->scalar_type() == at::kFloat && bias_or_none->dim() == 1 &&
+                bias_or_none->size(0) == blocks.size(0), "gguf_linear: bias must be fp32 [", blocks.size(0), "]");
+    bias = bias_or_none->contiguous();
+  }
   const Paths paths = paths_for(kind);
   const at::Tensor x = input.reshape({-1, k}).contiguous();
   const int64_t rows = x.size(0), n = blocks.size(0);
-  if (rows > kBlasRows) return tiled(x, blocks, kind, k, paths);
+  if (rows > kBlasRows) return tiled(x, blocks, kind, k, paths, bias);
   at::Tensor out = at::empty({rows, n}, x.options());
   const float* xp = x.data_ptr<float>();
   const uint8_t* bp = blocks.data_ptr<uint8_t>();
@@ -486,6 +499,7 @@ at::Tensor linear(const at::Tensor& input, const at::Tensor& blocks, int64_t kin
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     paths.run_rows(xp, rows, k, bp, row_bytes, op, n, begin, end);
   });
+  if (bias) out.add_(*bias);
   return out;
 }
 
@@ -500,7 +514,7 @@ std::string path() {
 }  // namespace
 
 TORCH_LIBRARY(logitls, m) {
-  m.def("gguf_linear(Tensor input, Tensor blocks, int kind, int k) -> Tensor", &linear);
+  m.def("gguf_linear(Tensor input, Tensor blocks, int kind, int k, Tensor? bias=None) -> Tensor", &linear);
   m.def("gguf_dequantize(Tensor blocks, int kind, int k) -> Tensor", &dequantize);
   m.def("gguf_kernel_path() -> str", &path);
 }
