@@ -34,13 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .gguf_file import BLOCK_BYTES, BLOCK_WEIGHTS, read_tensors
+
 logger = logging.getLogger("logitls.engine")
 GROUP = 32  # weights per Q4_0..Q8_0 block, and the int4 kernel's group size
 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 2, 3, 6, 7, 8  # ggml type ids (gguf.GGMLQuantizationType)
 Q4_K, Q5_K, Q6_K = 12, 13, 14
-# bytes a block (layouts in kernels/gguf_linear.cpp), and weights a block: 32, or 256 for a K-quant
-BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q5_0: 22, Q5_1: 24, Q8_0: 34, Q4_K: 144, Q5_K: 176, Q6_K: 210}
-BLOCK_WEIGHTS = {kind: 256 if kind in (Q4_K, Q5_K, Q6_K) else GROUP for kind in BLOCK_BYTES}
 Q4_KINDS = (Q4_0, Q4_1)
 KERNELS = ("fp32", "bf16")
 # Above this many input rows the fp32 kernel's layer uses a GEMM on dense weights (kept where they are
@@ -159,7 +158,7 @@ class BlockLinear(nn.Module):
     @classmethod
     def from_blocks(cls, blocks: Blocks, bias: torch.Tensor | None, dense: torch.Tensor | None = None) -> "BlockLinear":
         n, k = blocks.shape
-        raw = torch.from_numpy(np.ascontiguousarray(blocks.raw)).clone()
+        raw = torch.from_numpy(np.array(blocks.raw, dtype=np.uint8))  # a copy: the file's map is read-only
         return cls(raw, blocks.kind, None if bias is None else bias.detach().clone(), k, n, dense)
 
     @staticmethod
@@ -169,7 +168,7 @@ class BlockLinear(nn.Module):
     @staticmethod
     def reproduces(blocks: Blocks, weight: torch.Tensor) -> bool:
         """Whether the kernel, on this CPU's code path, dequantizes `blocks` to `weight` bit for bit."""
-        raw = torch.from_numpy(np.ascontiguousarray(blocks.raw))
+        raw = torch.from_numpy(np.array(blocks.raw, dtype=np.uint8))
         return torch.equal(torch.ops.logitls.gguf_dequantize(raw, blocks.kind, blocks.shape[1]), weight)
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -428,11 +427,10 @@ def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
     Names are mapped with gguf-py's tensor name map and rows permuted (llama.cpp permutes Llama's q/k
     rows for its RoPE) by transformers' own tensor processor, as transformers' GGUF loader does.
     """
-    from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
-    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, read_field
+    from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
-    reader = GGUFReader(str(gguf))
-    architecture = read_field(reader, "general.architecture")[0]
+    architecture, tensors = read_tensors(gguf)
     config = model.config
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config={
         "num_attention_heads": getattr(config, "num_attention_heads", None),
@@ -454,13 +452,13 @@ def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_name = next((name for name, module in model.named_modules() if module is head), None)
     if head_name and _shared_dense(model, head) is not None and \
-            not any(t.name == "output.weight" for t in reader.tensors):
+            not any(t.name == "output.weight" for t in tensors):
         mapping["token_embd.weight"] = head_name + ".weight"
     layers: dict[str, Blocks] = {}
-    for tensor in reader.tensors:
-        if int(tensor.tensor_type) not in BLOCK_BYTES:
+    for tensor in tensors:
+        if int(tensor.tensor_type) not in BLOCK_BYTES or tensor.data.ndim != 2:
             continue
-        raw = np.asarray(tensor.data)
+        raw = tensor.data
         order = np.arange(raw.shape[0], dtype=np.float64).reshape(-1, 1)
         result = processor.process(weights=order, name=tensor.name, tensor_key_mapping=mapping,
                                    parsed_parameters={"tensors": {}, "config": {}})
