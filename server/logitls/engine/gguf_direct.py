@@ -204,10 +204,12 @@ def _config_and_tokenizer(gguf: Path) -> tuple[Any, Any]:
             config.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             os.replace(staging, folder)
-        except OSError:  # another process wrote it first, or the cache is read-only: use what we have
+        except OSError:  # another process wrote it first, or the cache is read-only
             shutil.rmtree(staging, ignore_errors=True)
-            return config, tokenizer
-        return config, tokenizer
+            if not (folder / "config.json").is_file():
+                return config, tokenizer
+    # always the saved copy, as the converted folder's: transformers' tokenizer read straight from a GGUF
+    # can split text differently from the same tokenizer saved and read back (seen with a Qwen2 file)
     return AutoConfig.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(str(folder))
 
 

@@ -236,12 +236,12 @@ LOGITLS_AVX2 inline __m256i fifth8(uint32_t high, int part) {
   return _mm256_slli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(1)), 4);
 }
 
-// Group g's 32 weights (the whole block for 32-weight kinds, sub-block g of a K-quant) in four
-// registers, the same fp32 values as dequantize_block: the same products, each rounded once (an FMA
+// A 32-weight block's weights (Q4_0 .. Q8_0; K-quants: pair_ps) in four registers, the same fp32
+// values as dequantize_block: the same products, each rounded once (an FMA
 // where gguf-py's product is exact). Codes are widened straight from memory, 8 bytes to 8 lanes: the
 // shuffle port, not the arithmetic, limits a naive unpacking.
 template <int64_t KIND>
-LOGITLS_AVX2 inline void group_ps(const uint8_t* block, int g, __m256 w[4]) {
+LOGITLS_AVX2 inline void group_ps(const uint8_t* block, __m256 w[4]) {
   const __m256i nibble = _mm256_set1_epi32(0x0F);
   if constexpr (KIND == Q8_0) {
     const __m256 d = _mm256_set1_ps(half_f16c(block));
@@ -269,37 +269,58 @@ LOGITLS_AVX2 inline void group_ps(const uint8_t* block, int g, __m256 w[4]) {
       for (int part = 0; part < 4; ++part)
         w[part] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q[part], offset)));
     }
-  } else if constexpr (KIND == Q4_K || KIND == Q5_K) {
+  }
+}
+
+template <int64_t KIND>
+LOGITLS_AVX2 inline void pair_ps(const uint8_t* block, int p, __m256 w[8], int* first, int* second) {
+  const __m256i nibble = _mm256_set1_epi32(0x0F);
+  if constexpr (KIND == Q4_K || KIND == Q5_K) {
     constexpr bool five = KIND == Q5_K;
-    int sc, mn;
-    scale_min_k4(g, block + 4, sc, mn);
-    const __m256 scale = _mm256_set1_ps(half_f16c(block) * static_cast<float>(sc));
-    const __m256 min = _mm256_set1_ps(half_f16c(block + 2) * static_cast<float>(mn));
-    const uint8_t* q = block + (five ? 48 : 16) + 32 * (g >> 1);
-    const __m128i shift = _mm_cvtsi32_si128(4 * (g & 1)), bit = _mm_cvtsi32_si128(g);
+    *first = 2 * p;
+    *second = 2 * p + 1;
+    int sc0, mn0, sc1, mn1;
+    scale_min_k4(*first, block + 4, sc0, mn0);
+    scale_min_k4(*second, block + 4, sc1, mn1);
+    const float d = half_f16c(block), dmin = half_f16c(block + 2);
+    const __m256 scale0 = _mm256_set1_ps(d * static_cast<float>(sc0)), min0 = _mm256_set1_ps(dmin * static_cast<float>(mn0));
+    const __m256 scale1 = _mm256_set1_ps(d * static_cast<float>(sc1)), min1 = _mm256_set1_ps(dmin * static_cast<float>(mn1));
+    const uint8_t* q = block + (five ? 48 : 16) + 32 * p;
+    const __m128i bit0 = _mm_cvtsi32_si128(*first), bit1 = _mm_cvtsi32_si128(*second);
+    const __m256i one = _mm256_set1_epi32(1);
     for (int part = 0; part < 4; ++part) {
-      __m256i code = _mm256_and_si256(_mm256_srl_epi32(bytes8(q + 8 * part), shift), nibble);
+      const __m256i codes = bytes8(q + 8 * part);
+      __m256i lo = _mm256_and_si256(codes, nibble), hi = _mm256_srli_epi32(codes, 4);
       if constexpr (five) {
-        const __m256i fifth = _mm256_and_si256(_mm256_srl_epi32(bytes8(block + 16 + 8 * part), bit), _mm256_set1_epi32(1));
-        code = _mm256_or_si256(code, _mm256_slli_epi32(fifth, 4));
+        const __m256i high = bytes8(block + 16 + 8 * part);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(high, bit0), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(high, bit1), one), 4));
       }
-      w[part] = _mm256_fmsub_ps(scale, _mm256_cvtepi32_ps(code), min);  // scale * code is exact: one rounding
+      w[part] = _mm256_fmsub_ps(scale0, _mm256_cvtepi32_ps(lo), min0);
+      w[4 + part] = _mm256_fmsub_ps(scale1, _mm256_cvtepi32_ps(hi), min1);
     }
   } else if constexpr (KIND == Q6_K) {
-    const int h = g >> 2, t = g & 3;
+    const int h = p >> 1, t = p & 1;
+    *first = 4 * h + t;
+    *second = 4 * h + t + 2;
     const float d = half_f16c(block + 208);
     const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
-    const __m256 scale[2] = {_mm256_set1_ps(d * static_cast<float>(scales[2 * g])),
-                             _mm256_set1_ps(d * static_cast<float>(scales[2 * g + 1]))};
-    const uint8_t* low = block + 64 * h + 32 * (t & 1);
+    const __m256 scale0[2] = {_mm256_set1_ps(d * static_cast<float>(scales[2 * *first])),
+                              _mm256_set1_ps(d * static_cast<float>(scales[2 * *first + 1]))};
+    const __m256 scale1[2] = {_mm256_set1_ps(d * static_cast<float>(scales[2 * *second])),
+                              _mm256_set1_ps(d * static_cast<float>(scales[2 * *second + 1]))};
+    const uint8_t* low = block + 64 * h + 32 * t;
     const uint8_t* high = block + 128 + 32 * h;
-    const __m128i low_shift = _mm_cvtsi32_si128(4 * (t >> 1)), high_shift = _mm_cvtsi32_si128(2 * t);
+    const __m128i shift0 = _mm_cvtsi32_si128(2 * t), shift1 = _mm_cvtsi32_si128(2 * t + 4);
     const __m256i three = _mm256_set1_epi32(3), offset = _mm256_set1_epi32(32);
     for (int part = 0; part < 4; ++part) {
-      const __m256i lo = _mm256_and_si256(_mm256_srl_epi32(bytes8(low + 8 * part), low_shift), nibble);
-      const __m256i hi = _mm256_and_si256(_mm256_srl_epi32(bytes8(high + 8 * part), high_shift), three);
-      const __m256i code = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), offset);
-      w[part] = _mm256_mul_ps(scale[part >> 1], _mm256_cvtepi32_ps(code));  // rounded once, as gguf-py's
+      const __m256i lb = bytes8(low + 8 * part), hb = bytes8(high + 8 * part);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(lb, nibble),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(hb, shift0), three), 4));
+      const __m256i hi = _mm256_or_si256(_mm256_srli_epi32(lb, 4),
+                                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(hb, shift1), three), 4));
+      w[part] = _mm256_mul_ps(scale0[part >> 1], _mm256_cvtepi32_ps(_mm256_sub_epi32(lo, offset)));
+      w[4 + part] = _mm256_mul_ps(scale1[part >> 1], _mm256_cvtepi32_ps(_mm256_sub_epi32(hi, offset)));
     }
   }
 }
@@ -308,12 +329,23 @@ template <int64_t KIND>
 LOGITLS_AVX2 void dequantize_row_avx2_t(const uint8_t* row_blocks, int64_t k, float* out) {
   constexpr int64_t weights = (KIND == Q4_K || KIND == Q5_K || KIND == Q6_K) ? 256 : 32;
   const int64_t bytes = block_bytes(KIND);
-  for (int64_t b = 0; b < k / weights; ++b)
-    for (int g = 0; g < weights / kGroup; ++g) {
+  for (int64_t b = 0; b < k / weights; ++b) {
+    if constexpr (weights == 256) {  // the decode step's pairs: what gguf_dequantize checks is what runs
+      for (int p = 0; p < 4; ++p) {
+        __m256 w[8];
+        int first, second;
+        pair_ps<KIND>(row_blocks + b * bytes, p, w, &first, &second);
+        for (int part = 0; part < 4; ++part) {
+          _mm256_storeu_ps(out + b * weights + first * kGroup + 8 * part, w[part]);
+          _mm256_storeu_ps(out + b * weights + second * kGroup + 8 * part, w[4 + part]);
+        }
+      }
+    } else {
       __m256 w[4];
-      group_ps<KIND>(row_blocks + b * bytes, g, w);
-      for (int part = 0; part < 4; ++part) _mm256_storeu_ps(out + b * weights + g * kGroup + 8 * part, w[part]);
+      group_ps<KIND>(row_blocks + b * bytes, w);
+      for (int part = 0; part < 4; ++part) _mm256_storeu_ps(out + b * weights + 8 * part, w[part]);
     }
+  }
 }
 
 // One input row (a decode step): four sums, so that four independent chains of FMAs hide the
@@ -327,13 +359,26 @@ LOGITLS_AVX2 void one_input_avx2(const float* x, int64_t k, const uint8_t* block
     const uint8_t* row_blocks = blocks + row * row_bytes;
     __m256 a[4];
     for (int part = 0; part < 4; ++part) a[part] = _mm256_setzero_ps();
-    for (int64_t block = 0; block < n_blocks; ++block)
-      for (int g = 0; g < weights / kGroup; ++g) {
+    for (int64_t block = 0; block < n_blocks; ++block) {
+      if constexpr (weights == 256) {
+        for (int p = 0; p < 4; ++p) {
+          __m256 w[8];
+          int first, second;
+          pair_ps<KIND>(row_blocks + block * bytes, p, w, &first, &second);
+          const float* xa = x + block * weights + first * kGroup;
+          const float* xb = x + block * weights + second * kGroup;
+          for (int part = 0; part < 4; ++part) {
+            a[part] = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 8 * part), w[part], a[part]);
+            a[part] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * part), w[4 + part], a[part]);
+          }
+        }
+      } else {
         __m256 w[4];
-        group_ps<KIND>(row_blocks + block * bytes, g, w);
-        const float* xb = x + block * weights + g * kGroup;
+        group_ps<KIND>(row_blocks + block * bytes, w);
+        const float* xb = x + block * weights;
         for (int part = 0; part < 4; ++part) a[part] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * part), w[part], a[part]);
       }
+    }
     out[row] = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
   }
 }
@@ -351,18 +396,33 @@ LOGITLS_AVX2 void rows_avx2_t(const float* x, int64_t n_inputs, int64_t k, const
       const int64_t count = std::min<int64_t>(4, n_inputs - first);
       __m256 acc[4][2];
       for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-      for (int64_t b = 0; b < n_blocks; ++b)
-        for (int g = 0; g < weights / kGroup; ++g) {
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        if constexpr (weights == 256) {
+          for (int p = 0; p < 4; ++p) {
+            __m256 w[8];
+            int sub0, sub1;
+            pair_ps<KIND>(row_blocks + b * bytes, p, w, &sub0, &sub1);
+            for (int64_t i = 0; i < count; ++i) {
+              const float* xa = x + (first + i) * k + b * weights + sub0 * kGroup;
+              const float* xb = x + (first + i) * k + b * weights + sub1 * kGroup;
+              for (int part = 0; part < 4; ++part) {
+                acc[i][part & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 8 * part), w[part], acc[i][part & 1]);
+                acc[i][part & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * part), w[4 + part], acc[i][part & 1]);
+              }
+            }
+          }
+        } else {
           __m256 w[4];
-          group_ps<KIND>(row_blocks + b * bytes, g, w);
+          group_ps<KIND>(row_blocks + b * bytes, w);
           for (int64_t i = 0; i < count; ++i) {
-            const float* xb = x + (first + i) * k + b * weights + g * kGroup;
+            const float* xb = x + (first + i) * k + b * weights;
             acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xb), w[0], acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8), w[1], acc[i][1]);
             acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 16), w[2], acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 24), w[3], acc[i][1]);
           }
         }
+      }
       for (int64_t i = 0; i < count; ++i) out[(first + i) * n + row] = hsum(_mm256_add_ps(acc[i][0], acc[i][1]));
     }
   }
