@@ -17,7 +17,8 @@ NOTEBOOK_TEXT = "Udacity is the best place to learn about generative"
 NOTEBOOK_IDS = [52, 67, 4355, 318, 262, 1266, 1295, 284, 2193, 546, 1152, 876]
 
 
-def tiny_llama_family(architecture: str, seed: int, max_positions: int = 128):
+def tiny_llama_family(architecture: str, seed: int, max_positions: int = 128, hidden_size: int = 64,
+                      intermediate_size: int = 128):
     """A tiny random Llama or Qwen2 (q/k/v with biases) on GPT-2's tokenizer, its head tied to the
     embedding and sharpened so that greedy and ranks mean something: (model, tokenizer)."""
     import torch
@@ -25,8 +26,8 @@ def tiny_llama_family(architecture: str, seed: int, max_positions: int = 128):
 
     tokenizer = build_gpt2_tokenizer()
     eos = tokenizer.eos_token_id
-    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                   bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = (LlamaForCausalLM(LlamaConfig(**common)) if architecture == "llama"
@@ -39,21 +40,23 @@ def tiny_llama_family(architecture: str, seed: int, max_positions: int = 128):
     return model, tokenizer
 
 
-def block_layers(model, kind: int) -> dict:
-    """Quantise every linear layer to `kind` (a ggml type id) and the tied LM head (the embedding) to
-    Q8_0, and give the model those values: its exact weights are then what a GGUF's blocks hold, as
-    with the default model. Returns the blocks by module name, for build_packed."""
+def block_layers(model, kind, head_kind: int = 8) -> dict:
+    """Quantise every linear layer to `kind` (a ggml type id, or a function of the module name giving
+    one, for a mix such as Q4_K_M's) and the tied LM head (the embedding) to `head_kind` (Q8_0), and
+    give the model those values: its exact weights are then what a GGUF's blocks hold, as with the
+    default model. Returns the blocks by module name, for build_packed."""
     import torch
 
-    from logitls.engine.packed import Q8_0
-    from logitls.test_support import quantize_blocks
+    from logitls.bench.quantize import quantize
+    from logitls.engine.packed import Blocks
 
     layers = {}
     head = model.get_output_embeddings()
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear):
-                blocks = quantize_blocks(module.weight, Q8_0 if module is head else kind)
+                chosen = head_kind if module is head else kind if isinstance(kind, int) else kind(name)
+                blocks = Blocks(chosen, quantize(module.weight.detach().float().numpy(), chosen))
                 module.weight.copy_(blocks.dequantize())
                 layers[name] = blocks
     return layers

@@ -14,23 +14,39 @@ from conftest import block_layers, tiny_llama_family
 from logitls.engine import Engine
 from logitls.bench.fidelity import distributions
 from logitls.engine import kernels
-from logitls.engine.packed import (Q4_0, Q4_1, BlockLinear, FusedSlice, PackedLinear, apply_packed,
-                                    build_packed)
+from logitls.engine.packed import (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, BlockLinear, FusedSlice,
+                                    PackedLinear, apply_packed, build_packed)
 
 TEXT = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n# the quick brown fox jumps over the lazy dog"
 
 
-@pytest.fixture(scope="module", params=[("llama", Q4_1, "fp32"), ("qwen2", Q4_1, "fp32"), ("llama", Q4_0, "fp32"),
-                                        ("llama", Q4_1, "bf16"), ("qwen2", Q4_1, "bf16"), ("llama", Q4_0, "bf16")],
-                ids=["llama-q4_1-fp32", "qwen2-q4_1-fp32", "llama-q4_0-fp32",
-                     "llama-q4_1-bf16", "qwen2-q4_1-bf16", "llama-q4_0-bf16"])
+def _k_mix(base: int):
+    """llama.cpp's Q4_K_M / Q5_K_M mix (here for every layer): attention's v and the MLP's down
+    projection in Q6_K, the rest in `base`; the tied head (the embedding) in Q6_K."""
+    return lambda name: Q6_K if name.endswith(("v_proj", "down_proj")) else base
+
+
+# (architecture, linear layers' kind, kernel); K-quants on a 256-wide model (their blocks are 256 weights)
+CASES = {"llama-q4_1-fp32": ("llama", Q4_1, "fp32"), "qwen2-q4_1-fp32": ("qwen2", Q4_1, "fp32"),
+         "llama-q4_0-fp32": ("llama", Q4_0, "fp32"), "llama-q5_0-fp32": ("llama", Q5_0, "fp32"),
+         "qwen2-q5_1-fp32": ("qwen2", Q5_1, "fp32"), "llama-q4_k_m-fp32": ("llama", "q4_k_m", "fp32"),
+         "qwen2-q4_k_m-fp32": ("qwen2", "q4_k_m", "fp32"), "qwen2-q5_k_m-fp32": ("qwen2", "q5_k_m", "fp32"),
+         "llama-q6_k-fp32": ("llama", Q6_K, "fp32"),
+         "llama-q4_1-bf16": ("llama", Q4_1, "bf16"), "qwen2-q4_1-bf16": ("qwen2", Q4_1, "bf16"),
+         "llama-q4_0-bf16": ("llama", Q4_0, "bf16")}
+MIXES = {"q4_k_m": _k_mix(Q4_K), "q5_k_m": _k_mix(Q5_K)}
+
+
+@pytest.fixture(scope="module", params=CASES.values(), ids=CASES.keys())
 def engines(request, tmp_path_factory):
     """An exact and a packed engine on the same tiny random model (Qwen2: q/k/v with biases)."""
     architecture, kind, kernel = request.param
     if kernel == "fp32":
         assert kernels.available(), kernels.unavailable_reason()  # make setup builds it; a compiler builds it here
-    model, tokenizer = tiny_llama_family(architecture, seed=5)
-    layers = block_layers(model, kind)
+    k_quants = kind in MIXES or kind in (Q4_K, Q5_K, Q6_K)
+    model, tokenizer = tiny_llama_family(architecture, seed=5, **(dict(hidden_size=256, intermediate_size=512)
+                                                                  if k_quants else {}))
+    layers = block_layers(model, MIXES.get(kind, kind), head_kind=Q6_K if kind in MIXES else Q8_0)
     folder = tmp_path_factory.mktemp(f"q4-{architecture}")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -47,8 +63,12 @@ def test_every_linear_layer_is_packed_and_siblings_are_fused(engines):
     _, packed = engines
     layer = BlockLinear if packed.loaded.kernel == "fp32" else PackedLinear
     modules = dict(packed.model.named_modules())
+    # a K-quant mix keeps v in Q6_K: q, k and v then run apart (one call computes blocks of one kind)
+    mixed = isinstance(modules["model.layers.0.self_attn.v_proj"], BlockLinear)
     for i in range(2):
-        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"):
+        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+            assert isinstance(modules[f"model.layers.{i}.{name}"], layer if mixed else FusedSlice), name
+        for name in ("mlp.gate_proj", "mlp.up_proj"):
             assert isinstance(modules[f"model.layers.{i}.{name}"], FusedSlice), name
         assert isinstance(modules[f"model.layers.{i}.self_attn.o_proj"], layer)
         assert isinstance(modules[f"model.layers.{i}.mlp.down_proj"], layer)
@@ -230,3 +250,49 @@ def test_a_packed_file_of_another_key_or_empty_is_built_again(tmp_path, monkeypa
     engine = Engine.load("default", device="cpu")
     assert (engine.loaded.weights, engine.loaded.packed_layers) == ("packed", 211)
     assert engine.next_tokens("The capital of France is", 1).choices[0].token.text == " Paris"
+
+
+GGUF_CASES = {"llama-q4_k_m": ("tiny-llama", "q4_k_m"), "qwen2-q5_k_m": ("tiny-qwen2", "q5_k_m"),
+              "llama-q6_k": ("tiny-llama", "q6_k"), "qwen2-q5_1": ("tiny-qwen2", "q5_1")}
+
+
+@pytest.fixture(scope="module", params=GGUF_CASES.values(), ids=GGUF_CASES.keys())
+def gguf_engines(request, tmp_path_factory):
+    """A random GGUF of a K-quant mix (bench/random_gguf.py, llama-quantize's choice of types) loaded the
+    way a user's file is (converted by transformers' GGUF loader, then packed), exact and packed."""
+    import os
+
+    from logitls.bench.random_gguf import write
+
+    assert kernels.available(), kernels.unavailable_reason()  # loaded before the cache moves
+    shape, file_type = request.param
+    folder = tmp_path_factory.mktemp(f"gguf-{shape}-{file_type}")
+    gguf = write(shape, folder / f"{shape}.{file_type}.gguf", seed=3, file_type=file_type)
+    saved = os.environ.get("LOGITLS_CACHE_DIR")
+    os.environ["LOGITLS_CACHE_DIR"] = str(folder / "cache")
+    try:
+        exact = Engine.load(str(gguf), device="cpu", weights="exact")
+        packed = Engine.load(str(gguf), device="cpu", weights="packed")
+    finally:
+        if saved is None:
+            os.environ.pop("LOGITLS_CACHE_DIR")
+        else:
+            os.environ["LOGITLS_CACHE_DIR"] = saved
+    return gguf, exact, packed
+
+
+def test_a_k_quant_gguf_packs_every_layer_with_the_exact_numbers(gguf_engines):
+    from gguf import GGUFReader
+
+    gguf, exact, packed = gguf_engines
+    assert packed.loaded.weights == "packed" and packed.loaded.kernel == "fp32"
+    kinds = {int(t.tensor_type) for t in GGUFReader(str(gguf)).tensors if len(t.shape) == 2}
+    packed_kinds = {m.kind for m in packed.model.modules() if isinstance(m, BlockLinear)}
+    assert packed_kinds == kinds  # every kind in the file, the fallback types of 384-wide rows included
+    assert not any(type(m) is torch.nn.Linear for m in packed.model.modules())  # every layer, the head too
+    ids = exact.tokenizer(TEXT)["input_ids"][:24]
+    reference = distributions(exact, ids, True)
+    candidate = distributions(packed, ids, True)
+    assert not torch.equal(reference, candidate)  # the blocks really ran
+    assert float((reference.exp() - candidate.exp()).abs().max()) < 1e-5
+    assert torch.equal(distributions(packed, ids, False), distributions(exact, ids, False))  # a prefill: the GEMM

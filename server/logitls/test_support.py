@@ -2,8 +2,7 @@
 
 `CheckpointHold`: the model thread's hold at a job's n-th stop check, which `lsp/test_hooks.py`
 arms over the protocol (only with `LOGITLS_TEST_HOOKS=1`); disarmed, a checkpoint is one attribute
-read. `quantize_blocks`: a weight quantised as llama.cpp does, for tests of packed weights on
-random-weight models. Nothing here imports torch at import time.
+read. (The quantiser that tests and the bench use for random-weight models is bench/quantize.py.)
 """
 
 from __future__ import annotations
@@ -11,12 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from typing import TYPE_CHECKING, Callable, Hashable
+from typing import Callable, Hashable
 
-if TYPE_CHECKING:
-    import torch
-
-    from .engine.packed import Blocks
 
 class CheckpointHold:
     """Hold the model thread at a job's n-th stop check (`LOGITLS_TEST_HOOKS=1`).
@@ -61,16 +56,3 @@ class CheckpointHold:
 
 def _no_checkpoint() -> None:
     pass
-
-
-def quantize_blocks(weight: torch.Tensor, kind: int | None = None) -> Blocks:
-    """`weight` quantised as llama.cpp does (gguf-py's reference quantiser), Q4_1 unless `kind` says:
-    a random-weight model's exact weights are then set to these blocks' values."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import quantize
-
-    from .engine.packed import Q4_1, Blocks
-
-    kind = Q4_1 if kind is None else kind
-    raw = quantize(weight.detach().float().numpy(), GGMLQuantizationType(kind))
-    return Blocks(kind, raw)

@@ -1,11 +1,12 @@
-"""Packed weights: a GGUF's own Q4_0/Q4_1 (and Q8_0) blocks computed on directly, not dequantized.
+"""Packed weights: a GGUF's own quantised blocks computed on directly, not dequantized.
 
 The default model's GGUF stores every linear layer as Q4_1 (blocks of 32 weights: value = d·q + m,
 q in 0..15) and its tied embedding / LM head as Q8_0; the "exact" model is those values dequantized
 to fp32: every decode step reads 4 bytes a weight where the file holds 0.6 (Q4_1) or 1.06 (Q8_0).
 
 Two kernels read the blocks:
-- "fp32" (kernels/gguf_linear.cpp, built at install): the blocks as the file stores them, the
+- "fp32" (kernels/gguf_linear.cpp, built at install): the blocks as the file stores them (Q4_0,
+  Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K that Q4_K_M/Q5_K_M files mix), the
   weights dequantized in registers to their exact fp32 values, fp32 inputs and sums. Its numbers
   differ from the exact path's only in the order of the additions; the LM head runs on the Q8_0
   blocks too. Many input rows (a prefill) use the dense weights' GEMM, bit for bit the exact path.
@@ -16,7 +17,8 @@ Two kernels read the blocks:
   by how much.
 
 Each packed layer is checked against the loaded model's own weight (the GGUF's values as
-transformers dequantized them): a layer whose codes do not reproduce it exactly stays exact. The
+transformers dequantized them), for the fp32 kernel through the kernel's own dequantization on this
+CPU's code path: a layer whose codes do not reproduce it exactly stays exact. The
 packed layers are written once beside the converted model (the bf16 kernel's layout per CPU
 capability: it differs between AVX-512, AVX2 and plain builds), so a later start only maps them in.
 """
@@ -32,10 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .gguf_file import BLOCK_BYTES, BLOCK_WEIGHTS, read_tensors
+
 logger = logging.getLogger("logitls.engine")
-GROUP = 32  # weights per Q4_0/Q4_1/Q8_0 block, and the int4 kernel's group size
-Q4_0, Q4_1, Q8_0 = 2, 3, 8  # ggml type ids (gguf.GGMLQuantizationType)
-BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}  # fp16 d [, fp16 m], 16 bytes of 4-bit codes or 32 int8
+GROUP = 32  # weights per Q4_0..Q8_0 block, and the int4 kernel's group size
+Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 2, 3, 6, 7, 8  # ggml type ids (gguf.GGMLQuantizationType)
+Q4_K, Q5_K, Q6_K = 12, 13, 14
 Q4_KINDS = (Q4_0, Q4_1)
 KERNELS = ("fp32", "bf16")
 # Above this many input rows the fp32 kernel's layer uses a GEMM on dense weights (kept where they are
@@ -47,14 +51,14 @@ FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 @dataclass
 class Blocks:
-    """One linear layer's Q4_0/Q4_1/Q8_0 blocks as the GGUF stores them: rows of `K / 32` blocks."""
+    """One linear layer's blocks as the GGUF stores them: rows of `K / BLOCK_WEIGHTS[kind]` blocks."""
 
-    kind: int  # Q4_0, Q4_1 or Q8_0
-    raw: np.ndarray  # uint8 [N, K / 32 * BLOCK_BYTES[kind]]
+    kind: int  # a key of BLOCK_BYTES
+    raw: np.ndarray  # uint8 [N, K / BLOCK_WEIGHTS[kind] * BLOCK_BYTES[kind]]
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * GROUP
+        return self.raw.shape[0], self.raw.shape[1] // BLOCK_BYTES[self.kind] * BLOCK_WEIGHTS[self.kind]
 
     def rows(self, order: np.ndarray) -> "Blocks":
         return Blocks(self.kind, self.raw[order])
@@ -77,6 +81,12 @@ class Blocks:
     def dequantize(self) -> torch.Tensor:
         """The fp32 values, computed as transformers' GGUF loader does (d·q + m in fp32)."""
         n, k = self.shape
+        if self.kind not in (Q4_0, Q4_1, Q8_0):  # gguf-py's own dequantizer: the one the loader calls
+            from gguf import GGMLQuantizationType
+            from gguf.quants import dequantize
+
+            raw = np.ascontiguousarray(self.raw)
+            return torch.from_numpy(dequantize(raw, GGMLQuantizationType(self.kind)).reshape(n, k).copy())
         if self.kind == Q8_0:
             blocks = torch.from_numpy(np.ascontiguousarray(self.raw)).view(n, k // GROUP, BLOCK_BYTES[Q8_0])
             d = blocks[..., 0:2].contiguous().view(torch.float16).float()
@@ -148,12 +158,18 @@ class BlockLinear(nn.Module):
     @classmethod
     def from_blocks(cls, blocks: Blocks, bias: torch.Tensor | None, dense: torch.Tensor | None = None) -> "BlockLinear":
         n, k = blocks.shape
-        raw = torch.from_numpy(np.ascontiguousarray(blocks.raw)).clone()
+        raw = torch.from_numpy(np.array(blocks.raw, dtype=np.uint8))  # a copy: the file's map is read-only
         return cls(raw, blocks.kind, None if bias is None else bias.detach().clone(), k, n, dense)
 
     @staticmethod
     def fits(blocks: Blocks) -> bool:
-        return blocks.shape[1] % GROUP == 0
+        return blocks.kind in BLOCK_BYTES and blocks.shape[1] % BLOCK_WEIGHTS[blocks.kind] == 0
+
+    @staticmethod
+    def reproduces(blocks: Blocks, weight: torch.Tensor) -> bool:
+        """Whether the kernel, on this CPU's code path, dequantizes `blocks` to `weight` bit for bit."""
+        raw = torch.from_numpy(np.array(blocks.raw, dtype=np.uint8))
+        return torch.equal(torch.ops.logitls.gguf_dequantize(raw, blocks.kind, blocks.shape[1]), weight)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"blocks": self.blocks}
@@ -168,8 +184,17 @@ class BlockLinear(nn.Module):
         rows = x.numel() // self.in_features
         if dense is not None and rows > DENSE_ROWS:
             return nn.functional.linear(x, dense, self.bias)
-        return _rows_through(x, self, torch.float32,
-                             lambda flat: torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features))
+        bias = self.bias
+        if bias is None or bias.dtype != torch.float32:
+            return _rows_through(x, self, torch.float32,
+                                 lambda flat: torch.ops.logitls.gguf_linear(flat, self.blocks, self.kind, self.in_features))
+        # The bias inside the kernel: a prefill's tiles then add it as the dense layer does (addmm),
+        # bit for bit, where a sum after the product rounds differently.
+        flat = x.reshape(-1, self.in_features)
+        out = torch.ops.logitls.gguf_linear(flat if flat.dtype == torch.float32 else flat.float(), self.blocks,
+                                            self.kind, self.in_features, bias)
+        out = out.view(*x.shape[:-1], self.out_features)
+        return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def _rows_through(x: torch.Tensor, layer: nn.Module, dtype: torch.dtype, kernel) -> torch.Tensor:
@@ -243,6 +268,15 @@ def _shared_dense(model: nn.Module, linear: nn.Module) -> torch.Tensor | None:
     return None
 
 
+def _reproduces(layer_class: type, blocks: Blocks, weight: torch.Tensor) -> bool:
+    """The blocks give the loaded weight: as the file's values (gguf-py's reading, for the int4
+    kernel's unpacking) or, for the fp32 kernel, as that kernel computes them on this CPU."""
+    check = getattr(layer_class, "reproduces", None)
+    if check is not None:
+        return check(blocks, weight)
+    return torch.equal(blocks.dequantize(), weight)
+
+
 def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = True, kernel: str = "fp32",
                  reference: Callable[[str, nn.Module], torch.Tensor] | None = None) -> list[dict[str, Any]]:
     """The packed form of the model's linear layers named in `layers` (by module name), sibling
@@ -260,7 +294,7 @@ def build_packed(model: nn.Module, layers: dict[str, Blocks], verify: bool = Tru
         linear = modules.get(name)
         if not isinstance(linear, nn.Linear) or blocks.shape != tuple(linear.weight.shape) or not layer_class.fits(blocks):
             continue
-        if verify and not torch.equal(blocks.dequantize(), reference(name, linear)):
+        if verify and not _reproduces(layer_class, blocks, reference(name, linear)):
             mismatched.append(name)
             continue
         usable[name] = blocks
@@ -422,7 +456,7 @@ def pack_from_gguf(model: nn.Module, gguf: Path, folder: Path, kernel: str = "fp
             logger.warning("packed weights: cannot read %s; building it again", path, exc_info=True)
     layers = gguf_block_layers(gguf, model)
     if not layers:
-        return 0, f"{gguf.name} has no Q4_0/Q4_1/Q8_0 layers to pack"
+        return 0, f"{gguf.name} has no layers of a kind the kernels read"
     plan = build_packed(model, layers, kernel=kernel, reference=_file_weights(folder))
     if not plan:
         return 0, f"no layer of {gguf.name} reproduces the model's float32 weights"
@@ -453,16 +487,16 @@ def _file_weights(folder: Path) -> Callable[[str, nn.Module], torch.Tensor]:
 
 
 def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
-    """The GGUF's Q4_0/Q4_1/Q8_0 tensors by the model's module names, rows in the model's order.
+    """The GGUF's block-quantised tensors (kinds in BLOCK_BYTES) by the model's module names, rows in
+    the model's order.
 
     Names are mapped with gguf-py's tensor name map and rows permuted (llama.cpp permutes Llama's q/k
     rows for its RoPE) by transformers' own tensor processor, as transformers' GGUF loader does.
     """
-    from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
-    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, read_field
+    from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
-    reader = GGUFReader(str(gguf))
-    architecture = read_field(reader, "general.architecture")[0]
+    architecture, tensors = read_tensors(gguf)
     config = model.config
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config={
         "num_attention_heads": getattr(config, "num_attention_heads", None),
@@ -484,13 +518,13 @@ def gguf_block_layers(gguf: Path, model: nn.Module) -> dict[str, Blocks]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_name = next((name for name, module in model.named_modules() if module is head), None)
     if head_name and _shared_dense(model, head) is not None and \
-            not any(t.name == "output.weight" for t in reader.tensors):
+            not any(t.name == "output.weight" for t in tensors):
         mapping["token_embd.weight"] = head_name + ".weight"
     layers: dict[str, Blocks] = {}
-    for tensor in reader.tensors:
-        if int(tensor.tensor_type) not in BLOCK_BYTES:
+    for tensor in tensors:
+        if int(tensor.tensor_type) not in BLOCK_BYTES or tensor.data.ndim != 2:
             continue
-        raw = np.asarray(tensor.data)
+        raw = tensor.data
         order = np.arange(raw.shape[0], dtype=np.float64).reshape(-1, 1)
         result = processor.process(weights=order, name=tensor.name, tensor_key_mapping=mapping,
                                    parsed_parameters={"tensors": {}, "config": {}})
