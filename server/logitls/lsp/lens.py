@@ -39,6 +39,7 @@ class LensPass:
     version: int | None
     text: str
     task: asyncio.Task
+    compared_with: Any = None  # the compare model's engine this pass scores under too (None: none)
 
 
 def bucket_edges(ls: LogitlsServer) -> tuple[int, int, int]:
@@ -74,7 +75,7 @@ def engine_chunk(engine) -> int:
     return BACKGROUND_CHUNK
 
 
-async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
+async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool, other: Any) -> Any:
     lens = ls.settings.lens
     if debounce and lens.debounce_ms:
         await asyncio.sleep(lens.debounce_ms / 1000)
@@ -91,7 +92,6 @@ async def _score(ls: LogitlsServer, uri: str, text: str, debounce: bool) -> Any:
             raise DocumentTooLong(f"{n_tokens} tokens, more than lens.maxDocumentTokens ({lens.max_document_tokens})")
         scores = engine.document_scores(text, stride=lens.stride or None, document=uri, should_stop=should_stop,
                                         chunk_size=engine_chunk(engine))
-        other = ls.compare_engine
         if other is None:
             return scores
         from ..engine.compare import with_comparison  # the engine is loaded by now: no import cost
@@ -118,12 +118,14 @@ async def document_scores(ls: LogitlsServer, uri: str, *, debounce: bool = True)
     text, version = ls.snapshot(uri)
     record = ls.documents(uri)
     current = record.lens_pass
-    if current is None or current.version != version or current.text != text:
+    other = ls.compare_engine
+    if current is None or current.version != version or current.text != text or current.compared_with is not other:
         # A fresh context: the shared pass must not stop because the request that started it was cancelled.
-        task = asyncio.get_running_loop().create_task(_score(ls, uri, text, debounce), context=contextvars.Context())
+        task = asyncio.get_running_loop().create_task(_score(ls, uri, text, debounce, other),
+                                                      context=contextvars.Context())
         # A pass superseded before anyone awaited it ends in JobCancelled: that is expected, not an error to log.
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        current = record.lens_pass = LensPass(version, text, task)
+        current = record.lens_pass = LensPass(version, text, task, other)
     try:
         return text, await asyncio.shield(current.task)
     except JobCancelled as exc:
