@@ -12,7 +12,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from conftest import (hold_model_thread, open_document, release_model_thread, start_session, wait_until_held,
-                      wait_until_queued)
+                      reference_model, wait_until_queued)
 
 BUCKETS = ["likely", "plausible", "unlikely", "surprising"]
 
@@ -122,7 +122,7 @@ async def test_code_lens_and_document_stats_give_the_engines_perplexity(default_
         command="logitls.documentStats", arguments=[{"textDocument": {"uri": uri}}]))
     ids = default_engine.tokenizer(text)["input_ids"]
     with torch.inference_mode():
-        logprobs = torch.log_softmax(default_engine.model(torch.tensor([ids])).logits[0].float(), -1)
+        logprobs = torch.log_softmax(reference_model(default_engine)(torch.tensor([ids])).logits[0].float(), -1)
     nll = -sum(logprobs[i - 1, ids[i]].item() for i in range(1, len(ids))) / (len(ids) - 1)
     assert stats["perplexity"] == pytest.approx(math.exp(nll), rel=1e-4)
     assert stats["tokens"] == len(ids) and stats["scoredTokens"] == len(ids) - 1
@@ -140,7 +140,7 @@ async def test_numbers_agree_across_features_and_a_full_forward_pass(default_cli
     open_document(default_client, uri, text)
     ids = default_engine.tokenizer(text)["input_ids"]
     with torch.inference_mode():
-        logprobs = torch.log_softmax(default_engine.model(torch.tensor([ids])).logits[0].float(), -1)
+        logprobs = torch.log_softmax(reference_model(default_engine)(torch.tensor([ids])).logits[0].float(), -1)
     row = logprobs[len(ids) - 2]
     ranks = rank_range(row, ids[-1])
     prob = math.exp(row[ids[-1]].item())

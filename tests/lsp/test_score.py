@@ -11,7 +11,7 @@ import torch
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from conftest import Wire, open_document, start_session
+from conftest import Wire, open_document, reference_model, start_session
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -167,7 +167,7 @@ async def test_hover_shows_entropy_and_margin(tiny_client, tiny_gpt2_engine):
         text_document=doc(uri), position=types.Position(line=0, character=17)))  # in " fox", token 3
     ids = tiny_gpt2_engine.tokenizer(TEXT)["input_ids"]
     with torch.inference_mode():
-        logprobs = torch.log_softmax(tiny_gpt2_engine.model(torch.tensor([ids])).logits[0].float(), -1)
+        logprobs = torch.log_softmax(reference_model(tiny_gpt2_engine)(torch.tensor([ids])).logits[0].float(), -1)
     row = logprobs[2]  # the distribution " fox" was drawn from
     entropy = float(-(row.exp() * row).sum()) / math.log(2)
     first, second = row.exp().topk(2).values.tolist()

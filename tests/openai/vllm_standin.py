@@ -155,7 +155,7 @@ class VLLMStandIn:
         if body.get("stream"):
             return self._stream(ids, max_tokens)
         with self.lock, torch.no_grad():
-            scored = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+            scored = torch.log_softmax(self.model.forward(ids, self.model.new_cache(), 0), dim=-1)
         entries = self._prompt_logprobs(ids, scored, prompt_logprobs) if prompt_logprobs is not None else None
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "stop_reason": None,
                                   "prompt_logprobs": entries, "prompt_token_ids": ids if body.get("return_token_ids")
