@@ -80,7 +80,7 @@ def test_completion_items_carry_probabilities(nvim_run):
     # token healing: the items replace ` is` (from byte column 21) with ` is` + the next token
     assert nvim_run["completion_start"] == len("The capital of France")
     assert (first["word"], first["abbr"], first["menu"]) == (" is Paris", "␣Paris", "77.3%")
-    assert first["info"].startswith("p=0.77") and "rank 1" in first["info"]
+    assert first["info"].startswith("77.3%  p=0.77") and "rank 1" in first["info"]
     assert all(item["word"].startswith(" is") for item in items)
     assert all(item["menu"].endswith("%") for item in items)
     assert [float(item["menu"].rstrip("%")) for item in items] == sorted(

@@ -303,6 +303,9 @@ try {
   await page.keyboard.type("\nThe capital of Italy is");
   const ghost = page.locator(".ghost-text-decoration, .ghost-text").first();
   await ghost.waitFor({ timeout: MODEL_TIMEOUT });
+  // the decoration can be in the DOM a frame before its text: wait for the text itself
+  await page.waitForFunction(() => [...document.querySelectorAll(".ghost-text-decoration, .ghost-text")]
+    .map((node) => node.innerText).join("").trim() !== "", null, { timeout: MODEL_TIMEOUT }).catch(() => {});
   result.inline = (await page.locator(".ghost-text-decoration, .ghost-text").allInnerTexts()).join("").replace(/\u00a0/g, " ");
   await page.keyboard.press("Escape");
   step("inline");
