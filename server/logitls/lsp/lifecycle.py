@@ -153,7 +153,7 @@ async def load_model(server: LogitlsServer) -> None:
 def numbers_path(loaded) -> str:
     """Which code computes the numbers, for the status line: ", native forward, packed weights (fp32
     kernel, 211 layers)"; empty for a remote backend."""
-    if loaded is None:
+    if getattr(loaded, "forward", None) is None:  # a remote backend: its server computes them
         return ""
     text = f", {loaded.forward} forward"
     if loaded.weights not in (None, "exact"):
