@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -64,3 +66,33 @@ def test_same_seed_same_text_and_another_seed_differs(tiny_engine):
     first = run(7)
     assert run(7) == first
     assert any(run(seed) != first for seed in (8, 9, 10))
+
+
+def test_cli_top_prints_both_columns_labelled(tiny_models, tiny_gpt2_engine):
+    from conftest import run_logitls
+
+    args = ["top", PROMPT, "-n", "5", "--temperature", "3", "--top-k", "3", "--model", str(tiny_models["gpt2"])]
+    data = json.loads(run_logitls(*args, "--json").stdout)
+    params = SamplingParams(temperature=3, top_k=3)
+    expected = tiny_gpt2_engine.next_tokens_sampled(PROMPT, params, 5)
+    assert data["samplers"] == "temperature 3, top-k 3"
+    assert [t["id"] for t in data["tokens"]] == [c.id for c, _ in expected]
+    assert [t["prob"] for t in data["tokens"]] == pytest.approx([c.prob for c, _ in expected])
+    assert [t["afterSamplers"] for t in data["tokens"]] == pytest.approx([after for _, after in expected])
+    assert [t["afterSamplers"] > 0 for t in data["tokens"]] == [True] * 3 + [False] * 2
+    table = run_logitls(*args)
+    assert "model p" in table.stdout and "after samplers" in table.stdout
+    assert "temperature 3, top-k 3" in table.stderr
+
+
+def test_cli_generate_sample_seed_is_reproducible(tiny_models, tiny_gpt2_engine):
+    from conftest import run_logitls
+
+    args = ["generate", PROMPT, "--sample", "--seed", "3", "--temperature", "1.5", "--max-new-tokens", "10",
+            "--json", "--model", str(tiny_models["gpt2"])]
+    first = json.loads(run_logitls(*args).stdout)
+    params = SamplingParams(temperature=1.5, seed=3)
+    assert first["ids"] == [s.token.id for s in tiny_gpt2_engine.sample(PROMPT, max_new_tokens=10, params=params)]
+    assert json.loads(run_logitls(*args).stdout) == first
+    bad = run_logitls("generate", PROMPT, "--seed", "3", "--model", str(tiny_models["gpt2"]))
+    assert bad.returncode == 2 and "--seed needs --sample" in bad.stderr
