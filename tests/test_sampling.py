@@ -96,3 +96,15 @@ def test_cli_generate_sample_seed_is_reproducible(tiny_models, tiny_gpt2_engine)
     assert json.loads(run_logitls(*args).stdout) == first
     bad = run_logitls("generate", PROMPT, "--seed", "3", "--model", str(tiny_models["gpt2"]))
     assert bad.returncode == 2 and "--seed needs --sample" in bad.stderr
+
+
+def test_branch_continues_sampled_with_the_seed(tiny_gpt2_engine):
+    from logitls.engine.branch import continue_branch
+
+    text = PROMPT + " everything"
+    start = len(PROMPT)
+    params = SamplingParams(temperature=1.5, seed=5)
+    runs = [continue_branch(tiny_gpt2_engine, text, start, len(text), " nothing", until="tokens", max_new_tokens=6,
+                            sampling=params) for _ in range(2)]
+    expected = "".join(s.text for s in tiny_gpt2_engine.sample(PROMPT + " nothing", max_new_tokens=6, params=params))
+    assert runs[0].new_text == runs[1].new_text == " nothing" + expected
