@@ -52,7 +52,8 @@ def test_after_samplers_sums_to_one_over_kept_and_zero_elsewhere(tiny_engine):
     expected = torch.softmax((logits / 0.7).masked_fill(~kept, float("-inf")), -1)
     assert torch.allclose(after, expected, atol=1e-7)
     # The model's top token is always kept, and the numbers the engine reports beside it are these.
-    rows = tiny_engine.next_tokens_sampled(PROMPT, params, 5)
+    result, after_top = tiny_engine.next_tokens_sampled(PROMPT, params, 5)
+    rows = list(zip(result.choices, after_top))
     assert rows[0][1] > 0
     assert [p for _, p in rows] == [float(after[c.token.id]) for c, _ in rows]
     assert rows[0][0].prob == pytest.approx(float(torch.softmax(logits, -1).max()))
@@ -74,7 +75,8 @@ def test_cli_top_prints_both_columns_labelled(tiny_models, tiny_gpt2_engine):
     args = ["top", PROMPT, "-n", "5", "--temperature", "3", "--top-k", "3", "--model", str(tiny_models["gpt2"])]
     data = json.loads(run_logitls(*args, "--json").stdout)
     params = SamplingParams(temperature=3, top_k=3)
-    expected = tiny_gpt2_engine.next_tokens_sampled(PROMPT, params, 5)
+    result, after = tiny_gpt2_engine.next_tokens_sampled(PROMPT, params, 5)
+    expected = list(zip(result.choices, after))
     assert data["samplers"] == "temperature 3, top-k 3"
     assert [t["id"] for t in data["tokens"]] == [c.id for c, _ in expected]
     assert [t["prob"] for t in data["tokens"]] == pytest.approx([c.prob for c, _ in expected])

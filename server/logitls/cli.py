@@ -143,7 +143,8 @@ def cmd_top(args: argparse.Namespace) -> None:
     if args.heal:
         return _print_healed(engine.healed_next_tokens(text, args.n), text, args.json)
     if params is not None:
-        return _print_sampled(engine.next_tokens_sampled(text, params, args.n), text, params, args.json)
+        result, after = engine.next_tokens_sampled(text, params, args.n)
+        return _print_sampled(list(zip(result.choices, after)), text, params, args.json)
     result = engine.next_tokens(text, args.n)
     if args.json:
         print(json.dumps({

@@ -496,19 +496,13 @@ class Engine:
         return self.greedy(text, max_new_tokens=max_new_tokens, document=document, should_stop=should_stop,
                            sampling=params)
 
-    def next_tokens_sampled(self, text: str, params: SamplingParams, n: int = 10, *,
-                            document: str = "") -> list[tuple[TokenChoice, float]]:
-        """The model's top-n next tokens (its own p, unchanged) each with its probability after the
+    def next_tokens_sampled(self, text: str, params: SamplingParams, n: int = 10, *, document: str = "",
+                            should_stop: StopCheck | None = None) -> tuple[NextTokens, list[float]]:
+        """next_tokens (the model's own p, unchanged) and, for each choice, its probability after the
         samplers (0 where they cut it)."""
-        ids, _, _ = self._prepare(text, document=document)
-        state = self._state(document)
-        self._feed(state, ids, False, None, score_bulk=self.score_prefill)
-        logits = state.last_logits.float()
-        after = params.apply(logits)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top_logprobs, top_ids = logprobs.topk(n)
-        return [(TokenChoice(self.token(i), math.exp(lp), lp, rank), float(after[i]))
-                for rank, (i, lp) in enumerate(zip(top_ids.tolist(), top_logprobs.tolist()), start=1)]
+        result = self.next_tokens(text, n, document=document, should_stop=should_stop)
+        after = params.apply(self._state(document).last_logits)
+        return result, [float(after[c.id]) for c in result.choices]
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))

@@ -14,9 +14,10 @@ changed by this module: callers show both, labelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a distribution is computed: settings and the server read this module
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class SamplingParams:
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities after the samplers (fp32, same shape as `logits`, last dimension the vocabulary)."""
+        import torch
+
         logits = logits.float()
         if self.greedy:
             probs = torch.zeros_like(logits)
@@ -80,6 +83,8 @@ class SamplingParams:
         return torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1)
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        import torch
+
         generator = torch.Generator(device=device)
         if self.seed is None:
             generator.seed()
@@ -89,6 +94,8 @@ class SamplingParams:
 
     def draw(self, logits: torch.Tensor, generator: torch.Generator) -> int:
         """One token id drawn from the distribution after the samplers (the argmax when greedy)."""
+        import torch
+
         if self.greedy:
             return int(torch.argmax(logits))
         probs = self.apply(logits.reshape(-1))
