@@ -504,5 +504,21 @@ class Engine:
         after = params.apply(self._state(document).last_logits)
         return result, [float(after[c.id]) for c in result.choices]
 
+    def layers(self, text: str, position: int | None = None, *, document: str = ""):
+        """The logit lens (layers.py) at token `position` of the tokens the model sees for `text` (its
+        window, the tokenizer's BOS included; default the last): per layer, what the model would predict
+        next if it stopped there. The last row is the model's own logits for that position (for the last
+        position, exactly next_tokens')."""
+        from .layers import lens
+
+        ids, _, _ = self._prepare(text, document=document)
+        if position is None:
+            position = len(ids) - 1
+        if not 0 <= position < len(ids):
+            raise ValueError(f"position must be from 0 to {len(ids) - 1} (the text's {len(ids)} tokens), got {position}")
+        state = self._state(document)
+        self._feed(state, ids[: position + 1], False, None, score_bulk=self.score_prefill)
+        return lens(self, ids[: position + 2], position, state.last_logits)
+
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))
