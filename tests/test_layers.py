@@ -62,3 +62,22 @@ def test_transformers_model_rows(tiny_models):
 def test_position_out_of_range_is_refused(tiny_gpt2_engine):
     with pytest.raises(ValueError, match="position must be from 0"):
         tiny_gpt2_engine.layers("hello", 99)
+
+
+def test_cli_layers_table_and_json(tiny_models, tiny_gpt2_engine):
+    import json
+
+    from conftest import run_logitls
+
+    result = tiny_gpt2_engine.layers(PROMPT, 2)
+    data = json.loads(run_logitls("layers", PROMPT, "--position", "2", "--json", "--model",
+                                  str(tiny_models["gpt2"])).stdout)
+    assert data["written"] and data["targetId"] == result.target.id
+    assert [(row["topId"], row["targetRank"]) for row in data["layers"]] == [
+        (r.top.id, r.target.rank) for r in result.rows]
+    assert [row["targetProb"] for row in data["layers"]] == pytest.approx([r.target.prob for r in result.rows])
+    table = run_logitls("layers", PROMPT, "--model", str(tiny_models["gpt2"]))
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 1 + len(result.rows)
+    assert "rank of" in table.stdout and "the model's own next token" in table.stderr
+    bad = run_logitls("layers", PROMPT, "--position", "99", "--model", str(tiny_models["gpt2"]))
+    assert bad.returncode == 2 and "position must be from 0" in bad.stderr

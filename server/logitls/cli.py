@@ -177,6 +177,32 @@ def _print_sampled(rows, text: str, params, as_json: bool) -> None:
         print(f"{c.rank:>4}  {visible(c.text):<20} {c.id:>7}  {c.prob:>8.4f}  {after:>14.4f}")
 
 
+def cmd_layers(args: argparse.Namespace) -> None:
+    """The logit lens: per layer, what the model would predict next if it stopped there."""
+    engine = _engine(args)
+    text = _checked_text(args, engine)
+    try:
+        result = engine.layers(text, args.position)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    what = "written next token" if result.written else "the model's own next token"
+    if args.json:
+        print(json.dumps({
+            "text": text, "position": result.position, "token": result.token.text, "target": result.target.text,
+            "targetId": result.target.id, "written": result.written,
+            "layers": [{"layer": r.layer, "top": r.top.text, "topId": r.top.id, "topProb": r.top.prob,
+                        "targetRank": r.target.rank, "targetProb": r.target.prob} for r in result.rows],
+        }, ensure_ascii=False))
+        return
+    print(f"position {result.position} ({visible(result.token.text)!r}); {what}: {visible(result.target.text)!r}. "
+          f"Each layer's residual stream through the final norm and the LM head; layer 0 is the embeddings, "
+          f"the last layer is the model's output", file=sys.stderr)
+    target = visible(result.target.text)
+    print(f"{'layer':>5}  {'top-1':<20} {'p':>7}  {'rank of ' + repr(target):>24}  {'p':>7}")
+    for r in result.rows:
+        print(f"{r.layer:>5}  {visible(r.top.text):<20} {r.top.prob:>7.4f}  {r.target.rank:>24}  {r.target.prob:>7.4f}")
+
+
 def _print_healed(result, text: str, as_json: bool) -> None:
     """The completion menu as the server offers it (token healing): what the text reads after each item."""
     if as_json:
@@ -498,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     _sampler_options(p)
     _model_options(p)
     p.set_defaults(run=cmd_top)
+
+    p = commands.add_parser("layers", help="the logit lens: what each layer would predict next if the network "
+                            "stopped there")
+    _text_options(p)
+    p.add_argument("--position", type=int, help="the token (0-based, among the tokens the model sees, a BOS "
+                   "included) whose next token is predicted; default the last, i.e. after the text")
+    _model_options(p)
+    p.set_defaults(run=cmd_layers)
 
     p = commands.add_parser("generate", help="greedy continuation, streamed to stdout")
     _text_options(p)
