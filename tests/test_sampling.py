@@ -110,3 +110,24 @@ def test_branch_continues_sampled_with_the_seed(tiny_gpt2_engine):
                             sampling=params) for _ in range(2)]
     expected = "".join(s.text for s in tiny_gpt2_engine.sample(PROMPT + " nothing", max_new_tokens=6, params=params))
     assert runs[0].new_text == runs[1].new_text == " nothing" + expected
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0.7, top_p=0.9), SamplingParams(top_k=20, min_p=0.05),
+                                    SamplingParams(temperature=1.3, top_k=50, top_p=0.8, min_p=0.02)])
+def test_same_tokens_and_numbers_as_transformers_warpers(params):
+    """transformers' generate(do_sample=True) chain: temperature, top-k, top-p, min-p, then softmax."""
+    from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    logits = torch.randn(1, 500, generator=torch.Generator().manual_seed(0)) * 3
+    chain = LogitsProcessorList([TemperatureLogitsWarper(params.temperature)])
+    if params.top_k:
+        chain.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1:
+        chain.append(TopPLogitsWarper(params.top_p))
+    if params.min_p:
+        chain.append(MinPLogitsWarper(params.min_p))
+    expected = torch.softmax(chain(torch.zeros(1, 1, dtype=torch.long), logits.clone()), -1)[0]
+    after = params.apply(logits[0])
+    assert torch.equal(after > 0, expected > 0)
+    assert torch.allclose(after, expected, atol=1e-6)
