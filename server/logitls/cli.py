@@ -105,15 +105,46 @@ def cmd_tokens(args: argparse.Namespace) -> None:
         print(f"{row['index']:>4}  {row['id']:>7}  {visible(row['text'])}")
 
 
+SAMPLERS = ("temperature", "top_k", "top_p", "min_p")
+
+
+def _sampler_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, help="divide the logits by T first (0: greedy)")
+    parser.add_argument("--top-k", type=int, help="then keep the k likeliest tokens (0: off)")
+    parser.add_argument("--top-p", type=float, help="then keep the fewest likeliest tokens whose probability "
+                        "reaches P (1: off)")
+    parser.add_argument("--min-p", type=float, help="then keep the tokens with at least M times the top "
+                        "token's probability (0: off)")
+
+
+def _sampling_params(args: argparse.Namespace, wanted: bool = False):
+    """SamplingParams from --temperature/--top-k/--top-p/--min-p (and --seed); None where none is given."""
+    given = {name: getattr(args, name) for name in SAMPLERS if getattr(args, name, None) is not None}
+    if not given and not wanted:
+        return None
+    from .engine.sampling import SamplingParams
+
+    try:
+        return SamplingParams(**given, seed=getattr(args, "seed", None))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_top(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise UsageError(f"-n must be at least 1, got {args.n}")
+    params = _sampling_params(args)
+    if params is not None and args.heal:
+        raise UsageError("--heal does not combine with the sampler options (they apply to the raw next tokens)")
     engine = _engine(args)
     text = _checked_text(args, engine)
     if args.n > engine.vocab_size:
         raise UsageError(f"-n must be at most the vocabulary size ({engine.vocab_size}), got {args.n}")
     if args.heal:
         return _print_healed(engine.healed_next_tokens(text, args.n), text, args.json)
+    if params is not None:
+        result, after = engine.next_tokens_sampled(text, params, args.n)
+        return _print_sampled(list(zip(result.choices, after)), text, params, args.json)
     result = engine.next_tokens(text, args.n)
     if args.json:
         print(json.dumps({
@@ -127,6 +158,49 @@ def cmd_top(args: argparse.Namespace) -> None:
     print(f"{'rank':>4}  {'token':<20} {'id':>7}  {'prob':>7}  {'logprob':>8}")
     for c in result.choices:
         print(f"{c.rank:>4}  {visible(c.text):<20} {c.id:>7}  {c.prob:>7.4f}  {c.logprob:>8.3f}")
+
+
+def _print_sampled(rows, text: str, params, as_json: bool) -> None:
+    """The model's own p beside the p after the samplers (what a sampler draws from)."""
+    label = params.label()
+    if as_json:
+        print(json.dumps({
+            "text": text, "samplers": label,
+            "tokens": [{"rank": c.rank, "id": c.id, "text": c.text, "prob": c.prob, "logprob": c.logprob,
+                        "afterSamplers": after} for c, after in rows],
+        }, ensure_ascii=False))
+        return
+    print(f"model p: the model's own softmax; after samplers: {label}, renormalised over the kept tokens "
+          "(0: cut)", file=sys.stderr)
+    print(f"{'rank':>4}  {'token':<20} {'id':>7}  {'model p':>8}  {'after samplers':>14}")
+    for c, after in rows:
+        print(f"{c.rank:>4}  {visible(c.text):<20} {c.id:>7}  {c.prob:>8.4f}  {after:>14.4f}")
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    """The logit lens: per layer, what the model would predict next if it stopped there."""
+    engine = _engine(args)
+    text = _checked_text(args, engine)
+    try:
+        result = engine.layers(text, args.position)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    what = "written next token" if result.written else "the model's own next token"
+    if args.json:
+        print(json.dumps({
+            "text": text, "position": result.position, "token": result.token.text, "target": result.target.text,
+            "targetId": result.target.id, "written": result.written,
+            "layers": [{"layer": r.layer, "top": r.top.text, "topId": r.top.id, "topProb": r.top.prob,
+                        "targetRank": r.target.rank, "targetProb": r.target.prob} for r in result.rows],
+        }, ensure_ascii=False))
+        return
+    print(f"position {result.position} ({visible(result.token.text)!r}); {what}: {visible(result.target.text)!r}. "
+          f"Each layer's residual stream through the final norm and the LM head; layer 0 is the embeddings, "
+          f"the last layer is the model's output", file=sys.stderr)
+    target = visible(result.target.text)
+    print(f"{'layer':>5}  {'top-1':<20} {'p':>7}  {'rank of ' + repr(target):>24}  {'p':>7}")
+    for r in result.rows:
+        print(f"{r.layer:>5}  {visible(r.top.text):<20} {r.top.prob:>7.4f}  {r.target.rank:>24}  {r.target.prob:>7.4f}")
 
 
 def _print_healed(result, text: str, as_json: bool) -> None:
@@ -152,6 +226,11 @@ def _print_healed(result, text: str, as_json: bool) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    if args.seed is not None and not args.sample:
+        raise UsageError("--seed needs --sample")
+    params = _sampling_params(args, wanted=args.sample)
+    if params is not None and not args.sample:
+        raise UsageError("the sampler options need --sample (without it, generate is greedy)")
     engine = _engine(args)
     text = _checked_text(args, engine)
     options = {"max_new_tokens": args.max_new_tokens, "max_length": args.max_length}
@@ -160,9 +239,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     pieces, ids = [], []
     if args.heal:
         steps = engine.healed_greedy(text, max_new_tokens=options["max_new_tokens"] or
-                                     max(0, options["max_length"] - len(engine.tokenize(text).ids)))
+                                     max(0, options["max_length"] - len(engine.tokenize(text).ids)), sampling=params)
     else:
-        steps = engine.greedy(text, **options)
+        steps = engine.greedy(text, **options, sampling=params)
     for step in steps:
         ids.append(step.token.id)
         pieces.append(step.text)
@@ -442,8 +521,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=5, help="how many tokens (default 5)")
     p.add_argument("--heal", action="store_true", help="the completion menu the server offers: back off the space "
                    "or half-typed word at the end (token healing) and complete it; without it, the raw next tokens")
+    _sampler_options(p)
     _model_options(p)
     p.set_defaults(run=cmd_top)
+
+    p = commands.add_parser("layers", help="the logit lens: what each layer would predict next if the network "
+                            "stopped there")
+    _text_options(p)
+    p.add_argument("--position", type=int, help="the token (0-based, among the tokens the model sees, a BOS "
+                   "included) whose next token is predicted; default the last, i.e. after the text")
+    _model_options(p)
+    p.set_defaults(run=cmd_layers)
 
     p = commands.add_parser("generate", help="greedy continuation, streamed to stdout")
     _text_options(p)
@@ -452,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--max-length", type=int, help="prompt plus new tokens at most, as in model.generate")
     p.add_argument("--heal", action="store_true", help="complete the half-typed word first (token healing), "
                    "printing exactly what the logitls.generate command inserts")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy (temperature 1 unless given)")
+    p.add_argument("--seed", type=int, help="seed of the sampler (with --sample): the same seed, text and model "
+                   "give the same continuation")
+    _sampler_options(p)
     _model_options(p)
     p.set_defaults(run=cmd_generate)
 

@@ -45,11 +45,30 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = setting(0.0, "Sampling temperature for `logitls.generate` and `logitls.branch`: the "
+                                      "logits are divided by it before top-k, top-p and min-p. 0 (the default) "
+                                      "is greedy, and the other sampling settings are then unused.",
+                                 minimum=0, maximum=100)
+    top_k: int = setting(0, "Keep only the k likeliest tokens (after temperature); 0 is off, 1 is greedy.",
+                         minimum=0, maximum=1_000_000)
+    top_p: float = setting(1.0, "Keep the fewest likeliest tokens whose probability (after temperature and "
+                                "top-k) reaches this; 1 is off.", minimum=0.0001, maximum=1)
+    min_p: float = setting(0.0, "Keep only tokens with at least this fraction of the top token's probability "
+                                "(after the samplers before it); 0 is off.", minimum=0, maximum=1)
+    seed: int = setting(-1, "Seed of the sampler: the same seed, text and model give the same continuation. "
+                            "-1: a fresh seed for each generation.", minimum=-1, maximum=2 ** 31 - 1)
+
+
+@dataclass(frozen=True)
 class GenerateSettings:
     max_new_tokens: int = setting(100, "Tokens the `logitls.generate` command adds at most (the notebook's "
                                        "`max_length=100`).", minimum=1, maximum=4096)
     timeout_seconds: float = setting(60.0, "Wall-clock cap on one greedy generation; what was produced by "
                                            "then is inserted.", minimum=1, maximum=3600)
+    sampling: SamplingSettings = group(SamplingSettings, "Sampling instead of greedy decoding (default: greedy). "
+                                                         "The completion menu then shows, beside the model's own "
+                                                         "p, the p after these samplers.")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import NOTEBOOK_TEXT, apply_text_edit, open_document, start_session
+from logitls.text import percent
 
 
 
@@ -89,3 +90,23 @@ async def test_special_tokens_are_never_offered(default_client):
     result = await complete(default_client, uri, 0, 0)  # empty text: conditions on <|im_start|>
     assert len(result.items) == 10
     assert not any("<|im_" in item.text_edit.new_text for item in result.items)
+
+
+async def test_sampling_settings_show_the_p_after_the_samplers_beside_the_models(tiny_models, tiny_gpt2_engine):
+    from logitls.engine.sampling import SamplingParams
+
+    client = await start_session({"model": str(tiny_models["gpt2"]), "device": "cpu", "topN": 4,
+                                  "completion": {"tokenHealing": False},
+                                  "generate": {"sampling": {"temperature": 3, "topK": 3}}})
+    try:
+        open_document(client, "file:///completion/sampled.txt", NOTEBOOK_TEXT)
+        result = await complete(client, "file:///completion/sampled.txt", 0, len(NOTEBOOK_TEXT))
+        expected, after = tiny_gpt2_engine.next_tokens_sampled(NOTEBOOK_TEXT, SamplingParams(temperature=3, top_k=3), 4)
+        assert [item.data["id"] for item in result.items] == [c.id for c in expected.choices]
+        for item, choice, p in zip(result.items, expected.choices, after):
+            assert item.detail.startswith(f"{percent(choice.prob)} model p={choice.prob:.4f}")
+            assert item.detail.endswith(f" · after temperature 3, top-k 3: {percent(p)}")
+            assert item.data["afterSamplers"] == pytest.approx(p)
+        assert [item.data["afterSamplers"] > 0 for item in result.items] == [True] * 3 + [False]
+    finally:
+        await client.shutdown_session()

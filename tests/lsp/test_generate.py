@@ -191,3 +191,22 @@ async def test_a_superseded_generate_is_server_cancelled_not_client_cancelled(ti
         await asyncio.wait_for(first, 600)
     assert raised.value.code == -32802 and "superseded" in raised.value.message
     assert (await asyncio.wait_for(second, 600))["applied"] is True
+
+
+async def test_generate_with_sampling_arguments_and_a_seed_is_reproducible(tiny_client, tiny_gpt2_engine):
+    from logitls.engine.sampling import SamplingParams
+
+    uri = "file:///generate/sampled.txt"
+    open_document(tiny_client, uri, NOTEBOOK_TEXT)
+    end = len(NOTEBOOK_TEXT)
+    sampled = dict(maxNewTokens=10, temperature=1.5, topK=50, seed=11)
+    first = await run_generate(tiny_client, generate_args(uri, 0, end, **sampled))
+    params = SamplingParams(temperature=1.5, top_k=50, seed=11)
+    assert first["sampling"] == "temperature 1.5, top-k 50"
+    assert first["text"] == "".join(s.text for s in tiny_gpt2_engine.sample(NOTEBOOK_TEXT, max_new_tokens=10,
+                                                                            params=params))
+    open_document(tiny_client, uri + "2", NOTEBOOK_TEXT)
+    again = await run_generate(tiny_client, generate_args(uri + "2", 0, end, **sampled))
+    assert again["text"] == first["text"]
+    with pytest.raises(JsonRpcInvalidParams, match="topP must be in"):
+        await run_generate(tiny_client, generate_args(uri, 0, 0, temperature=1.0, topP=0))

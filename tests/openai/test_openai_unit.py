@@ -491,3 +491,30 @@ def test_the_local_engine_and_every_server_dialect_answer_one_protocol(tiny_engi
     assert capabilities["vllm"].ranks == "exact" and capabilities["vllm"].document_scores
     assert capabilities["llama.cpp"].ranks == "top-k" and not capabilities["llama.cpp"].document_scores
     assert not any(c.healing for c in capabilities.values())
+
+
+@pytest.mark.parametrize("owner, sent, dropped", [
+    ("me", {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "seed": 3}, None),  # llama-cpp-python
+    ("openai", {"temperature": 0.7, "top_p": 0.9, "seed": 3}, "top_k, min_p"),  # the OpenAI API's fields only
+])
+def test_sampled_generation_passes_the_samplers_and_says_which_it_cannot(owner, sent, dropped):
+    from logitls.engine.sampling import SamplingParams
+
+    def stream(body):
+        chunks = [{"choices": [{"text": " Lyon", "finish_reason": None}]},
+                  {"choices": [{"text": "", "finish_reason": "length"}]}]
+        return httpx.Response(200, text=sse(chunks), headers={"content-type": "text/event-stream"})
+
+    models = {"object": "list", "data": [{"id": "smol", "object": "model", "owned_by": owner}]}
+    fake, messages = Fake(**{"/v1/models": lambda body: httpx.Response(200, json=models),
+                             "/v1/completions": stream}), []
+    engine = backend(fake, messages)
+    params = SamplingParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, seed=3)
+    assert engine.generate_text("The capital of France is", max_new_tokens=4, sampling=params) == " Lyon"
+    body = fake.posts()[-1]
+    assert {k: body[k] for k in ("temperature", "top_k", "top_p", "min_p", "seed") if k in body} == sent
+    said = [m for _, m in messages if "takes no" in m]
+    assert (said == []) if dropped is None else (len(said) == 1 and f"takes no {dropped}" in said[0])
+    assert engine.capabilities.sampled_distribution is False
+    engine.generate_text("x", max_new_tokens=4)
+    assert fake.posts()[-1]["temperature"] == 0 and "top_p" not in fake.posts()[-1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 UNTIL = ("line", "sentence", "tokens")
 
@@ -72,8 +72,9 @@ def branch_region(text: str, token_start: int, token_end: int, until: str) -> tu
 def continue_branch(engine, text: str, token_start: int, token_end: int, alternative: str, *, until: str = "line",
                     max_new_tokens: int = 64, document: str = "", should_stop: Callable[[], bool] | None = None,
                     deadline_passed: Callable[[], bool] | None = None,
-                    on_step: Callable[[str, int], None] | None = None) -> BranchResult:
-    """Replace the token text[token_start:token_end] by `alternative` and continue greedily.
+                    on_step: Callable[[str, int], None] | None = None, sampling: Any = None) -> BranchResult:
+    """Replace the token text[token_start:token_end] by `alternative` and continue greedily (or sampled,
+    with `sampling`, a SamplingParams).
 
     `until`: `line` stops before the first newline the model writes, `sentence` after the first sentence
     end (or before a newline), `tokens` after `max_new_tokens` only. `max_new_tokens` caps every mode.
@@ -85,8 +86,9 @@ def continue_branch(engine, text: str, token_start: int, token_end: int, alterna
     produced = ""
     count = 0
     stop = "length"
+    options = {} if sampling is None else {"sampling": sampling}
     steps: Iterable = engine.greedy(prefix, max_new_tokens=max_new_tokens, document=document,
-                                    should_stop=should_stop) if max_new_tokens > 0 else ()
+                                    should_stop=should_stop, **options) if max_new_tokens > 0 else ()
     eos_ids = getattr(engine, "eos_ids", set())
     for step in steps:
         count += 1

@@ -24,6 +24,7 @@ from . import windows
 from .documents import PREFILL_CHUNK, DocumentSlots, DocumentState, StopCheck, feed
 from .healing import MAX_BACKOFF, backoff
 from .loading import LoadedModel, load_model
+from .sampling import SamplingParams
 from .scoring import PositionScore
 from .tail_tokens import Tail, TailTokenizer
 from .types import LOCAL, Cancelled, GreedyStep  # noqa: F401 - Cancelled, GreedyStep: re-exported
@@ -274,20 +275,23 @@ class Engine:
             best[new_text] = (logprob, step_logprob, path, extends)
 
     def healed_greedy(self, text: str, *, max_new_tokens: int = 100, document: str = "",
-                      should_stop: StopCheck | None = None) -> Iterator[GreedyStep]:
+                      should_stop: StopCheck | None = None,
+                      sampling: SamplingParams | None = None) -> Iterator[GreedyStep]:
         """Greedy continuation after token healing: the first step completes what was typed (its text
-        is what goes after the cursor), then greedy decoding goes on from the healed text."""
+        is what goes after the cursor), then greedy decoding goes on from the healed text. With
+        `sampling`, the healed first step is still the likeliest; the steps after it are sampled."""
         if max_new_tokens <= 0:
             return
         healed = self.healed_next_tokens(text, 1, document=document, should_stop=should_stop)
         if not healed.healed:
-            yield from self.greedy(text, max_new_tokens=max_new_tokens, document=document, should_stop=should_stop)
+            yield from self.greedy(text, max_new_tokens=max_new_tokens, document=document, should_stop=should_stop,
+                                   sampling=sampling)
             return
         first = healed.choices[0]
         yield GreedyStep(first.tokens[-1], first.new_text[len(healed.fragment):])
         if max_new_tokens > 1 and first.tokens[-1].id not in self.eos_ids:
             yield from self.greedy(text[: healed.fragment_start] + first.new_text, max_new_tokens=max_new_tokens - 1,
-                                   document=document, should_stop=should_stop)
+                                   document=document, should_stop=should_stop, sampling=sampling)
 
     def token_scores(self, text: str, *, document: str = "", should_stop: StopCheck | None = None) -> TextScores:
         """Each token's probability given all text before it, its rank and the model's alternatives.
@@ -412,11 +416,15 @@ class Engine:
         max_length: int | None = None,
         document: str = "",
         should_stop: StopCheck | None = None,
+        sampling: SamplingParams | None = None,
     ) -> Iterator[GreedyStep]:
         """Greedy continuation, one step per token, identical to model.generate(do_sample=False).
 
         As in generate(), max_new_tokens wins over max_length (which counts the prompt too);
         with neither, 100 new tokens. Stops after an EOS token (yielded, with empty text).
+        With `sampling` (not greedy), each token is drawn from the distribution after the samplers
+        (sampling.py) with a torch.Generator seeded from `sampling.seed`: the same seed, text and
+        model give the same tokens.
         """
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and value < 0:
@@ -432,7 +440,10 @@ class Engine:
         self._feed(state, ids, False, should_stop)
         generated: list[int] = []
         emitted = ""
-        for step, next_id in enumerate(self._greedy_ids(state, ids, max_new_tokens, should_stop)):
+        chosen = (self._sampled_ids(state, ids, max_new_tokens, should_stop, sampling)
+                  if sampling is not None and not sampling.greedy
+                  else self._greedy_ids(state, ids, max_new_tokens, should_stop))
+        for step, next_id in enumerate(chosen):
             generated.append(next_id)
             decoded = self.vocabulary.decode(generated)
             # Hold back an incomplete multi-byte character until its last byte arrives.
@@ -463,6 +474,51 @@ class Engine:
             if should_stop is not None and should_stop():
                 raise Cancelled()
             state.append_step(next_id, self.model.forward([next_id], state.kv, 1)[-1])
+
+    @torch.inference_mode()
+    def _sampled_ids(self, state: DocumentState, prompt: list[int], max_new_tokens: int,
+                     should_stop: StopCheck | None, sampling: SamplingParams) -> Iterator[int]:
+        """As _greedy_ids, each token drawn after the samplers (never the static decoder: it only takes argmax)."""
+        limit = min(max_new_tokens, self.model_context - len(prompt))
+        generator = sampling.generator(state.last_logits.device)
+        for step in range(limit):
+            next_id = sampling.draw(state.last_logits, generator)
+            yield next_id
+            if step == limit - 1:
+                return
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            state.append_step(next_id, self.model.forward([next_id], state.kv, 1)[-1])
+
+    def sample(self, text: str, *, params: SamplingParams, max_new_tokens: int | None = None, document: str = "",
+               should_stop: StopCheck | None = None) -> Iterator[GreedyStep]:
+        """A sampled continuation (greedy where `params` is greedy): `greedy(..., sampling=params)`."""
+        return self.greedy(text, max_new_tokens=max_new_tokens, document=document, should_stop=should_stop,
+                           sampling=params)
+
+    def next_tokens_sampled(self, text: str, params: SamplingParams, n: int = 10, *, document: str = "",
+                            should_stop: StopCheck | None = None) -> tuple[NextTokens, list[float]]:
+        """next_tokens (the model's own p, unchanged) and, for each choice, its probability after the
+        samplers (0 where they cut it)."""
+        result = self.next_tokens(text, n, document=document, should_stop=should_stop)
+        after = params.apply(self._state(document).last_logits)
+        return result, [float(after[c.id]) for c in result.choices]
+
+    def layers(self, text: str, position: int | None = None, *, document: str = ""):
+        """The logit lens (layers.py) at token `position` of the tokens the model sees for `text` (its
+        window, the tokenizer's BOS included; default the last): per layer, what the model would predict
+        next if it stopped there. The last row is the model's own logits for that position (for the last
+        position, exactly next_tokens')."""
+        from .layers import lens
+
+        ids, _, _ = self._prepare(text, document=document)
+        if position is None:
+            position = len(ids) - 1
+        if not 0 <= position < len(ids):
+            raise ValueError(f"position must be from 0 to {len(ids) - 1} (the text's {len(ids)} tokens), got {position}")
+        state = self._state(document)
+        self._feed(state, ids[: position + 1], False, None, score_bulk=self.score_prefill)
+        return lens(self, ids[: position + 2], position, state.last_logits)
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))

@@ -242,9 +242,11 @@ class LlamaFamilyModel(nn.Module):
         return KVCache(self.config.num_hidden_layers)
 
     def forward(self, tokens: list[int] | torch.Tensor, cache: KVCache | StaticKVCache,
-                logits_to_keep: int = 0) -> torch.Tensor:
+                logits_to_keep: int = 0, hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Feed `tokens` after the cache's positions; next-token logits (fp32, [rows, vocab]) after each of
-        them (the last `logits_to_keep`, or all). On a StaticKVCache: one token, given as a tensor [1, 1]."""
+        them (the last `logits_to_keep`, or all). On a StaticKVCache: one token, given as a tensor [1, 1].
+        `hidden_states` (a list): the residual stream is appended to it, [1, tokens, hidden] each, after the
+        embeddings and after every layer, before the final norm (the logit lens: layer_logits)."""
         decoder = self.model
         if isinstance(cache, StaticKVCache):
             hidden = decoder.embed_tokens(tokens)
@@ -260,12 +262,21 @@ class LlamaFamilyModel(nn.Module):
                 mask = mask.expand(1, -1, length, past + length)
         cos, sin = decoder.rotary_emb(hidden, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        if hidden_states is not None:
+            hidden_states.append(hidden)
         for layer, layer_cache in zip(decoder.layers, cache.layers):
             hidden = layer(hidden, cos, sin, mask, layer_cache)
+            if hidden_states is not None:
+                hidden_states.append(hidden)
         hidden = decoder.norm(hidden)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]
         return _linear(self.lm_head, hidden)[0].float()
+
+
+    def layer_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logit lens: the final norm and the LM head on one residual stream (fp32 logits)."""
+        return _linear(self.lm_head, self.model.norm(hidden)).float()
 
 
 class StaticDecoder:

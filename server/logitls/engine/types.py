@@ -152,13 +152,16 @@ class Capabilities:
     healing: bool  # completion and inline completion that continue a half-typed word
     scored_remotely: bool  # every scored token costs a server request: hover asks for one position
     branch: bool = False  # an alternative token can be fed by id (logitls.branch)
+    # the whole next-token distribution is at hand, so the p after temperature/top-k/top-p/min-p can be shown
+    sampled_distribution: bool = False
 
     def __post_init__(self) -> None:
         if self.ranks not in RANKS:
             raise ValueError(f"ranks must be one of {RANKS}, got {self.ranks!r}")
 
 
-LOCAL = Capabilities(ranks="exact", document_scores=True, healing=True, scored_remotely=False, branch=True)
+LOCAL = Capabilities(ranks="exact", document_scores=True, healing=True, scored_remotely=False, branch=True,
+                     sampled_distribution=True)
 
 
 @runtime_checkable

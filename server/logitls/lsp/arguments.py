@@ -77,3 +77,41 @@ def optional_int(command: str, arg: Any, name: str, low: int, high: int, usage: 
         raise JsonRpcInvalidParams(f"{command}: {name} must be an integer from {low} to {high}, got {value!r}"
                                    + (f"; {usage}" if usage else ""))
     return value
+
+
+SAMPLER_FIELDS = (("temperature", "temperature"), ("topK", "top_k"), ("topP", "top_p"), ("minP", "min_p"))
+
+
+def sampling(command: str, arg: Any, settings: Any) -> Any:
+    """SamplingParams from a command's optional `temperature`, `topK`, `topP`, `minP` and `seed` over the
+    `generate.sampling` settings (field by field); None where the result is greedy. Arguments that name a
+    sampler but no temperature, over settings at temperature 0, sample at temperature 1."""
+    from ..engine.sampling import SamplingParams
+
+    values = {name: getattr(settings, name) for _, name in SAMPLER_FIELDS}
+    named = False
+    for wire, name in SAMPLER_FIELDS:
+        value = field(arg, wire, name)
+        if value is None:
+            continue
+        kind = int if name == "top_k" else float
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)) \
+                or value != value or value in (float("inf"), float("-inf")):
+            raise JsonRpcInvalidParams(f"{command}: {wire} must be a finite {'whole ' if kind is int else ''}number, "
+                                       f"got {value!r}")
+        values[name] = kind(value)
+        named = True
+    if named and field(arg, "temperature") is None and values["temperature"] == 0:
+        values["temperature"] = 1.0
+    seed = field(arg, "seed")
+    if seed is not None and not is_int(seed, -1):
+        raise JsonRpcInvalidParams(f"{command}: seed must be an integer from -1 to 2^31-1, got {seed!r}")
+    seed = settings.seed if seed is None else seed
+    try:
+        params = SamplingParams(**values, seed=None if seed < 0 else seed)
+    except ValueError as exc:
+        message = str(exc)
+        for wire, name in SAMPLER_FIELDS:
+            message = message.replace(name, wire)
+        raise JsonRpcInvalidParams(f"{command}: {message}") from None
+    return None if params.greedy else params

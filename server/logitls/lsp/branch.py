@@ -31,7 +31,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 
 from ..engine.branch import UNTIL, continue_branch
 from .branch_offer import COMMAND, KIND, arguments, branchable, title
-from .arguments import document_position, field, is_int, optional_int, single_argument
+from .arguments import document_position, field, is_int, optional_int, sampling, single_argument
 from .edit_job import apply_versioned_edit, run_with_progress
 from .lens import score_at, scored_token
 from .worker import JobCancelled, ModelUnavailable
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("logitls")
 
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
-         '"tokenId": N, "until": "line"|"sentence"|"tokens" (optional), "maxNewTokens": N (optional)}')
+         '"tokenId": N, "until": "line"|"sentence"|"tokens" (optional), "maxNewTokens": N (optional), "temperature", "topK", "topP", "minP", "seed" '
+         '(optional: sample the continuation, over the generate.sampling settings)}')
 
 
 def _wants(context: types.CodeActionContext | None) -> bool:
@@ -50,7 +51,7 @@ def _wants(context: types.CodeActionContext | None) -> bool:
     return not only or any(KIND == kind or KIND.startswith(f"{kind}.") for kind in only)
 
 
-def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, str | None, int | None]:
+def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, str | None, int | None, Any]:
     arg = single_argument(COMMAND, USAGE, args)
     uri, position = document_position(COMMAND, USAGE, arg)
     token_id = field(arg, "tokenId", "token_id")
@@ -61,7 +62,7 @@ def parse_arguments(args: tuple[Any, ...]) -> tuple[str, types.Position, int, st
     if until is not None and until not in UNTIL:
         raise JsonRpcInvalidParams(f"{COMMAND}: until must be one of {', '.join(UNTIL)}, got {until!r}")
     max_new = optional_int(COMMAND, arg, "maxNewTokens", 0, 4096, "", "max_new_tokens")
-    return uri, position, token_id, until, max_new
+    return uri, position, token_id, until, max_new, arg
 
 
 def _alternative(engine, score, token_id: int):
@@ -111,7 +112,8 @@ def register(server: LogitlsServer) -> None:
     # `ls` unannotated: pygls resolves a command handler's annotations, and the server class is a type-only import
     @server.command(COMMAND)
     async def branch(ls, *args: Any) -> dict[str, Any]:
-        uri, position, token_id, until, max_new = parse_arguments(args)
+        uri, position, token_id, until, max_new, arg = parse_arguments(args)
+        params = sampling(COMMAND, arg, ls.settings.generate.sampling)
         text, version = ls.snapshot(uri)
         positions, offset = ls.offset_at(text, position)
         settings = ls.settings.branch
@@ -137,7 +139,8 @@ def register(server: LogitlsServer) -> None:
 
             return continue_branch(engine, text, score.start, score.end, token.text, until=until,
                                    max_new_tokens=max_new, document=uri, should_stop=should_stop,
-                                   deadline_passed=lambda: time.monotonic() > deadline, on_step=on_step), None
+                                   deadline_passed=lambda: time.monotonic() > deadline, on_step=on_step,
+                                   sampling=params), None
 
         result: dict[str, Any] = {"text": "", "applied": False, "stop": "cancelled"}
         status, value = await run_with_progress(ls, uri=uri, feature="branch", title="logitls: branching",

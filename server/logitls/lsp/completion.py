@@ -11,6 +11,11 @@ continuations of what was typed.
 Without healing (or with a backend that cannot heal), items insert the raw next token at the cursor.
 `isIncomplete` makes the editor ask again on the next keystroke.
 
+Where `generate.sampling` samples (temperature above 0, top-k not 1) the raw view's `detail` adds,
+after the model's own p, the p after those samplers ("after temperature 0.7, top-p 0.9: 93.0%"): what
+`logitls.generate` would draw from at the cursor. The healed view does not (its first step is the
+likeliest healed continuation, not sampled), nor does a backend without the whole distribution.
+
 Some clients ignore `textEdit` and `labelDetails` (jupyterlab-lsp inserts `insertText`, else the
 label, and shows only `detail`): every item's `insertText` is what its edit adds at the cursor (the
 new text less the fragment already typed), so the document reads the same either way, and `detail`
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from ..engine.sampling import from_settings
 from ..text import percent, visible
 from .worker import JobCancelled, ModelUnavailable
 
@@ -37,25 +43,33 @@ WORD_BEFORE = re.compile(r"\w*$")
 SPARE = 16  # extra candidates asked for, so that dropping special tokens still leaves topN
 
 
-def completion_items(choices, word: str, cursor: types.Position, top_n: int) -> list[types.CompletionItem]:
-    """The raw view: each item inserts one token at the cursor."""
+def completion_items(choices, word: str, cursor: types.Position, top_n: int, after: list[float] | None = None,
+                     samplers: str = "") -> list[types.CompletionItem]:
+    """The raw view: each item inserts one token at the cursor. `after`: each choice's p after the
+    samplers named by `samplers`, shown beside the model's own."""
     items = []
-    for choice in choices:
+    for index, choice in enumerate(choices):
         token = choice.token
         if token.special or token.partial or not token.text:
             continue  # never insert raw markup, half a character, or nothing
+        data = {"id": token.id, "prob": choice.prob, "logprob": choice.logprob, "rank": choice.rank}
+        detail = (f"{percent(choice.prob)}  p={choice.prob:.4f}  logprob={choice.logprob:.3f}  "
+                  f"rank {choice.rank}")
+        if after is not None:
+            detail = (f"{percent(choice.prob)} model p={choice.prob:.4f}  logprob={choice.logprob:.3f}  "
+                      f"rank {choice.rank} · after {samplers}: {percent(after[index])}")
+            data.update(afterSamplers=after[index], samplers=samplers)
         items.append(types.CompletionItem(
             label=visible(token.text),
             label_details=types.CompletionItemLabelDetails(description=percent(choice.prob)),
             kind=types.CompletionItemKind.Text,
-            detail=f"{percent(choice.prob)}  p={choice.prob:.4f}  logprob={choice.logprob:.3f}  "
-                   f"rank {choice.rank}",
+            detail=detail,
             sort_text=f"{choice.rank:06d}",
             filter_text=word + token.text,
             insert_text=token.text,
             text_edit=types.TextEdit(range=types.Range(start=cursor, end=cursor), new_text=token.text),
             insert_text_format=types.InsertTextFormat.PlainText,
-            data={"id": token.id, "prob": choice.prob, "logprob": choice.logprob, "rank": choice.rank},
+            data=data,
         ))
         if len(items) == top_n:
             break
@@ -108,11 +122,18 @@ def register(server: LogitlsServer) -> None:
         prefix = text[:offset]
         top_n = ls.settings.top_n
         heal = ls.settings.completion.token_healing
+        sampling = from_settings(ls.settings.generate.sampling)
+        after = None
 
         def run(engine, stop):
+            nonlocal after
             if heal and engine.capabilities.healing:  # a server lists only its top k: nothing to heal from
                 return engine.healed_next_tokens(prefix, min(top_n, engine.vocab_size), document=uri, should_stop=stop)
-            return engine.next_tokens(prefix, min(top_n + SPARE, engine.vocab_size), document=uri, should_stop=stop)
+            n = min(top_n + SPARE, engine.vocab_size)
+            if sampling is not None and engine.capabilities.sampled_distribution:
+                result, after = engine.next_tokens_sampled(prefix, sampling, n, document=uri, should_stop=stop)
+                return result
+            return engine.next_tokens(prefix, n, document=uri, should_stop=stop)
 
         try:
             result = await ls.run_model(run, key=(uri, "completion"))
@@ -126,4 +147,5 @@ def register(server: LogitlsServer) -> None:
             return types.CompletionList(is_incomplete=True, items=healed_items(result, edit_start, edit_range))
         word = WORD_BEFORE.search(prefix[line_start:]).group(0)
         return types.CompletionList(is_incomplete=True,
-                                    items=completion_items(result.choices, word, params.position, top_n))
+                                    items=completion_items(result.choices, word, params.position, top_n, after,
+                                                           sampling.label() if sampling else ""))

@@ -1,7 +1,8 @@
 """The `logitls.generate` command: insert the greedy continuation at a position.
 
 Arguments: `[{"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, "maxNewTokens": N}]`
-(`maxNewTokens` optional). Progress reports the text as it grows; cancelling the progress or the
+(`maxNewTokens` optional), and optionally `temperature`, `topK`, `topP`, `minP`, `seed` to sample
+instead of decoding greedily (over the `generate.sampling` settings, arguments.sampling). Progress reports the text as it grows; cancelling the progress or the
 request stops generation and inserts nothing. `generate.timeoutSeconds` caps the time: what was
 produced by then is inserted. The edit names the document version it was computed for, and is
 dropped (with a message) if the user changed the document meanwhile: a stale edit never lands on
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from .arguments import document_position, optional_int, single_argument
+from .arguments import document_position, optional_int, sampling, single_argument
 from .edit_job import JsonRpcServerCancelled, apply_versioned_edit, changed_since, run_with_progress, tell_changed
 from .continuation import continuation
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 COMMAND = "logitls.generate"
 USAGE = ('expected one argument {"textDocument": {"uri": URI}, "position": {"line": L, "character": C}, '
-         '"maxNewTokens": N (optional)}')
+         '"maxNewTokens": N, "temperature": T, "topK": K, "topP": P, "minP": M, "seed": S (all optional)}')
 
 __all__ = ["COMMAND", "GenerateRequest", "JsonRpcServerCancelled", "parse_arguments", "register"]
 
@@ -35,12 +36,14 @@ class GenerateRequest:
     uri: str
     position: types.Position
     max_new_tokens: int | None
+    arg: Any = None  # the raw argument: its sampler fields are read over the settings when the command runs
 
 
 def parse_arguments(args: tuple[Any, ...]) -> GenerateRequest:
     arg = single_argument(COMMAND, USAGE, args)
     uri, position = document_position(COMMAND, USAGE, arg)
-    return GenerateRequest(uri, position, optional_int(COMMAND, arg, "maxNewTokens", 1, 4096, "", "max_new_tokens"))
+    return GenerateRequest(uri, position, optional_int(COMMAND, arg, "maxNewTokens", 1, 4096, "", "max_new_tokens"),
+                           arg)
 
 
 def register(server: LogitlsServer) -> None:
@@ -53,6 +56,8 @@ def register(server: LogitlsServer) -> None:
         settings = ls.settings.generate
         max_new = request.max_new_tokens or settings.max_new_tokens
         heal = ls.settings.completion.token_healing
+        params = sampling(COMMAND, request.arg, settings.sampling)
+        options = {} if params is None else {"sampling": params}
 
         def run(engine, should_stop, report) -> tuple[str, str]:
             deadline = time.monotonic() + settings.timeout_seconds
@@ -60,7 +65,7 @@ def register(server: LogitlsServer) -> None:
             reason = "length"
             last_report = 0.0
             steps = continuation(engine, prefix, heal, max_new_tokens=max_new, document=request.uri,
-                                 should_stop=should_stop)
+                                 should_stop=should_stop, **options)
             for count, step in enumerate(steps, start=1):
                 pieces.append(step.text)
                 if step.token.id in engine.eos_ids:
@@ -83,6 +88,8 @@ def register(server: LogitlsServer) -> None:
             return result
         produced, reason = value
         result.update(text=produced, stop=reason)
+        if params is not None:
+            result["sampling"] = params.label()
         if reason == "timeout":
             ls.tell(f"generation stopped after {settings.timeout_seconds:g} s (generate.timeoutSeconds)")
         if not produced:
@@ -92,7 +99,7 @@ def register(server: LogitlsServer) -> None:
             return result
         edit = types.TextEdit(range=types.Range(start=request.position, end=request.position), new_text=produced)
         outcome = await apply_versioned_edit(ls, request.uri, version, text, edit,
-                                             label="logitls: greedy continuation", what="continuation",
+                                             label="logitls: " + ("sampled" if params else "greedy") + " continuation", what="continuation",
                                              doing="generating")
         result["applied"] = outcome == "applied"
         if outcome == "document-changed":

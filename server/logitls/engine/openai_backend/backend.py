@@ -424,11 +424,15 @@ class OpenAIBackend:
     # -- greedy -----------------------------------------------------------------------------------
 
     def greedy(self, text: str, *, max_new_tokens: int | None = None, max_length: int | None = None,
-               document: str = "", should_stop: StopCheck | None = None) -> Iterator[GreedyStep]:
+               document: str = "", should_stop: StopCheck | None = None, sampling: Any = None) -> Iterator[GreedyStep]:
         """Greedy continuation streamed from the server (`temperature: 0`, SSE), one step per chunk.
 
         Without a tokenizer here, `max_length` (prompt plus new tokens) counts new tokens only.
         Ends with an EOS step (id in `eos_ids`, empty text) when the server stopped on end-of-sequence.
+        With `sampling` (a SamplingParams), the server samples: its temperature, top_k, top_p, min_p and
+        seed are sent where the server's dialect takes them (`sampling_body`); the server's own sampler
+        chain (order, defaults such as llama.cpp's temperature last) decides, and the p after the
+        samplers is never shown for a server (capabilities.sampled_distribution is false).
         """
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and value < 0:
@@ -436,7 +440,24 @@ class OpenAIBackend:
         limit = max_new_tokens if max_new_tokens is not None else (max_length if max_length is not None else 100)
         if limit == 0:
             return
-        yield from stream.greedy(self, text, limit, should_stop)
+        yield from stream.greedy(self, text, limit, should_stop, sampling)
+
+    def sampling_body(self, sampling: Any) -> dict:
+        """The request fields of a sampled generation (`temperature: 0` where greedy); a sampler this
+        server's dialect (known once probed) does not take is left out and said once."""
+        if sampling is None or sampling.greedy:
+            return {"temperature": 0}
+        wanted = {"temperature": sampling.temperature, "top_k": sampling.top_k or None,
+                  "top_p": sampling.top_p if sampling.top_p < 1 else None,
+                  "min_p": sampling.min_p or None, "seed": sampling.seed}
+        body = {name: value for name, value in wanted.items()
+                if value is not None and name in self.dialect.sampling_fields}
+        dropped = [name for name, value in wanted.items() if value is not None and name not in body]
+        if dropped:
+            self.health.tell_once(f"sampling:{','.join(dropped)}", "warning",
+                                  f"the inference server at {self.base_url} ({self.dialect.name}) takes no "
+                                  f"{', '.join(dropped)}: sampled without {'it' if len(dropped) == 1 else 'them'}")
+        return body
 
     def generate_text(self, text: str, **options: Any) -> str:
         return "".join(step.text for step in self.greedy(text, **options))

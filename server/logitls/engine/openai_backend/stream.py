@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-from typing import TYPE_CHECKING, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 import httpx
 
@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from .backend import OpenAIBackend
 
 
-def greedy(backend: "OpenAIBackend", text: str, limit: int, should_stop: StopCheck | None) -> Iterator[GreedyStep]:
+def greedy(backend: "OpenAIBackend", text: str, limit: int, should_stop: StopCheck | None,
+           sampling: Any = None) -> Iterator[GreedyStep]:
+    """`sampling`: a SamplingParams, sent as backend.sampling_body says; greedy (`temperature: 0`) without."""
     events: queue.Queue = queue.Queue()
     loop = backend.transport.ensure_loop()
-    task = asyncio.run_coroutine_threadsafe(_pump(backend, text, limit, events), loop)
+    task = asyncio.run_coroutine_threadsafe(_pump(backend, text, limit, events, sampling), loop)
     try:
         while True:
             try:
@@ -44,9 +46,9 @@ def greedy(backend: "OpenAIBackend", text: str, limit: int, should_stop: StopChe
         task.cancel()  # closes the stream when the caller stops early, is cancelled, or is done
 
 
-async def _pump(backend: "OpenAIBackend", text: str, limit: int, events: queue.Queue) -> None:
+async def _pump(backend: "OpenAIBackend", text: str, limit: int, events: queue.Queue, sampling: Any) -> None:
     try:
-        async for step in _steps(backend, text, limit):
+        async for step in _steps(backend, text, limit, sampling):
             events.put(("step", step))
         events.put(("done", None))
     except BackendError as exc:
@@ -58,11 +60,11 @@ async def _pump(backend: "OpenAIBackend", text: str, limit: int, events: queue.Q
                                           f"{type(exc).__name__}: {exc}")))
 
 
-async def _steps(backend: "OpenAIBackend", text: str, limit: int) -> AsyncIterator[GreedyStep]:
+async def _steps(backend: "OpenAIBackend", text: str, limit: int, sampling: Any) -> AsyncIterator[GreedyStep]:
     if not backend._probed:
         await backend._probe()
-    body = {"model": backend.model_name, **backend.dialect.request_extra(), "prompt": text, "max_tokens": limit, "temperature": 0,
-            "stream": True}
+    body = {"model": backend.model_name, **backend.dialect.request_extra(), "prompt": text, "max_tokens": limit,
+            **backend.sampling_body(sampling), "stream": True}
     tries = backend.transport.tries()
     for attempt in range(tries):
         if attempt:

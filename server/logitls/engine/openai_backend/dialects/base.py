@@ -34,6 +34,10 @@ class Dialect:
         """Fields every /v1/completions request of this dialect carries."""
         return {}
 
+    # The samplers a sampled generation can ask this server for (request field names). The OpenAI API
+    # has temperature, top_p and seed; llama.cpp's servers and vLLM add top_k and min_p.
+    sampling_fields: tuple[str, ...] = ("temperature", "top_p", "seed")
+
     @property
     def scores_text(self) -> bool:
         return self.capabilities.ranks != "none"

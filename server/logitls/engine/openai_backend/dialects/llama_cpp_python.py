@@ -10,6 +10,8 @@ class LlamaCppPython(EchoDialect):
     name = "llama-cpp-python"
     shifted_by_default = True  # 0.3.x with a model without BOS; corrected by what the first echo shows
 
+    sampling_fields = ("temperature", "top_k", "top_p", "min_p", "seed")
+
     @staticmethod
     def matches(entry: dict, owner: str) -> bool:
         return owner == "me"

@@ -26,6 +26,8 @@ class LlamaServer(Dialect):
     name = "llama.cpp"
     capabilities = TOP_K
 
+    sampling_fields = ("temperature", "top_k", "top_p", "min_p", "seed")
+
     @staticmethod
     def matches(entry: dict, owner: str) -> bool:
         return owner == "llamacpp" or isinstance(entry.get("meta"), dict)

@@ -43,6 +43,8 @@ class VLLM(Dialect):
         self._windows: OrderedDict[tuple[int, ...], tuple[list[str], list[Any], list[int]]] = OrderedDict()
         self._lead: list[int] | None = None
 
+    sampling_fields = ("temperature", "top_k", "top_p", "min_p", "seed")
+
     @staticmethod
     def matches(entry: dict, owner: str) -> bool:
         return "vllm" in owner
