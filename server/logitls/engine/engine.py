@@ -16,7 +16,7 @@ import logging
 import math
 from array import array
 from bisect import bisect_right
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -457,32 +457,28 @@ class Engine:
             if is_last:
                 return
 
-    @torch.inference_mode()
     def _greedy_ids(self, state: DocumentState, prompt: list[int], max_new_tokens: int,
                     should_stop: StopCheck | None) -> Iterator[int]:
         """Greedy decoding on `state` (fed up to `prompt`): yield the best next token, feed it, and again;
         at most `max_new_tokens`, within the context. Stops when the caller stops asking (EOS, length)."""
         limit = min(max_new_tokens, self.model_context - len(prompt))
         if self.static_decoder is not None:
-            yield from self.static_decoder.greedy_ids(state.kv, state.last_logits, limit, should_stop)
-            return
-        for step in range(limit):
-            next_id = int(torch.argmax(state.last_logits))
-            yield next_id
-            if step == limit - 1:
-                return
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            state.append_step(next_id, self.model.forward([next_id], state.kv, 1)[-1])
+            return self.static_decoder.greedy_ids(state.kv, state.last_logits, limit, should_stop)
+        return self._decode_ids(state, limit, should_stop, lambda logits: int(torch.argmax(logits)))
 
-    @torch.inference_mode()
     def _sampled_ids(self, state: DocumentState, prompt: list[int], max_new_tokens: int,
                      should_stop: StopCheck | None, sampling: SamplingParams) -> Iterator[int]:
         """As _greedy_ids, each token drawn after the samplers (never the static decoder: it only takes argmax)."""
-        limit = min(max_new_tokens, self.model_context - len(prompt))
         generator = sampling.generator(state.last_logits.device)
+        return self._decode_ids(state, min(max_new_tokens, self.model_context - len(prompt)), should_stop,
+                                lambda logits: sampling.draw(logits, generator))
+
+    @torch.inference_mode()
+    def _decode_ids(self, state: DocumentState, limit: int, should_stop: StopCheck | None,
+                    choose: Callable[[torch.Tensor], int]) -> Iterator[int]:
+        """One token per step: `choose` from the next-token logits, yield it, feed it; `limit` at most."""
         for step in range(limit):
-            next_id = sampling.draw(state.last_logits, generator)
+            next_id = choose(state.last_logits)
             yield next_id
             if step == limit - 1:
                 return

@@ -292,6 +292,7 @@ class StaticDecoder:
     def _forward(self, token: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
         return self.model.forward(token, cache, 1)
 
+    @torch.inference_mode()
     def greedy_ids(self, cache: KVCache, last_logits: torch.Tensor, limit: int, should_stop) -> Any:
         """The greedy tokens after what `cache` holds (whose next-token logits are `last_logits`): at most
         `limit`, within the model's context. `cache` itself is left as it was."""
