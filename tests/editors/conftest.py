@@ -7,8 +7,13 @@ An editor that is not installed skips its tests, unless LOGITLS_REQUIRE_EDITORS=
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -56,3 +61,38 @@ def editor_env(tmp_path: Path) -> dict[str, str]:
     env.setdefault("LOGITLS_CACHE_DIR", os.environ.get("LOGITLS_CACHE_DIR")
                    or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "logitls"))
     return env
+
+
+def serve_web(command: list[str], log_path: Path, url_pattern: str, health: str, name: str, start_seconds: float,
+              **popen) -> tuple[subprocess.Popen, str]:
+    """Start a web server (code-server, JupyterLab) in its own process group, its output in `log_path`;
+    wait for `url_pattern` (one group: the base URL) in the log and for `health` under it to answer.
+    Returns the process and its base URL; stops it and fails the test where it does not come up."""
+    with log_path.open("w") as log:
+        # its own process group: what it starts (an extension host, a kernel, logitls) goes with it
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **popen)
+    try:
+        deadline = time.monotonic() + start_seconds
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(url_pattern, log_path.read_text())
+            if found:
+                urllib.request.urlopen(found.group(1) + health, timeout=30).read()
+                return proc, found.group(1)
+            time.sleep(0.1)  # polling a log file for the port; not a wait for the model
+    except BaseException:
+        stop_process_group(proc)
+        raise
+    stop_process_group(proc)
+    pytest.fail(f"{name} did not start:\n{log_path.read_text()}")
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -20,17 +20,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, editor_env
+from .conftest import ROOT, editor_env, serve_web, stop_process_group
 
 SETUP = ROOT / "tests" / "editors" / "vscode_e2e_setup.sh"
 CHECK = ROOT / "tests" / "editors" / "jupyterlab_check.mjs"
@@ -87,38 +84,11 @@ def _entry_points_of_this_checkout(folder: Path) -> Path:
 
 
 def _start_jupyterlab(tmp: Path, env: dict[str, str], workspace: Path):
-    log_path = tmp / "jupyterlab.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-             "--ServerApp.port=0", "--IdentityProvider.token=", "--ServerApp.password=",
-             f"--ServerApp.root_dir={workspace}"],
-            env=env, cwd=workspace, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)  # its own process group: the kernel and logitls too
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"(http://127\.0\.0\.1:\d+)/lab", log_path.read_text())
-            if found:
-                urllib.request.urlopen(found.group(1) + "/api/status", timeout=30).read()
-                return proc, found.group(1)
-            time.sleep(0.1)  # polling a log file for the port; not a wait for the model
-    except BaseException:
-        _stop(proc)
-        raise
-    _stop(proc)
-    pytest.fail(f"JupyterLab did not start:\n{log_path.read_text()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    return serve_web([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+                      "--ServerApp.port=0", "--IdentityProvider.token=", "--ServerApp.password=",
+                      f"--ServerApp.root_dir={workspace}"],
+                     tmp / "jupyterlab.log", r"(http://127\.0\.0\.1:\d+)/lab", "/api/status", "JupyterLab", 180,
+                     env=env, cwd=workspace)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +121,7 @@ def jupyterlab_run(tmp_path_factory):
         driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True,
                                 timeout=1200)
     finally:
-        _stop(proc)
+        stop_process_group(proc)
     result_file = out / "result.json"
     assert result_file.exists(), f"the driver wrote nothing (rc {driver.returncode}):\n{driver.stdout}\n{driver.stderr}"
     result = json.loads(result_file.read_text())

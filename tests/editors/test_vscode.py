@@ -20,16 +20,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import CLIENT, ROOT, editor_env
+from .conftest import CLIENT, ROOT, editor_env, serve_web, stop_process_group
 
 EXTENSION = CLIENT / "vscode"
 SETUP = ROOT / "tests" / "editors" / "vscode_e2e_setup.sh"
@@ -128,36 +125,10 @@ def _start_code_server(paths: dict[str, str], tmp: Path, env: dict[str, str], wo
     installed = subprocess.run([*common, "--install-extension", str(_package(tmp))], env=env, capture_output=True,
                                text=True, timeout=120)
     assert "successfully installed" in installed.stdout, installed.stdout + installed.stderr
-    with (tmp / "code-server.log").open("w") as log:
-        proc = subprocess.Popen([*common, "--auth", "none", "--bind-addr", "127.0.0.1:0", "--disable-telemetry",
-                                 "--disable-update-check", "--disable-workspace-trust", str(workspace)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # its own process group: the extension host and logitls too
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"HTTP server listening on (http://127\.0\.0\.1:\d+)/",
-                              (tmp / "code-server.log").read_text())
-            if found:
-                urllib.request.urlopen(found.group(1) + "/healthz", timeout=10).read()
-                return proc, found.group(1)
-            time.sleep(0.1)  # polling a log file for the port; not a wait for the model
-    except BaseException:
-        _stop(proc)
-        raise
-    _stop(proc)
-    pytest.fail(f"code-server did not start:\n{(tmp / 'code-server.log').read_text()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    return serve_web([*common, "--auth", "none", "--bind-addr", "127.0.0.1:0", "--disable-telemetry",
+                      "--disable-update-check", "--disable-workspace-trust", str(workspace)],
+                     tmp / "code-server.log", r"HTTP server listening on (http://127\.0\.0\.1:\d+)/", "/healthz",
+                     "code-server", 60, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +187,7 @@ def vscode_run(tmp_path_factory):
             driver = subprocess.run([paths["NODE"], str(CHECK)], env=check_env, capture_output=True, text=True,
                                     timeout=1800)
         finally:
-            _stop(proc)
+            stop_process_group(proc)
     finally:
         fine_tune.kill()  # done long before, unless the session failed early
         fine_tune.wait()
